@@ -1,0 +1,1 @@
+"""pinedge.control"""

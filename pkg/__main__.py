@@ -1,0 +1,3 @@
+from pinedge.core.cli import main
+
+raise SystemExit(main())
