@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .validation import _parse_http_date, is_entity_tag, strong_match
+from pinedge.edge.freshness import parse_http_date
+from pinedge.edge.validation import is_entity_tag, strong_match
 
 MAX_RANGES: int = 16
 
@@ -134,7 +135,7 @@ def if_range_allows(
     value = if_range.strip(_OWS)
     if value.startswith(('"', 'W/"')):
         return is_entity_tag(value) and etag is not None and strong_match(value, etag)
-    validator = _parse_http_date(value)
+    validator = parse_http_date(value)
     return (
         validator is not None
         and last_modified is not None

@@ -5,13 +5,12 @@ Pure functions of header blocks and timestamps (seconds since the epoch); no I/O
 
 import re
 from collections.abc import Callable
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Literal
 
 from multidict import CIMultiDict
 
-from .headers import HOP_BY_HOP, Headers, connection_nominated
+from pinedge.edge.freshness import parse_http_date
+from pinedge.edge.headers import HOP_BY_HOP, Headers, connection_nominated
 
 _OWS = " \t"
 _SAFE_METHODS = ("GET", "HEAD")
@@ -37,22 +36,6 @@ _NOT_UPDATED = HOP_BY_HOP | {
 }
 
 
-def _parse_http_date(value: str | None) -> float | None:
-    """Epoch seconds of a valid HTTP-date, else None (until freshness.parse_http_date lands)."""
-    if value is None:
-        return None
-    value = value.strip(_OWS)
-    if not _HTTP_DATE.fullmatch(value):
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
 def _joined(headers: Headers, name: str) -> str | None:
     """All lines of a list-valued field as one value, or None when the field is absent."""
     lines = headers.getall(name, [])
@@ -62,7 +45,7 @@ def _joined(headers: Headers, name: str) -> str | None:
 def _single_date(headers: Headers, name: str) -> float | None:
     """The date in a field that must hold exactly one HTTP-date; None if absent or invalid."""
     lines = headers.getall(name, [])
-    return _parse_http_date(lines[0]) if len(lines) == 1 else None
+    return parse_http_date(lines[0]) if len(lines) == 1 else None
 
 
 def _first(headers: Headers, name: str) -> str | None:
@@ -167,7 +150,7 @@ def upstream_validators(stored_headers: Headers) -> dict[str, str]:
     if etag is not None and is_entity_tag(etag):
         validators["If-None-Match"] = etag
     last_modified = _first(stored_headers, "Last-Modified")
-    if _parse_http_date(last_modified) is not None:
+    if parse_http_date(last_modified) is not None:
         validators["If-Modified-Since"] = last_modified
     return validators
 
@@ -193,8 +176,8 @@ def _same_date(a: str | None, b: str) -> bool:
         return False
     if a == b:
         return True
-    parsed = _parse_http_date(a)
-    return parsed is not None and parsed == _parse_http_date(b)
+    parsed = parse_http_date(a)
+    return parsed is not None and parsed == parse_http_date(b)
 
 
 def merge_not_modified(stored_headers: Headers, not_modified_headers: Headers) -> CIMultiDict[str]:

@@ -1,0 +1,309 @@
+"""Cache-Control-style field parsing (RFC 9111 §5.2, §1.2.2; RFC 9213 targeted fields).
+
+Pure functions of header values: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeAlias
+
+from multidict import MultiMapping
+
+Headers: TypeAlias = MultiMapping[str]  # CIMultiDict[str] or CIMultiDictProxy[str]
+
+DELTA_SECONDS_MAX = 2**31  # RFC 9111 §1.2.2
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    """Parsed directives: lower-case name -> unquoted argument, or None when bare.
+
+    `targeted` is True when they came from an RFC 9213 targeted field, whose
+    use makes the cache ignore Expires as well as Cache-Control (RFC 9213 §2.2).
+    """
+
+    items: Mapping[str, str | None]
+    targeted: bool = False
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.items
+
+    def delta_seconds(self, name: str) -> int | None:
+        """The argument as delta-seconds (§1.2.2); None when absent, bare or invalid."""
+        value = self.items.get(name)
+        if value is None or not _DIGITS.fullmatch(value):
+            return None
+        return min(int(value), DELTA_SECONDS_MAX)
+
+    def field_names(self, name: str) -> frozenset[str] | None:
+        """Lower-case field names qualifying `name`; frozenset() when bare, None when absent.
+
+        Members that are not field names are dropped, so a malformed list reads
+        as unqualified: the stricter meaning for no-cache and private.
+        """
+        if name not in self.items:
+            return None
+        value = self.items[name]
+        if value is None:
+            return frozenset()
+        members = (member.strip() for member in value.split(","))
+        return frozenset(m.lower() for m in members if _TOKEN.fullmatch(m))
+
+
+EMPTY = Directives(MappingProxyType({}))
+
+
+def split_list(value: str, separator: str = ",") -> list[str]:
+    """Split on `separator` outside quoted-strings (RFC 9110 §5.6.1, §5.6.4); members unstripped."""
+    if '"' not in value:
+        return value.split(separator)
+    members: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for i, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == separator:
+            members.append(value[start:i])
+            start = i + 1
+    members.append(value[start:])
+    return members
+
+
+def unquote(value: str) -> str:
+    """The content of a quoted-string (an unterminated one runs to the end); tokens as is."""
+    if not value.startswith('"'):
+        return value
+    out: list[str] = []
+    escaped = False
+    for char in value[1:]:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            break
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _parse_member(member: str) -> tuple[str, str | None] | None:
+    name, eq, argument = member.partition("=")
+    name = name.strip().lower()
+    if not _TOKEN.fullmatch(name):
+        return None
+    # A recognisable name with a malformed argument still counts as present, so
+    # `private=<junk>` keeps the response private; delta_seconds() rejects the junk.
+    return name, unquote(argument.strip()) if eq else None
+
+
+def parse_directives(values: Iterable[str]) -> Directives:
+    """Parse every line of a Cache-Control-style field; the first occurrence of a name wins."""
+    if isinstance(values, str):
+        values = (values,)
+    items: dict[str, str | None] = {}
+    for line in values:
+        for member in split_list(line):
+            parsed = _parse_member(member)
+            if parsed is not None and parsed[0] not in items:
+                items[parsed[0]] = parsed[1]
+    return Directives(MappingProxyType(items)) if items else EMPTY
+
+
+def request_directives(headers: Headers) -> Directives:
+    """Request Cache-Control; without it, `Pragma: no-cache` means no-cache (§5.4)."""
+    if "cache-control" in headers:
+        return parse_directives(headers.getall("cache-control"))
+    if "no-cache" in parse_directives(headers.getall("pragma", ())):
+        return Directives(MappingProxyType({"no-cache": None}))
+    return EMPTY
+
+
+def response_directives(
+    headers: Headers,
+    targeted: Sequence[str] = ("CDN-Cache-Control", "Surrogate-Control"),
+) -> tuple[Directives, str | None]:
+    """The directives this cache obeys, and the lower-case targeted field they came from.
+
+    The first field of `targeted` with a valid, non-empty value replaces
+    Cache-Control (RFC 9213 §2.2); None as the name means Cache-Control was used.
+    """
+    for name in targeted:
+        lines = headers.getall(name, ())
+        if not lines:
+            continue
+        lower = name.lower()
+        if lower == "surrogate-control":
+            items = _surrogate_control(lines)
+        else:
+            items = parse_sf_dictionary(",".join(lines))
+        if items:
+            return Directives(MappingProxyType(items), targeted=True), lower
+    return parse_directives(headers.getall("cache-control", ())), None
+
+
+def _surrogate_control(lines: Sequence[str]) -> dict[str, str | None]:
+    """Edge Architecture Surrogate-Control, minus what is not for us.
+
+    `content="..."` declares processing capabilities, not caching policy, and a
+    member with a `;device` suffix targets a device by name, which we are not.
+    """
+    untargeted = [m for line in lines for m in split_list(line) if not _targets_device(m)]
+    items = dict(parse_directives([",".join(untargeted)]).items)
+    items.pop("content", None)
+    return items
+
+
+def _targets_device(member: str) -> bool:
+    return len(split_list(member, ";")) > 1
+
+
+# RFC 8941 Structured Field Dictionary, reduced to what a cache directive needs.
+
+_SF_KEY = re.compile(r"[a-z*][a-z0-9_.*-]*")
+_SF_NUMBER = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,3})?")
+_SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+.^_`|~0-9A-Za-z:/-]*")
+_SF_BYTES = re.compile(r":[A-Za-z0-9+/=]*:")
+_SF_BOOLEAN = re.compile(r"\?[01]")
+
+
+class _SFError(ValueError):
+    pass
+
+
+def parse_sf_dictionary(value: str) -> dict[str, str | None]:
+    """Directives from an RFC 8941 Dictionary; {} when empty or malformed (RFC 9213 §2.1).
+
+    Boolean true maps to None (a bare directive) and false removes the member;
+    other values map to their text (strings unquoted); parameters are ignored.
+    A repeated key takes the last value, as RFC 8941 §4.2.2 says.
+    """
+    try:
+        return _SFParser(value).dictionary()
+    except _SFError:
+        return {}
+
+
+class _SFParser:
+    def __init__(self, text: str) -> None:
+        self.text = text.strip(" \t")
+        self.pos = 0
+
+    def dictionary(self) -> dict[str, str | None]:
+        members: dict[str, str | bool | None] = {}
+        while self.pos < len(self.text):
+            key = self.match(_SF_KEY)
+            if self.peek() == "=":
+                self.pos += 1
+                members[key] = self.item_or_inner_list()
+            else:
+                self.parameters()
+                members[key] = True
+            self.skip_ows()
+            if self.pos == len(self.text):
+                break
+            self.expect(",")
+            self.skip_ows()
+            if self.pos == len(self.text):
+                raise _SFError("trailing comma")
+        return {k: None if v is True else v for k, v in members.items() if v is not False}
+
+    def item_or_inner_list(self) -> str | bool:
+        if self.peek() != "(":
+            return self.item()
+        start = self.pos
+        self.pos += 1
+        while True:
+            while self.peek() == " ":
+                self.pos += 1
+            if self.peek() == ")":
+                self.pos += 1
+                break
+            self.item()
+            if self.peek() not in (" ", ")"):
+                raise _SFError("bad inner list")
+        raw = self.text[start : self.pos]
+        self.parameters()
+        return raw
+
+    def item(self) -> str | bool:
+        value = self.bare_item()
+        self.parameters()
+        return value
+
+    def bare_item(self) -> str | bool:
+        char = self.peek()
+        if char == '"':
+            return self.string()
+        if char == "?":
+            return self.match(_SF_BOOLEAN) == "?1"
+        if char == ":":
+            return self.match(_SF_BYTES)
+        if char == "-" or char.isdigit():
+            return self.match(_SF_NUMBER)
+        return self.match(_SF_TOKEN)
+
+    def string(self) -> str:
+        out: list[str] = []
+        self.pos += 1
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == "\\":
+                escaped = self.peek()
+                if escaped not in ('"', "\\"):
+                    raise _SFError("bad escape")
+                out.append(escaped)
+                self.pos += 1
+            elif char == '"':
+                return "".join(out)
+            elif not " " <= char <= "~":
+                raise _SFError("bad string character")
+            else:
+                out.append(char)
+        raise _SFError("unterminated string")
+
+    def parameters(self) -> None:
+        while self.peek() == ";":
+            self.pos += 1
+            while self.peek() == " ":
+                self.pos += 1
+            self.match(_SF_KEY)
+            if self.peek() == "=":
+                self.pos += 1
+                self.bare_item()
+
+    def match(self, pattern: re.Pattern[str]) -> str:
+        found = pattern.match(self.text, self.pos)
+        if found is None:
+            raise _SFError(f"expected {pattern.pattern} at {self.pos}")
+        self.pos = found.end()
+        return found.group()
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expect(self, char: str) -> None:
+        if self.peek() != char:
+            raise _SFError(f"expected {char!r} at {self.pos}")
+        self.pos += 1
+
+    def skip_ows(self) -> None:
+        while self.peek() in (" ", "\t"):
+            self.pos += 1
