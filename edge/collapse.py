@@ -1,0 +1,136 @@
+"""Collapsed forwarding: one upstream fetch per key, however many ask at once.
+
+`acquire(key)` answers "you fetch" (a new Fill, you lead) or "you wait" (the
+Fill in progress). The leader's Fill settles once with an outcome; if the
+leader vanishes without settling, followers see ABANDONED and compete again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import Enum
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinedge.edge.entry import Entry
+
+
+class Outcome(Enum):
+    STREAM = "stream"  # a storable response; read its body from the Fill as it arrives
+    UPDATED = "updated"  # a 304 refreshed the stored entry; serve `entry`
+    PASS = "pass"  # not storable: followers go upstream on their own
+    ERROR = "error"  # upstream failed; followers answer from `error` (or stale)
+    ABANDONED = "abandoned"  # the leader went away; followers compete again
+
+
+@dataclass(slots=True)
+class Head:
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    response_time: float
+
+
+class Fill:
+    """One upstream fetch that several clients may read while it arrives."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.outcome: Outcome | None = None
+        self.head: Head | None = None
+        self.entry: Entry | None = None
+        self.error: BaseException | None = None
+        self.no_store: str | None = None
+        self.request_headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self.followers = 0
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.done = False
+        self.body_error: BaseException | None = None
+        self._settled = asyncio.Event()
+        self._progress = asyncio.Event()
+
+    def settle(
+        self,
+        outcome: Outcome,
+        *,
+        head: Head | None = None,
+        entry: Entry | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome, self.head, self.entry, self.error = outcome, head, entry, error
+        self._settled.set()
+        if outcome is not Outcome.STREAM:
+            self.finish()
+
+    async def wait(self, timeout: float) -> Outcome | None:
+        """The outcome, or None if it did not come within `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        except TimeoutError:
+            return None
+        return self.outcome
+
+    def feed(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.received += len(chunk)
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.body_error = error
+        self.done = True
+        self._wake()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """Every chunk from the first, waiting for more until the fetch ends."""
+        index = 0
+        while True:
+            while index < len(self.chunks):
+                yield self.chunks[index]
+                index += 1
+            if self.done:
+                if self.body_error is not None:
+                    raise self.body_error
+                return
+            await self._progress.wait()
+
+    def _wake(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+
+class CollapseTable:
+    """Fills in progress, by key."""
+
+    def __init__(self) -> None:
+        self._fills: dict[str, Fill] = {}
+        self.collapsed = 0
+
+    def acquire(self, key: str) -> tuple[Fill, bool]:
+        """(fill, True) if the caller leads a new fetch, (fill, False) if it should wait."""
+        fill = self._fills.get(key)
+        if fill is not None and fill.outcome in (None, Outcome.STREAM) and not fill.done:
+            fill.followers += 1
+            self.collapsed += 1
+            return fill, False
+        fill = Fill(key)
+        self._fills[key] = fill
+        return fill, True
+
+    def in_progress(self, key: str) -> bool:
+        fill = self._fills.get(key)
+        return fill is not None and not fill.done
+
+    def release(self, fill: Fill) -> None:
+        """Forget `fill` (its leader is done with it); waiters keep their reference."""
+        if fill.outcome is None:
+            fill.settle(Outcome.ABANDONED)
+        fill.finish()
+        if self._fills.get(fill.key) is fill:
+            del self._fills[fill.key]

@@ -1,0 +1,123 @@
+"""The edge node's settings: what `pinedge edge --config FILE` reads and flags override."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pinedge.core.config import (
+    ConfigError,
+    duration_field,
+    hostport_field,
+    parse_url,
+    setting,
+    size_field,
+    url_field,
+)
+
+
+@dataclass(kw_only=True)
+class SiteConfig:
+    """One site: the host names it answers for and the origin behind it."""
+
+    name: str = setting(doc="a label for logs and metrics")
+    hosts: list[str] = setting([], doc="host names (without port) this site answers for")
+    origin: str = setting(doc="origin URL, e.g. http://127.0.0.1:8090")
+    preserve_host: bool = setting(
+        False, doc="send the client's Host upstream instead of the origin's host"
+    )
+
+    def __post_init__(self) -> None:
+        self.origin = parse_url(self.origin)
+        if not self.hosts:
+            raise ValueError(f"site {self.name!r} needs at least one entry in hosts")
+        self.hosts = [h.lower().rstrip(".") for h in self.hosts]
+
+
+def default_name() -> str:
+    return "pinedge-" + socket.gethostname().split(".")[0]
+
+
+@dataclass(kw_only=True)
+class EdgeConfig:
+    listen: str = hostport_field("127.0.0.1:8080", doc="HOST:PORT for client traffic")
+    admin: str = hostport_field(
+        "127.0.0.1:8081", doc="HOST:PORT for /healthz, /readyz, /metrics (keep it private)"
+    )
+    name: str = setting("", doc="node name in Cache-Status and Via (default pinedge-<hostname>)")
+    origin: str | None = url_field(doc="origin URL of the single site (with --origin alone)")
+    hosts: list[str] = setting(
+        [], doc="extra host names the single site answers for (besides localhost and listen)"
+    )
+    sites: list[SiteConfig] = setting([], doc="[[sites]] tables: name, hosts, origin")
+    role: Literal["edge", "shield"] = setting("edge", doc="edge or shield")
+    shield: list[str] = setting([], doc="shield URLs (not yet supported)")
+    workers: int = setting(1, doc="worker processes (only 1 is supported so far)")
+    cache_mem: int = size_field("256MiB", doc="memory budget for stored responses")
+    cache_dir: str | None = setting(None, doc="on-disk store (not yet supported)")
+    cache_disk: int = size_field("0", doc="disk budget (not yet supported)")
+    control: str | None = url_field(doc="control plane URL (not yet supported)")
+    max_object_size: int = size_field(
+        "32MiB", doc="largest response stored; larger ones stream through uncached"
+    )
+    max_request_body: int = size_field("64MiB", doc="largest request body accepted (413 above)")
+    max_request_line: int = size_field("8KiB", doc="longest request line")
+    max_header_size: int = size_field("8KiB", doc="longest single request header field")
+    connect_timeout: float = duration_field("5s", doc="upstream connect timeout (504)")
+    first_byte_timeout: float = duration_field(
+        "30s", doc="upstream time to response headers, and between body reads (504)"
+    )
+    total_timeout: float = duration_field("300s", doc="upstream time for a whole response")
+    collapse_timeout: float = duration_field(
+        "15s", doc="how long a collapsed request waits for the leader's response headers"
+    )
+    drain_time: float = duration_field("10s", doc="SIGTERM: time to finish in-flight requests")
+    grace: float = duration_field(
+        "0s", doc="serve stale this long past expiry when every upstream fails"
+    )
+    heuristic_fraction: float = setting(
+        0.0, doc="heuristic freshness as a fraction of (Date - Last-Modified); 0 = off"
+    )
+    heuristic_max: float = duration_field("1d", doc="cap on heuristic freshness")
+    client_cache_control: bool = setting(
+        True, doc="honour request Cache-Control (no-cache, max-age, min-fresh, max-stale)"
+    )
+    cache_set_cookie: bool = setting(False, doc="store responses that carry Set-Cookie")
+    targeted_fields: list[str] = setting(
+        ["CDN-Cache-Control", "Surrogate-Control"],
+        doc="targeted cache-control fields (RFC 9213) that win over Cache-Control",
+    )
+    admin_token: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or default_name()
+        if self.workers != 1:
+            raise ValueError("workers: only 1 worker is supported in this version")
+        if self.shield:
+            raise ValueError("shield: shields are not supported in this version")
+        if self.cache_dir is not None:
+            raise ValueError("cache_dir: the disk store is not supported in this version")
+        if self.control is not None:
+            raise ValueError("control: the control plane is not supported in this version")
+        if not 0.0 <= self.heuristic_fraction <= 1.0:
+            raise ValueError("heuristic_fraction: must be between 0 and 1")
+        if self.origin is None and not self.sites:
+            raise ValueError("give --origin URL or at least one [[sites]] table")
+        if self.origin is not None and self.sites:
+            raise ValueError("give either origin (one site) or [[sites]] tables, not both")
+        self.admin_token = os.environ.get("PINEDGE_ADMIN_TOKEN") or None
+
+    def site_list(self) -> list[SiteConfig]:
+        """The sites this node serves; `origin` alone makes one default site."""
+        if self.sites:
+            return self.sites
+        assert self.origin is not None
+        listen_host = self.listen.rsplit(":", 1)[0].strip("[]")
+        hosts = ["localhost", "127.0.0.1", "[::1]", listen_host, *self.hosts]
+        unique = list(dict.fromkeys(h.lower() for h in hosts if h and h != "0.0.0.0"))
+        return [SiteConfig(name="default", hosts=unique, origin=self.origin)]
+
+
+__all__ = ["ConfigError", "EdgeConfig", "SiteConfig"]

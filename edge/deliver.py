@@ -1,0 +1,144 @@
+"""Responses to clients: from a stored entry, or from an upstream head as it streams.
+
+Client preconditions (304/412) and byte ranges (206/416) are answered here,
+from the stored representation, so they behave the same on a hit and a miss.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinedge.edge import ranges
+from pinedge.edge.entry import TAG_FIELDS, Entry
+from pinedge.edge.freshness import parse_http_date
+from pinedge.edge.headers import with_via, without_hop_by_hop
+from pinedge.edge.status import CacheStatus, append_entry
+from pinedge.edge.validation import evaluate_preconditions, not_modified_response_headers
+
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+
+
+class Delivery:
+    """What every response to a client gets: our Via and Cache-Status entries."""
+
+    def __init__(self, name: str, targeted_fields: tuple[str, ...]) -> None:
+        self.name = name
+        self.private_fields = (*TAG_FIELDS, *targeted_fields, "Cache-Status")
+
+    def client_headers(self, headers: Headers, also: tuple[str, ...] = ()) -> CIMultiDict[str]:
+        """End-to-end fields for a client: no hop-by-hop, tags or targeted fields."""
+        out = without_hop_by_hop(headers, also=(*self.private_fields, *also))
+        with_via(out, self.name)
+        return out
+
+    def finish_headers(
+        self,
+        out: CIMultiDict[str],
+        upstream: Headers,
+        status: CacheStatus,
+        sent_status: int,
+        age: float | None,
+    ) -> None:
+        if age is not None:
+            out["Age"] = str(max(0, int(age)))
+        entry = status.render(self.name, sent_status)
+        out["Cache-Status"] = append_entry(", ".join(upstream.getall("Cache-Status", ())), entry)
+
+    def precondition(
+        self, request: web.BaseRequest, headers: Headers, status_code: int
+    ) -> int | None:
+        """304 or 412 when the client's conditional request is answered without a body."""
+        if status_code != 200:
+            return None
+        return evaluate_preconditions(
+            request.method,
+            request.headers,
+            headers.get("ETag"),
+            parse_http_date(headers.get("Last-Modified")),
+            parse_http_date(headers.get("Date")),
+        )
+
+    def not_modified(
+        self, code: int, headers: Headers, status: CacheStatus, age: float | None
+    ) -> web.Response:
+        if code == 304:
+            out = self.client_headers(not_modified_response_headers(headers))
+        else:
+            out = self.client_headers(CIMultiDict(), ())
+            out["Content-Type"] = "text/plain; charset=utf-8"
+        self.finish_headers(out, headers, status, code, age)
+        body = None if code == 304 else b"precondition failed\n"
+        return web.Response(status=code, headers=out, body=body)
+
+    def from_entry(
+        self,
+        request: web.BaseRequest,
+        entry: Entry,
+        status: CacheStatus,
+        age: float,
+        strip: frozenset[str] = frozenset(),
+    ) -> web.Response:
+        """The stored response for this request: full, 304/412, 206 or 416."""
+        code = self.precondition(request, entry.headers, entry.status)
+        if code is not None:
+            return self.not_modified(code, entry.headers, status, age)
+        out = self.client_headers(entry.headers, tuple(strip))
+        body: bytes | memoryview = entry.body
+        sent = entry.status
+        if entry.status == 200 and request.method == "GET" and "Range" in request.headers:
+            sent, body = self._range(request, entry, out)
+        self.finish_headers(out, entry.headers, status, sent, age)
+        out.pop("Content-Length", None)
+        response = web.Response(status=sent, reason=_reason(entry, sent), headers=out)
+        response.body = bytes(body) if isinstance(body, memoryview) else body
+        return response
+
+    def _range(
+        self, request: web.BaseRequest, entry: Entry, out: CIMultiDict[str]
+    ) -> tuple[int, bytes | memoryview]:
+        fresh = entry.fresh
+        if not ranges.if_range_allows(
+            request.headers.get("If-Range"), fresh.etag, fresh.last_modified, fresh.date
+        ):
+            return 200, entry.body
+        size = len(entry.body)
+        wanted = ranges.parse_range(request.headers.get("Range"), size)
+        if wanted.kind == "ignore":
+            return 200, entry.body
+        if wanted.kind in ("unsatisfiable", "invalid"):
+            for name in ("Content-Type", "Content-Encoding", "ETag", "Last-Modified"):
+                out.pop(name, None)
+            out["Content-Range"] = ranges.unsatisfied_range(size)
+            out["Content-Type"] = "text/plain; charset=utf-8"
+            return 416, f"range not satisfiable: {wanted.reason}\n".encode()
+        view = memoryview(entry.body)
+        if len(wanted.ranges) == 1:
+            only = wanted.ranges[0]
+            out["Content-Range"] = ranges.content_range(only, size)
+            return 206, view[only.start : only.end + 1]
+        boundary = secrets.token_hex(12)
+        body = ranges.multipart_byteranges(
+            wanted.ranges, view, entry.headers.get("Content-Type"), size, boundary
+        )
+        out["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        return 206, body
+
+
+def _reason(entry: Entry, sent: int) -> str | None:
+    return entry.reason if sent == entry.status and entry.reason else None
+
+
+def error_response(name: str, code: int, reason: str, status: CacheStatus) -> web.Response:
+    """A response the edge generates itself, with the reason in the body."""
+    headers = CIMultiDict(
+        {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "no-store",
+            "Cache-Status": status.render(name, code),
+        }
+    )
+    with_via(headers, name)
+    return web.Response(status=code, headers=headers, text=f"{code} {reason}\n")

@@ -1,0 +1,136 @@
+"""A stored response and what the cache precomputes about it when it is stored."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinedge.edge import freshness
+from pinedge.edge.cachecontrol import Directives, response_directives
+from pinedge.edge.storable import fields_needing_validation
+from pinedge.edge.validation import merge_not_modified
+
+TAG_FIELDS = ("Surrogate-Key", "Cache-Tag")
+HEADER_OVERHEAD = 64  # per stored field line, for the byte budget
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """What the stored headers say about freshness, computed once per header block."""
+
+    directives: Directives
+    targeted: str | None
+    lifetime: float
+    initial_age: float
+    request_time: float
+    response_time: float
+    may_serve_stale: bool
+    stale_while_revalidate: int
+    no_cache_fields: frozenset[str]
+    etag: str | None
+    last_modified: float | None
+    date: float | None
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stored response: a variant of its primary key, selected by `vary_values`."""
+
+    key: str
+    vary_names: tuple[str, ...]
+    vary_values: tuple[str | None, ...]
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    fresh: Freshness
+    tags: frozenset[str]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        header_bytes = sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in self.headers.items())
+        self.size = len(self.body) + header_bytes + len(self.key) + 256
+
+    def age(self, now: float) -> float:
+        return freshness.current_age(self.fresh.initial_age, self.fresh.response_time, now)
+
+    def ttl(self, now: float) -> float:
+        """Seconds of freshness left; negative once stale."""
+        return self.fresh.lifetime - self.age(now)
+
+    def updated(
+        self,
+        not_modified: CIMultiDictProxy[str],
+        request_time: float,
+        response_time: float,
+        settings: FreshnessSettings,
+    ) -> Entry:
+        """A copy with headers refreshed from a 304 (RFC 9111 §3.2, §4.3.4)."""
+        headers = CIMultiDictProxy(merge_not_modified(self.headers, not_modified))
+        fresh = compute_freshness(self.status, headers, request_time, response_time, settings)
+        return Entry(
+            key=self.key,
+            vary_names=self.vary_names,
+            vary_values=self.vary_values,
+            status=self.status,
+            reason=self.reason,
+            headers=headers,
+            body=self.body,
+            fresh=fresh,
+            tags=parse_tags(headers),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FreshnessSettings:
+    targeted_fields: tuple[str, ...]
+    heuristic_fraction: float
+    heuristic_max: float
+
+
+def compute_freshness(
+    status: int,
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    request_time: float,
+    response_time: float,
+    settings: FreshnessSettings,
+) -> Freshness:
+    directives, targeted = response_directives(headers, settings.targeted_fields)
+    lifetime = freshness.freshness_lifetime(
+        status,
+        headers,
+        directives,
+        heuristic_fraction=settings.heuristic_fraction,
+        heuristic_max=settings.heuristic_max,
+        now=response_time,
+    )
+    return Freshness(
+        directives=directives,
+        targeted=targeted,
+        lifetime=lifetime,
+        initial_age=freshness.corrected_initial_age(headers, request_time, response_time),
+        request_time=request_time,
+        response_time=response_time,
+        may_serve_stale=freshness.may_serve_stale(directives),
+        stale_while_revalidate=freshness.stale_while_revalidate(directives),
+        no_cache_fields=fields_needing_validation(directives),
+        etag=headers.get("ETag"),
+        last_modified=freshness.parse_http_date(headers.get("Last-Modified")),
+        date=freshness.parse_http_date(headers.get("Date")),
+    )
+
+
+def parse_tags(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """Tags from Surrogate-Key (space-separated) and Cache-Tag (comma-separated)."""
+    tags: set[str] = set()
+    for value in headers.getall("Surrogate-Key", ()):
+        tags.update(value.split())
+    for value in headers.getall("Cache-Tag", ()):
+        tags.update(t.strip() for t in value.split(",") if t.strip())
+    return frozenset(tags)
+
+
+def now() -> float:
+    return time.time()

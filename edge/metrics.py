@@ -1,0 +1,106 @@
+"""The edge's Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pinedge.core.metrics import Counter, Gauge, Histogram, Registry
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class EdgeMetrics:
+    def __init__(
+        self,
+        store_bytes: Callable[[], float],
+        store_objects: Callable[[], float],
+        store_budget: float,
+        store_evictions: Callable[[], float],
+        inflight: Callable[[], float],
+    ) -> None:
+        self.registry = Registry()
+        add = self.registry.add
+        self.requests = add(
+            Counter(
+                "pinedge_requests_total",
+                "Client requests by cache outcome and status class.",
+                ("cache", "code"),
+            )
+        )
+        self.response_bytes = add(
+            Counter(
+                "pinedge_response_body_bytes_total",
+                "Response body bytes sent to clients, by cache outcome.",
+                ("cache",),
+            )
+        )
+        self.request_duration = add(
+            Histogram(
+                "pinedge_request_duration_seconds",
+                "Time to answer a client request, by cache outcome.",
+                LATENCY_BUCKETS,
+                ("cache",),
+            )
+        )
+        self.upstream_requests = add(
+            Counter(
+                "pinedge_upstream_requests_total",
+                "Requests sent upstream, by site and response status class.",
+                ("site", "code"),
+            )
+        )
+        self.upstream_errors = add(
+            Counter(
+                "pinedge_upstream_errors_total",
+                "Upstream requests that failed (connect, timeout, broken body), by kind.",
+                ("site", "kind"),
+            )
+        )
+        self.upstream_latency = add(
+            Histogram(
+                "pinedge_upstream_response_seconds",
+                "Time from sending an upstream request to its response headers.",
+                LATENCY_BUCKETS,
+                ("site",),
+            )
+        )
+        self.collapsed = add(
+            Counter(
+                "pinedge_collapsed_requests_total",
+                "Requests that waited on another request's upstream fetch.",
+            )
+        )
+        self.not_stored = add(
+            Counter(
+                "pinedge_responses_not_stored_total",
+                "Cacheable-method responses not stored, by reason.",
+                ("reason",),
+            )
+        )
+        self.invalidations = add(
+            Counter(
+                "pinedge_invalidations_total",
+                "Stored responses removed after unsafe requests.",
+            )
+        )
+        add(Gauge("pinedge_store_bytes", "Bytes held by the store.", store_bytes))
+        add(Gauge("pinedge_store_objects", "Responses held by the store.", store_objects))
+        add(
+            Gauge(
+                "pinedge_store_budget_bytes",
+                "The store's byte budget.",
+                lambda: store_budget,
+            )
+        )
+        add(
+            Gauge(
+                "pinedge_store_evictions_total",
+                "Responses evicted to stay within the budget.",
+                store_evictions,
+                kind="counter",
+            )
+        )
+        add(Gauge("pinedge_inflight_requests", "Client requests in progress.", inflight))
+
+    def render(self) -> str:
+        return self.registry.render()

@@ -1,0 +1,662 @@
+"""The edge's request pipeline, in the order a request goes through it.
+
+    handle ─ recv ─┬─ GET/HEAD ─ hash ─ lookup ─┬─ fresh ─────────── deliver (hit)
+                   │                            ├─ stale, allowed ─── deliver, revalidate
+                   │                            └─ miss / validate ── fetch ─ store ─ deliver
+                   └─ other methods ─ pass (bodies streamed both ways) ─ invalidate
+
+Each stage is a method whose name says where it stands; Cache-Status is
+built from a CacheStatus record the stages fill in, never by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import Enum
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from pinedge.edge.cachecontrol import EMPTY, Directives, request_directives
+from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome
+from pinedge.edge.config import EdgeConfig, SiteConfig
+from pinedge.edge.deliver import Delivery, error_response
+from pinedge.edge.entry import Entry, FreshnessSettings, compute_freshness, parse_tags
+from pinedge.edge.errors import EdgeError, UpstreamError
+from pinedge.edge.freshness import (
+    client_accepts_stale,
+    client_requires_validation,
+    format_http_date,
+    stale_if_error,
+)
+from pinedge.edge.headers import with_via, without_hop_by_hop
+from pinedge.edge.key import check_target, primary_key, split_host
+from pinedge.edge.metrics import EdgeMetrics
+from pinedge.edge.status import CacheStatus, Fwd
+from pinedge.edge.storable import fields_not_to_store, no_store_reason
+from pinedge.edge.store import MemoryStore
+from pinedge.edge.upstream import Timeouts, Upstream, body_error
+from pinedge.edge.validation import not_modified_applies, upstream_validators
+from pinedge.edge.vary import secondary_key, vary_names
+
+log = logging.getLogger("pinedge.edge")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
+CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+RANGE_FIELDS = ("Range", "If-Range")
+
+
+class Verdict(Enum):
+    """What a stored response can do for this request."""
+
+    FRESH = "fresh"
+    STALE_ALLOWED = "stale-allowed"  # the client's max-stale accepts it
+    STALE_REVALIDATE = "stale-while-revalidate"
+    VALIDATE = "validate"
+
+
+@dataclass(slots=True)
+class FetchPlan:
+    """An upstream fetch that fills the cache, prepared before any waiting."""
+
+    key: str
+    site: SiteConfig
+    url: str
+    headers: CIMultiDict[str]
+    request_headers: CIMultiDictProxy[str]
+    stale: Entry | None
+
+
+class Edge:
+    """One edge node's state and its request handler."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.sites = {host: site for site in config.site_list() for host in site.hosts}
+        self.origin_hosts = {
+            site.name: URL(site.origin).raw_authority for site in config.site_list()
+        }
+        self.store = MemoryStore(config.cache_mem)
+        self.fills = CollapseTable()
+        self.settings = FreshnessSettings(
+            tuple(config.targeted_fields), config.heuristic_fraction, config.heuristic_max
+        )
+        self.delivery = Delivery(self.name, tuple(config.targeted_fields))
+        self.inflight = 0
+        self.metrics = EdgeMetrics(
+            store_bytes=lambda: self.store.size,
+            store_objects=lambda: len(self.store),
+            store_budget=config.cache_mem,
+            store_evictions=lambda: self.store.evictions,
+            inflight=lambda: self.inflight,
+        )
+        self.upstream: Upstream | None = None
+        self.background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        config = self.config
+        self.upstream = Upstream(
+            Timeouts(config.connect_timeout, config.first_byte_timeout, config.total_timeout)
+        )
+
+    async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        if self.upstream is not None:
+            await self.upstream.close()
+
+    # ── handle: the whole request ────────────────────────────────────────────
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        status = CacheStatus()
+        self.inflight += 1
+        try:
+            site = self.recv(request)
+            if request.method in ("GET", "HEAD"):
+                response = await self.lookup_and_deliver(request, site, status)
+            else:
+                response = await self.pass_through(request, site, status, Fwd.METHOD)
+            label = status.label()
+        except EdgeError as err:
+            label = "error"
+            status.detail = status.detail or err.detail
+            log_error(request, err)
+            response = error_response(self.name, err.status, err.reason, status)
+        finally:
+            self.inflight -= 1
+        self.metrics.requests.inc(label, f"{response.status // 100}xx")
+        self.metrics.request_duration.observe(time.monotonic() - started, label)
+        body = getattr(response, "body", None)
+        if isinstance(body, bytes | bytearray):
+            self.metrics.response_bytes.inc(label, amount=len(body))
+        return response
+
+    # ── recv: is this a request we serve at all? ─────────────────────────────
+
+    def recv(self, request: web.Request) -> SiteConfig:
+        if request.version >= aiohttp.HttpVersion11 and "Host" not in request.headers:
+            raise EdgeError(400, "an HTTP/1.1 request needs a Host header", "no-host")
+        check_target(request.raw_path)
+        host = split_host(request.host or "")
+        site = self.sites.get(host)
+        if site is None:
+            raise EdgeError(421, f"this node does not serve the host {host!r}", "unknown-host")
+        length = request.content_length
+        if length is not None and length > self.config.max_request_body:
+            raise EdgeError(
+                413,
+                f"request body of {length} bytes is over the limit of "
+                f"{self.config.max_request_body}",
+                "body-too-large",
+            )
+        return site
+
+    # ── hash + lookup ────────────────────────────────────────────────────────
+
+    def hash(self, request: web.Request) -> str:
+        return primary_key(request.scheme, split_host(request.host), request.raw_path)
+
+    def lookup(self, key: str, headers: CIMultiDictProxy[str]) -> tuple[Entry | None, bool]:
+        """(the stored variant this request selects, whether the URL had other variants)."""
+        variants = self.store.variants(key)
+        for entry in variants:
+            if secondary_key(entry.vary_names, headers) == entry.vary_values:
+                return entry, False
+        return None, bool(variants)
+
+    def judge(self, entry: Entry, request: Directives, now: float) -> Verdict:
+        fresh = entry.fresh
+        if fresh.directives.field_names("no-cache") == frozenset():
+            return Verdict.VALIDATE
+        age = entry.age(now)
+        if client_requires_validation(request, age, fresh.lifetime):
+            return Verdict.VALIDATE
+        if age < fresh.lifetime:
+            return Verdict.FRESH
+        staleness = age - fresh.lifetime
+        if not fresh.may_serve_stale:
+            return Verdict.VALIDATE
+        if client_accepts_stale(request, staleness):
+            return Verdict.STALE_ALLOWED
+        if staleness <= fresh.stale_while_revalidate and "no-cache" not in request:
+            return Verdict.STALE_REVALIDATE
+        return Verdict.VALIDATE
+
+    async def lookup_and_deliver(
+        self, request: web.Request, site: SiteConfig, status: CacheStatus
+    ) -> web.StreamResponse:
+        if "If-Match" in request.headers or "If-Unmodified-Since" in request.headers:
+            # RFC 9111 §4.3.2: these preconditions are for the origin, not a cache.
+            status.detail = "origin-precondition"
+            return await self.pass_through(request, site, status, Fwd.REQUEST)
+        key = self.hash(request)
+        directives = (
+            request_directives(request.headers) if self.config.client_cache_control else EMPTY
+        )
+        now = time.time()
+        entry, other_variants = self.lookup(key, request.headers)
+        if entry is not None:
+            verdict = self.judge(entry, directives, now)
+            if verdict is not Verdict.VALIDATE:
+                if verdict is Verdict.STALE_REVALIDATE:
+                    self.revalidate_in_background(request, site, key, entry)
+                    status.detail = "stale-while-revalidate"
+                status.ttl = entry.ttl(now)
+                return self.deliver(request, entry, status, now)
+            status.fwd = Fwd.STALE if entry.ttl(now) <= 0 else Fwd.REQUEST
+        else:
+            status.fwd = Fwd.VARY_MISS if other_variants else Fwd.MISS
+        if "only-if-cached" in directives:
+            raise EdgeError(504, "only-if-cached: no usable stored response", "only-if-cached")
+        if request.method == "HEAD" and entry is None:
+            return await self.pass_through(request, site, status, status.fwd)
+        return await self.fetch(request, self.plan(request, site, key, entry), status)
+
+    def deliver(
+        self, request: web.Request, entry: Entry, status: CacheStatus, now: float
+    ) -> web.Response:
+        return self.delivery.from_entry(
+            request, entry, status, entry.age(now), entry.fresh.no_cache_fields
+        )
+
+    # ── fetch: one upstream request per key ──────────────────────────────────
+
+    def plan(
+        self, request: web.Request, site: SiteConfig, key: str, stale: Entry | None
+    ) -> FetchPlan:
+        headers = self.upstream_headers(request, site, (*CLIENT_VALIDATORS, *RANGE_FIELDS))
+        if stale is not None:
+            headers.update(upstream_validators(stale.headers))
+        return FetchPlan(key, site, site.origin + request.raw_path, headers, request.headers, stale)
+
+    async def fetch(
+        self, request: web.Request, plan: FetchPlan, status: CacheStatus
+    ) -> web.StreamResponse:
+        alone = "Authorization" in request.headers
+        for _attempt in range(3):
+            if alone:
+                fill, leader = Fill(plan.key), True
+            else:
+                fill, leader = self.fills.acquire(plan.key)
+            if leader:
+                passed = None
+                try:
+                    passed = await self.lead(fill, plan)
+                finally:
+                    if fill.outcome is not Outcome.STREAM:
+                        self.fills.release(fill)
+                return await self.deliver_fill(request, plan, fill, status, True, passed)
+            outcome = await fill.wait(self.config.collapse_timeout)
+            if outcome is None:
+                status.detail = "collapse-timeout"
+                return await self.pass_through(request, plan.site, status, status.fwd)
+            if outcome is Outcome.ABANDONED:
+                continue
+            status.collapsed = True
+            self.metrics.collapsed.inc()
+            return await self.deliver_fill(request, plan, fill, status, False, None)
+        raise EdgeError(503, "the upstream fetch for this URL was abandoned", "fetch-abandoned")
+
+    async def lead(self, fill: Fill, plan: FetchPlan) -> aiohttp.ClientResponse | None:
+        """Send the fill's request and settle it; a response left for the caller to stream
+        is returned when it will not be stored (Outcome.PASS)."""
+        assert self.upstream is not None
+        try:
+            response, request_time, response_time = await self.send(
+                plan.site, "GET", plan.url, plan.headers
+            )
+        except UpstreamError as err:
+            fill.settle(Outcome.ERROR, error=err)
+            return None
+        head = response_head(response, response_time)
+        fill.request_headers = plan.request_headers
+        stale = plan.stale
+        if head.status == 304 and stale is not None:
+            response.release()
+            if not not_modified_applies(stale.headers, head.headers):
+                err = UpstreamError(502, "the origin's 304 does not match", "bad-304")
+                fill.settle(Outcome.ERROR, error=err)
+                return None
+            entry = stale.updated(head.headers, request_time, response_time, self.settings)
+            self.store.replace(stale, entry)
+            fill.settle(Outcome.UPDATED, head=head, entry=entry)
+            return None
+        reason = self.why_not_store(plan, head, response.content_length)
+        if reason is not None:
+            self.metrics.not_stored.inc(reason)
+            fill.no_store = reason
+            fill.settle(Outcome.PASS, head=head)
+            return response
+        fill.settle(Outcome.STREAM, head=head)
+        task = asyncio.create_task(self.fill_body(fill, plan, head, response, request_time))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return None
+
+    def why_not_store(self, plan: FetchPlan, head: Head, length: int | None) -> str | None:
+        if head.status in ERROR_STATUSES and plan.stale is not None:
+            return "error-over-stale"
+        entry_directives = compute_freshness(
+            head.status, head.headers, 0.0, 0.0, self.settings
+        ).directives
+        reason = no_store_reason(
+            "GET",
+            head.status,
+            plan.request_headers,
+            head.headers,
+            entry_directives,
+            request_directives(plan.request_headers),
+            heuristic=self.config.heuristic_fraction > 0,
+            cache_set_cookie=self.config.cache_set_cookie,
+        )
+        if reason is not None:
+            return str(reason)
+        if length is not None and length > self.config.max_object_size:
+            return "too-large"
+        return None
+
+    async def fill_body(
+        self,
+        fill: Fill,
+        plan: FetchPlan,
+        head: Head,
+        response: aiohttp.ClientResponse,
+        request_time: float,
+    ) -> None:
+        """Read the upstream body into the fill, then store it (in the background, so
+        the fill completes for followers and the store even if the leader's client left)."""
+        limit = self.config.max_object_size
+        storing = True
+        try:
+            async for chunk in response.content.iter_any():
+                fill.feed(chunk)
+                if storing and fill.received > limit:
+                    storing = False
+                    self.metrics.not_stored.inc("too-large")
+        except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            err = body_error(exc)
+            self.metrics.upstream_errors.inc(plan.site.name, err.detail)
+            log.warning("upstream body for %s broke off: %s", plan.url, err.log)
+            fill.finish(err)
+            self.fills.release(fill)
+            return
+        finally:
+            response.release()
+        if storing:
+            self.store_entry(plan, head, b"".join(fill.chunks), request_time)
+        fill.finish()
+        self.fills.release(fill)
+
+    # ── store ────────────────────────────────────────────────────────────────
+
+    def store_entry(self, plan: FetchPlan, head: Head, body: bytes, request_time: float) -> None:
+        names = vary_names(head.headers)
+        if names is None:
+            return
+        freshness = compute_freshness(
+            head.status, head.headers, request_time, head.response_time, self.settings
+        )
+        private = fields_not_to_store(freshness.directives)
+        headers = head.headers
+        if private:
+            headers = CIMultiDictProxy(without_hop_by_hop(headers, also=private))
+        entry = Entry(
+            key=plan.key,
+            vary_names=names,
+            vary_values=secondary_key(names, plan.request_headers),
+            status=head.status,
+            reason=head.reason,
+            headers=headers,
+            body=body,
+            fresh=freshness,
+            tags=parse_tags(headers),
+        )
+        if not self.store.put(entry):
+            self.metrics.not_stored.inc("over-budget")
+
+    # ── deliver a fill's outcome ─────────────────────────────────────────────
+
+    async def deliver_fill(
+        self,
+        request: web.Request,
+        plan: FetchPlan,
+        fill: Fill,
+        status: CacheStatus,
+        leader: bool,
+        passed: aiohttp.ClientResponse | None,
+    ) -> web.StreamResponse:
+        if fill.outcome is Outcome.ERROR:
+            err = fill.error
+            assert isinstance(err, UpstreamError)
+            served = self.stale_on_error(request, plan.stale, status)
+            if served is not None:
+                return served
+            raise err
+        head = fill.head
+        assert head is not None
+        status.fwd_status = head.status
+        if head.status in ERROR_STATUSES and plan.stale is not None:
+            served = self.stale_on_error(request, plan.stale, status)
+            if served is not None:
+                if passed is not None:
+                    passed.close()
+                return served
+        if fill.outcome is Outcome.UPDATED:
+            assert fill.entry is not None
+            now = time.time()
+            status.ttl = fill.entry.ttl(now)
+            return self.deliver(request, fill.entry, status, now)
+        if fill.outcome is Outcome.PASS:
+            status.detail = fill.no_store
+            if passed is None:
+                return await self.pass_through(request, plan.site, status, status.fwd)
+            if "Range" in request.headers:
+                passed.close()
+                return await self.pass_through(request, plan.site, status, status.fwd)
+            return await self.stream_upstream(request, head, passed, status, conditional=True)
+        if not leader and self.variant_differs(head, fill, request):
+            return await self.pass_through(request, plan.site, status, status.fwd)
+        status.stored = leader
+        return await self.stream_fill(request, plan, fill, head, status)
+
+    def variant_differs(self, head: Head, fill: Fill, request: web.Request) -> bool:
+        names = vary_names(head.headers)
+        if not names:
+            return names is None
+        return secondary_key(names, request.headers) != secondary_key(names, fill.request_headers)
+
+    def stale_on_error(
+        self, request: web.Request, stale: Entry | None, status: CacheStatus
+    ) -> web.Response | None:
+        """The stored response instead of an upstream failure, where RFC 5861 or grace allow."""
+        if stale is None:
+            return None
+        now = time.time()
+        staleness = -stale.ttl(now)
+        if staleness > 0:
+            if not stale.fresh.may_serve_stale:
+                return None
+            directives = (
+                request_directives(request.headers) if self.config.client_cache_control else EMPTY
+            )
+            allowed = max(stale_if_error(stale.fresh.directives, directives), self.config.grace)
+            if staleness > allowed:
+                return None
+        status.detail = "stale-if-error"
+        status.ttl = stale.ttl(now)
+        return self.deliver(request, stale, status, now)
+
+    async def stream_fill(
+        self, request: web.Request, plan: FetchPlan, fill: Fill, head: Head, status: CacheStatus
+    ) -> web.StreamResponse:
+        code = self.delivery.precondition(request, head.headers, head.status)
+        if code is not None:
+            return self.delivery.not_modified(code, head.headers, status, upstream_age(head))
+        if "Range" in request.headers and head.status == 200:
+            async for _chunk in fill.body():
+                pass
+            entry, _ = self.lookup(plan.key, request.headers)
+            if entry is not None:
+                return self.deliver(request, entry, status, time.time())
+        out = self.delivery.client_headers(head.headers)
+        self.delivery.finish_headers(out, head.headers, status, head.status, upstream_age(head))
+        response = web.StreamResponse(status=head.status, reason=head.reason, headers=out)
+        await response.prepare(request)
+        await self.copy_body(request, response, fill.body(), status)
+        return response
+
+    # ── pass: anything not served from or stored in the cache ───────────────
+
+    async def pass_through(
+        self, request: web.Request, site: SiteConfig, status: CacheStatus, fwd: Fwd | None
+    ) -> web.StreamResponse:
+        status.fwd = fwd
+        headers = self.upstream_headers(request, site)
+        body = self.request_body(request) if request.body_exists else None
+        response, _request_time, response_time = await self.send(
+            site, request.method, site.origin + request.raw_path, headers, body
+        )
+        head = response_head(response, response_time)
+        status.fwd_status = head.status
+        if request.method not in SAFE_METHODS and head.status < 400:
+            self.invalidate(request, head)
+        return await self.stream_upstream(request, head, response, status, conditional=False)
+
+    async def request_body(self, request: web.Request) -> AsyncIterator[bytes]:
+        received = 0
+        limit = self.config.max_request_body
+        async for chunk in request.content.iter_any():
+            received += len(chunk)
+            if received > limit:
+                raise EdgeError(413, f"request body is over the limit of {limit}", "body-too-large")
+            yield chunk
+
+    async def stream_upstream(
+        self,
+        request: web.Request,
+        head: Head,
+        upstream: aiohttp.ClientResponse,
+        status: CacheStatus,
+        conditional: bool,
+    ) -> web.StreamResponse:
+        if conditional:
+            code = self.delivery.precondition(request, head.headers, head.status)
+            if code is not None:
+                upstream.close()
+                return self.delivery.not_modified(code, head.headers, status, upstream_age(head))
+        out = self.delivery.client_headers(head.headers)
+        self.delivery.finish_headers(out, head.headers, status, head.status, upstream_age(head))
+        response = web.StreamResponse(status=head.status, reason=head.reason, headers=out)
+        try:
+            await response.prepare(request)
+            await self.copy_body(request, response, upstream.content.iter_any(), status)
+        finally:
+            upstream.release()
+        return response
+
+    async def copy_body(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        chunks: AsyncIterator[bytes],
+        status: CacheStatus,
+    ) -> None:
+        """Stream to the client; a body that breaks off upstream breaks off here too,
+        so the client sees a truncated response rather than a complete wrong one."""
+        sent = 0
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+                sent += len(chunk)
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+        except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
+            log.warning(
+                "%s %s: upstream body broke off after %d bytes: %r",
+                request.method,
+                request.path,
+                sent,
+                exc,
+            )
+            if request.transport is not None:
+                request.transport.abort()
+        finally:
+            self.metrics.response_bytes.inc(status.label(), amount=sent)
+
+    def invalidate(self, request: web.Request, head: Head) -> None:
+        """RFC 9111 §4.4: an unsafe request's target, and same-origin Location and
+        Content-Location, are no longer fresh."""
+        host = split_host(request.host)
+        base = URL(request.raw_path)
+        paths = [request.raw_path]
+        for name in ("Location", "Content-Location"):
+            value = head.headers.get(name)
+            if not value:
+                continue
+            target = URL(value)
+            if target.is_absolute():
+                if split_host(target.raw_authority or "") != host:
+                    continue
+            else:
+                target = base.join(target)
+            paths.append(target.raw_path_qs)
+        removed = sum(self.store.remove(primary_key(request.scheme, host, path)) for path in paths)
+        self.metrics.invalidations.inc(amount=removed)
+
+    # ── background revalidation (stale-while-revalidate) ────────────────────
+
+    def revalidate_in_background(
+        self, request: web.Request, site: SiteConfig, key: str, entry: Entry
+    ) -> None:
+        if self.fills.in_progress(key):
+            return
+        fill, leader = self.fills.acquire(key)
+        if not leader:
+            return
+        plan = self.plan(request, site, key, entry)
+        task = asyncio.create_task(self.revalidate(fill, plan))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def revalidate(self, fill: Fill, plan: FetchPlan) -> None:
+        try:
+            passed = await self.lead(fill, plan)
+            if passed is not None:
+                passed.close()
+                if fill.head is not None and fill.head.status not in ERROR_STATUSES:
+                    self.store.remove(plan.key)
+        finally:
+            if fill.outcome is not Outcome.STREAM:
+                self.fills.release(fill)
+
+    # ── upstream requests ────────────────────────────────────────────────────
+
+    def upstream_headers(
+        self, request: web.Request, site: SiteConfig, also: tuple[str, ...] = ()
+    ) -> CIMultiDict[str]:
+        headers = without_hop_by_hop(request.headers, also=("Host", "Expect", *also))
+        headers["Host"] = request.host if site.preserve_host else self.origin_hosts[site.name]
+        remote = request.remote or ""
+        forwarded_for = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{forwarded_for}, {remote}" if forwarded_for else remote
+        headers.setdefault("X-Forwarded-Proto", request.scheme)
+        headers.setdefault("X-Forwarded-Host", request.host)
+        with_via(headers, self.name)
+        return headers
+
+    async def send(
+        self,
+        site: SiteConfig,
+        method: str,
+        url: str,
+        headers: CIMultiDict[str],
+        body: AsyncIterator[bytes] | None = None,
+    ) -> tuple[aiohttp.ClientResponse, float, float]:
+        assert self.upstream is not None
+        try:
+            response, request_time, response_time = await self.upstream.request(
+                method, url, headers, body
+            )
+        except UpstreamError as err:
+            self.metrics.upstream_errors.inc(site.name, err.detail)
+            log.warning("upstream %s %s failed: %s", method, url, err.log or err.reason)
+            raise
+        self.metrics.upstream_requests.inc(site.name, f"{response.status // 100}xx")
+        self.metrics.upstream_latency.observe(response_time - request_time, site.name)
+        return response, request_time, response_time
+
+
+def response_head(response: aiohttp.ClientResponse, response_time: float) -> Head:
+    headers = CIMultiDict(response.headers)
+    if "Date" not in headers:
+        headers["Date"] = format_http_date(response_time)
+    return Head(response.status, response.reason or "", CIMultiDictProxy(headers), response_time)
+
+
+def upstream_age(head: Head) -> float | None:
+    value = head.headers.get("Age")
+    return float(value) if value and value.isdigit() else None
+
+
+def log_error(request: web.Request, err: EdgeError) -> None:
+    level = logging.WARNING if err.status >= 500 else logging.INFO
+    log.log(
+        level,
+        "%s %s -> %d %s%s",
+        request.method,
+        request.raw_path[:200],
+        err.status,
+        err.reason,
+        f" ({err.log})" if err.log else "",
+    )
