@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,7 +33,12 @@ def build_parser(chosen: str | None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        sub.add_argument("--config", metavar="FILE", help="TOML file; flags override it")
+        sub.add_argument(
+            "--config",
+            metavar="FILE",
+            default=os.environ.get("PINEDGE_CONFIG") or None,
+            help="TOML file; flags override it (default $PINEDGE_CONFIG)",
+        )
         sub.add_argument(
             "--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
         )

@@ -1,5 +1,6 @@
 import pytest
 from multidict import CIMultiDict
+
 from pinedge.edge.headers import HOP_BY_HOP, connection_nominated, with_via, without_hop_by_hop
 
 

@@ -1,4 +1,5 @@
 import pytest
+
 from pinedge.edge.ranges import (
     MAX_RANGES,
     ByteRange,

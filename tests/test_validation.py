@@ -2,6 +2,7 @@ from typing import Literal
 
 import pytest
 from multidict import CIMultiDict
+
 from pinedge.edge.validation import (
     evaluate_preconditions,
     merge_not_modified,
