@@ -1,0 +1,90 @@
+"""`pinedge origin`: flags, then serve until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from pinedge.core.config import ConfigError, load
+from pinedge.origin.app import start
+from pinedge.origin.catalog import CatalogError
+from pinedge.origin.config import OriginConfig
+
+log = logging.getLogger("pinedge.origin")
+
+# flag: (config key, metavar, help); every default is None so the file's value stands
+FLAGS = {
+    "--listen": ("listen", "HOST:PORT", "address to serve on (default 127.0.0.1:8090)"),
+    "--name": ("name", "NAME", "Server header value (default pinedge-origin)"),
+    "--page-size": ("page_size", "N", "pins per HTML page (default 12)"),
+    "--photos": ("photos", "DIR", "directory with catalog.json and photos (default: bundled)"),
+    "--html-ttl": ("html_ttl", "DURATION", "max-age of HTML pages (default 60s)"),
+    "--api-ttl": ("api_ttl", "DURATION", "max-age of API responses (default 10s)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the origin's flags (`--config` is added by the `pinedge` command)."""
+    for flag, (dest, metavar, text) in FLAGS.items():
+        parser.add_argument(flag, dest=dest, metavar=metavar, default=None, help=text)
+    parser.add_argument(
+        "--access-log",
+        dest="access_log",
+        action="store_const",
+        const=True,
+        default=None,
+        help="log every request",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the configuration and serve; 2 on a configuration error, 1 if serving fails."""
+    keys = [dest for dest, _, _ in FLAGS.values()] + ["access_log"]
+    overrides = {key: getattr(args, key, None) for key in keys}
+    try:
+        config = load(OriginConfig, getattr(args, "config", None), overrides)
+    except ConfigError as exc:
+        print(f"pinedge origin: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _run(serve(config))
+    except (OSError, CatalogError) as exc:
+        print(f"pinedge origin: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(config: OriginConfig) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    runner = await start(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            shown = f"[{host}]" if ":" in host else host
+            log.info("origin listening on http://%s:%d", shown, port)
+        await stop.wait()
+        log.info("origin shutting down")
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
