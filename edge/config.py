@@ -82,7 +82,9 @@ class EdgeConfig:
     )
     heuristic_max: float = duration_field("1d", doc="cap on heuristic freshness")
     client_cache_control: bool = setting(
-        True, doc="honour request Cache-Control (no-cache, max-age, min-fresh, max-stale)"
+        False,
+        doc="also honour the client's no-cache, max-age and min-fresh (a reload then "
+        "revalidates at the origin); max-stale, only-if-cached and no-store always count",
     )
     cache_set_cookie: bool = setting(False, doc="store responses that carry Set-Cookie")
     targeted_fields: list[str] = setting(

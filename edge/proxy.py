@@ -23,7 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from pinedge.edge.cachecontrol import EMPTY, Directives, request_directives
+from pinedge.edge.cachecontrol import Directives, request_directives
 from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome
 from pinedge.edge.config import EdgeConfig, SiteConfig
 from pinedge.edge.deliver import Delivery, error_response
@@ -51,6 +51,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
 CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 RANGE_FIELDS = ("Range", "If-Range")
+CLIENT_PREFERENCES = frozenset({"no-cache", "max-age", "min-fresh"})
 
 
 class Verdict(Enum):
@@ -174,6 +175,16 @@ class Edge:
                 return entry, False
         return None, bool(variants)
 
+    def client_directives(self, request: web.BaseRequest) -> Directives:
+        """The request's cache directives this node honours. no-cache, max-age and
+        min-fresh only say what the client "prefers" (RFC 9111 §5.2.1) and would let
+        any reload bypass the cache, so they count only with client_cache_control."""
+        directives = request_directives(request.headers)
+        if self.config.client_cache_control or not directives.items:
+            return directives
+        kept = {k: v for k, v in directives.items.items() if k not in CLIENT_PREFERENCES}
+        return Directives(kept) if len(kept) != len(directives.items) else directives
+
     def judge(self, entry: Entry, request: Directives, now: float) -> Verdict:
         fresh = entry.fresh
         if fresh.directives.field_names("no-cache") == frozenset():
@@ -200,9 +211,7 @@ class Edge:
             status.detail = "origin-precondition"
             return await self.pass_through(request, site, status, Fwd.REQUEST)
         key = self.hash(request)
-        directives = (
-            request_directives(request.headers) if self.config.client_cache_control else EMPTY
-        )
+        directives = self.client_directives(request)
         now = time.time()
         entry, other_variants = self.lookup(key, request.headers)
         if entry is not None:
@@ -446,9 +455,7 @@ class Edge:
         if staleness > 0:
             if not stale.fresh.may_serve_stale:
                 return None
-            directives = (
-                request_directives(request.headers) if self.config.client_cache_control else EMPTY
-            )
+            directives = self.client_directives(request)
             allowed = max(stale_if_error(stale.fresh.directives, directives), self.config.grace)
             if staleness > allowed:
                 return None
