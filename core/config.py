@@ -97,13 +97,15 @@ def parse_url(value: object) -> str:
 
 def size_field(default: int | str, doc: str = "") -> Any:
     return dataclasses.field(
-        default=parse_size(default), metadata={"parse": parse_size, "doc": doc}
+        default=parse_size(default),
+        metadata={"parse": parse_size, "doc": doc, "shown": str(default)},
     )
 
 
 def duration_field(default: float | str, doc: str = "") -> Any:
     return dataclasses.field(
-        default=parse_duration(default), metadata={"parse": parse_duration, "doc": doc}
+        default=parse_duration(default),
+        metadata={"parse": parse_duration, "doc": doc, "shown": str(default)},
     )
 
 
@@ -268,7 +270,9 @@ def describe(schema: type[Any], prefix: str = "") -> list[tuple[str, str, str]]:
     for spec in dataclasses.fields(schema):
         if not spec.init:
             continue
-        if spec.default is not dataclasses.MISSING:
+        if "shown" in spec.metadata:
+            default = repr(spec.metadata["shown"])
+        elif spec.default is not dataclasses.MISSING:
             default = repr(spec.default)
         elif spec.default_factory is not dataclasses.MISSING:
             default = repr(spec.default_factory())
