@@ -63,12 +63,21 @@ class Verdict(Enum):
     VALIDATE = "validate"
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where recv sends a request: its site, normalised host and origin-form target."""
+
+    site: SiteConfig
+    host: str
+    target: str
+
+
 @dataclass(slots=True)
 class FetchPlan:
     """An upstream fetch that fills the cache, prepared before any waiting."""
 
     key: str
-    site: SiteConfig
+    route: Route
     url: str
     headers: CIMultiDict[str]
     request_headers: CIMultiDictProxy[str]
@@ -122,11 +131,11 @@ class Edge:
         status = CacheStatus()
         self.inflight += 1
         try:
-            site = self.recv(request)
+            route = self.recv(request)
             if request.method in ("GET", "HEAD"):
-                response = await self.lookup_and_deliver(request, site, status)
+                response = await self.lookup_and_deliver(request, route, status)
             else:
-                response = await self.pass_through(request, site, status, Fwd.METHOD)
+                response = await self.pass_through(request, route, status, Fwd.METHOD)
             label = status.label()
         except EdgeError as err:
             label = "error"
@@ -144,10 +153,11 @@ class Edge:
 
     # ── recv: is this a request we serve at all? ─────────────────────────────
 
-    def recv(self, request: web.Request) -> SiteConfig:
+    def recv(self, request: web.Request) -> Route:
         if request.version >= aiohttp.HttpVersion11 and "Host" not in request.headers:
             raise EdgeError(400, "an HTTP/1.1 request needs a Host header", "no-host")
-        check_target(request.raw_path)
+        target = origin_form(request.raw_path)
+        check_target(target)
         host = split_host(request.host or "")
         site = self.sites.get(host)
         if site is None:
@@ -160,12 +170,12 @@ class Edge:
                 f"{self.config.max_request_body}",
                 "body-too-large",
             )
-        return site
+        return Route(site, host, target)
 
     # ── hash + lookup ────────────────────────────────────────────────────────
 
-    def hash(self, request: web.Request) -> str:
-        return primary_key(request.scheme, split_host(request.host), request.raw_path)
+    def hash(self, request: web.Request, route: Route) -> str:
+        return primary_key(request.scheme, route.host, route.target)
 
     def lookup(self, key: str, headers: CIMultiDictProxy[str]) -> tuple[Entry | None, bool]:
         """(the stored variant this request selects, whether the URL had other variants)."""
@@ -204,13 +214,13 @@ class Edge:
         return Verdict.VALIDATE
 
     async def lookup_and_deliver(
-        self, request: web.Request, site: SiteConfig, status: CacheStatus
+        self, request: web.Request, route: Route, status: CacheStatus
     ) -> web.StreamResponse:
         if "If-Match" in request.headers or "If-Unmodified-Since" in request.headers:
             # RFC 9111 §4.3.2: these preconditions are for the origin, not a cache.
             status.detail = "origin-precondition"
-            return await self.pass_through(request, site, status, Fwd.REQUEST)
-        key = self.hash(request)
+            return await self.pass_through(request, route, status, Fwd.REQUEST)
+        key = self.hash(request, route)
         directives = self.client_directives(request)
         now = time.time()
         entry, other_variants = self.lookup(key, request.headers)
@@ -218,7 +228,7 @@ class Edge:
             verdict = self.judge(entry, directives, now)
             if verdict is not Verdict.VALIDATE:
                 if verdict is Verdict.STALE_REVALIDATE:
-                    self.revalidate_in_background(request, site, key, entry)
+                    self.revalidate_in_background(request, route, key, entry)
                     status.detail = "stale-while-revalidate"
                 status.ttl = entry.ttl(now)
                 return self.deliver(request, entry, status, now)
@@ -228,8 +238,8 @@ class Edge:
         if "only-if-cached" in directives:
             raise EdgeError(504, "only-if-cached: no usable stored response", "only-if-cached")
         if request.method == "HEAD" and entry is None:
-            return await self.pass_through(request, site, status, status.fwd)
-        return await self.fetch(request, self.plan(request, site, key, entry), status)
+            return await self.pass_through(request, route, status, status.fwd)
+        return await self.fetch(request, self.plan(request, route, key, entry), status)
 
     def deliver(
         self, request: web.Request, entry: Entry, status: CacheStatus, now: float
@@ -240,13 +250,12 @@ class Edge:
 
     # ── fetch: one upstream request per key ──────────────────────────────────
 
-    def plan(
-        self, request: web.Request, site: SiteConfig, key: str, stale: Entry | None
-    ) -> FetchPlan:
-        headers = self.upstream_headers(request, site, (*CLIENT_VALIDATORS, *RANGE_FIELDS))
+    def plan(self, request: web.Request, route: Route, key: str, stale: Entry | None) -> FetchPlan:
+        headers = self.upstream_headers(request, route.site, (*CLIENT_VALIDATORS, *RANGE_FIELDS))
         if stale is not None:
             headers.update(upstream_validators(stale.headers))
-        return FetchPlan(key, site, site.origin + request.raw_path, headers, request.headers, stale)
+        url = route.site.origin + route.target
+        return FetchPlan(key, route, url, headers, request.headers, stale)
 
     async def fetch(
         self, request: web.Request, plan: FetchPlan, status: CacheStatus
@@ -268,7 +277,7 @@ class Edge:
             outcome = await fill.wait(self.config.collapse_timeout)
             if outcome is None:
                 status.detail = "collapse-timeout"
-                return await self.pass_through(request, plan.site, status, status.fwd)
+                return await self.pass_through(request, plan.route, status, status.fwd)
             if outcome is Outcome.ABANDONED:
                 continue
             status.collapsed = True
@@ -282,7 +291,7 @@ class Edge:
         assert self.upstream is not None
         try:
             response, request_time, response_time = await self.send(
-                plan.site, "GET", plan.url, plan.headers
+                plan.route.site, "GET", plan.url, plan.headers
             )
         except UpstreamError as err:
             fill.settle(Outcome.ERROR, error=err)
@@ -354,7 +363,7 @@ class Edge:
                     self.metrics.not_stored.inc("too-large")
         except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
             err = body_error(exc)
-            self.metrics.upstream_errors.inc(plan.site.name, err.detail)
+            self.metrics.upstream_errors.inc(plan.route.site.name, err.detail)
             log.warning("upstream body for %s broke off: %s", plan.url, err.log)
             fill.finish(err)
             self.fills.release(fill)
@@ -428,13 +437,13 @@ class Edge:
         if fill.outcome is Outcome.PASS:
             status.detail = fill.no_store
             if passed is None:
-                return await self.pass_through(request, plan.site, status, status.fwd)
+                return await self.pass_through(request, plan.route, status, status.fwd)
             if "Range" in request.headers:
                 passed.close()
-                return await self.pass_through(request, plan.site, status, status.fwd)
+                return await self.pass_through(request, plan.route, status, status.fwd)
             return await self.stream_upstream(request, head, passed, status, conditional=True)
         if not leader and self.variant_differs(head, fill, request):
-            return await self.pass_through(request, plan.site, status, status.fwd)
+            return await self.pass_through(request, plan.route, status, status.fwd)
         status.stored = leader
         return await self.stream_fill(request, plan, fill, head, status)
 
@@ -485,18 +494,19 @@ class Edge:
     # ── pass: anything not served from or stored in the cache ───────────────
 
     async def pass_through(
-        self, request: web.Request, site: SiteConfig, status: CacheStatus, fwd: Fwd | None
+        self, request: web.Request, route: Route, status: CacheStatus, fwd: Fwd | None
     ) -> web.StreamResponse:
         status.fwd = fwd
+        site = route.site
         headers = self.upstream_headers(request, site)
         body = self.request_body(request) if request.body_exists else None
         response, _request_time, response_time = await self.send(
-            site, request.method, site.origin + request.raw_path, headers, body
+            site, request.method, site.origin + route.target, headers, body
         )
         head = response_head(response, response_time)
         status.fwd_status = head.status
         if request.method not in SAFE_METHODS and head.status < 400:
-            self.invalidate(request, head)
+            self.invalidate(request, route, head)
         return await self.stream_upstream(request, head, response, status, conditional=False)
 
     async def request_body(self, request: web.Request) -> AsyncIterator[bytes]:
@@ -561,12 +571,12 @@ class Edge:
         finally:
             self.metrics.response_bytes.inc(status.label(), amount=sent)
 
-    def invalidate(self, request: web.Request, head: Head) -> None:
+    def invalidate(self, request: web.Request, route: Route, head: Head) -> None:
         """RFC 9111 §4.4: an unsafe request's target, and same-origin Location and
         Content-Location, are no longer fresh."""
-        host = split_host(request.host)
-        base = URL(request.raw_path)
-        paths = [request.raw_path]
+        host = route.host
+        base = URL(route.target)
+        paths = [route.target]
         for name in ("Location", "Content-Location"):
             value = head.headers.get(name)
             if not value:
@@ -584,14 +594,14 @@ class Edge:
     # ── background revalidation (stale-while-revalidate) ────────────────────
 
     def revalidate_in_background(
-        self, request: web.Request, site: SiteConfig, key: str, entry: Entry
+        self, request: web.Request, route: Route, key: str, entry: Entry
     ) -> None:
         if self.fills.in_progress(key):
             return
         fill, leader = self.fills.acquire(key)
         if not leader:
             return
-        plan = self.plan(request, site, key, entry)
+        plan = self.plan(request, route, key, entry)
         task = asyncio.create_task(self.revalidate(fill, plan))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
@@ -654,6 +664,14 @@ def response_head(response: aiohttp.ClientResponse, response_time: float) -> Hea
 def upstream_age(head: Head) -> float | None:
     value = head.headers.get("Age")
     return float(value) if value and value.isdigit() else None
+
+
+def origin_form(raw_target: str) -> str:
+    """The path and query of a request target; absolute-form (RFC 9112 §3.2.2) is
+    accepted, its host having already been taken as the request's host."""
+    if raw_target.startswith(("http://", "https://")):
+        return URL(raw_target).raw_path_qs
+    return raw_target
 
 
 def log_error(request: web.Request, err: EdgeError) -> None:
