@@ -140,6 +140,7 @@ class Edge:
         except EdgeError as err:
             label = "error"
             status.detail = status.detail or err.detail
+            status.generated = status.fwd is None
             log_error(request, err)
             response = error_response(self.name, err.status, err.reason, status)
         finally:
@@ -154,6 +155,8 @@ class Edge:
     # ── recv: is this a request we serve at all? ─────────────────────────────
 
     def recv(self, request: web.Request) -> Route:
+        if request.version < aiohttp.HttpVersion10:
+            raise EdgeError(400, "HTTP/0.9 requests are not supported", "http-version")
         if request.version >= aiohttp.HttpVersion11 and "Host" not in request.headers:
             raise EdgeError(400, "an HTTP/1.1 request needs a Host header", "no-host")
         target = origin_form(request.raw_path)
@@ -232,11 +235,12 @@ class Edge:
                     status.detail = "stale-while-revalidate"
                 status.ttl = entry.ttl(now)
                 return self.deliver(request, entry, status, now)
-            status.fwd = Fwd.STALE if entry.ttl(now) <= 0 else Fwd.REQUEST
+            fwd = Fwd.STALE if entry.ttl(now) <= 0 else Fwd.REQUEST
         else:
-            status.fwd = Fwd.VARY_MISS if other_variants else Fwd.MISS
+            fwd = Fwd.VARY_MISS if other_variants else Fwd.MISS
         if "only-if-cached" in directives:
             raise EdgeError(504, "only-if-cached: no usable stored response", "only-if-cached")
+        status.fwd = fwd
         if request.method == "HEAD" and entry is None:
             return await self.pass_through(request, route, status, status.fwd)
         return await self.fetch(request, self.plan(request, route, key, entry), status)
@@ -444,7 +448,9 @@ class Edge:
             return await self.stream_upstream(request, head, passed, status, conditional=True)
         if not leader and self.variant_differs(head, fill, request):
             return await self.pass_through(request, plan.route, status, status.fwd)
-        status.stored = leader
+        # Only a known length guarantees the body fits; a chunked body may still
+        # outgrow max_object_size after the headers (and this claim) are sent.
+        status.stored = leader and "Content-Length" in head.headers
         return await self.stream_fill(request, plan, fill, head, status)
 
     def variant_differs(self, head: Head, fill: Fill, request: web.Request) -> bool:
@@ -499,24 +505,20 @@ class Edge:
         status.fwd = fwd
         site = route.site
         headers = self.upstream_headers(request, site)
-        body = self.request_body(request) if request.body_exists else None
-        response, _request_time, response_time = await self.send(
-            site, request.method, site.origin + route.target, headers, body
-        )
+        body = RequestBody(request, self.config.max_request_body) if request.body_exists else None
+        try:
+            response, _request_time, response_time = await self.send(
+                site, request.method, site.origin + route.target, headers, body
+            )
+        except UpstreamError:
+            if body is not None and body.too_large is not None:
+                raise body.too_large from None
+            raise
         head = response_head(response, response_time)
         status.fwd_status = head.status
         if request.method not in SAFE_METHODS and head.status < 400:
             self.invalidate(request, route, head)
         return await self.stream_upstream(request, head, response, status, conditional=False)
-
-    async def request_body(self, request: web.Request) -> AsyncIterator[bytes]:
-        received = 0
-        limit = self.config.max_request_body
-        async for chunk in request.content.iter_any():
-            received += len(chunk)
-            if received > limit:
-                raise EdgeError(413, f"request body is over the limit of {limit}", "body-too-large")
-            yield chunk
 
     async def stream_upstream(
         self,
@@ -638,20 +640,44 @@ class Edge:
         method: str,
         url: str,
         headers: CIMultiDict[str],
-        body: AsyncIterator[bytes] | None = None,
+        body: RequestBody | None = None,
     ) -> tuple[aiohttp.ClientResponse, float, float]:
         assert self.upstream is not None
         try:
             response, request_time, response_time = await self.upstream.request(
-                method, url, headers, body
+                method, url, headers, body.chunks() if body is not None else None
             )
         except UpstreamError as err:
+            if body is not None and body.too_large is not None:
+                raise
             self.metrics.upstream_errors.inc(site.name, err.detail)
             log.warning("upstream %s %s failed: %s", method, url, err.log or err.reason)
             raise
         self.metrics.upstream_requests.inc(site.name, f"{response.status // 100}xx")
         self.metrics.upstream_latency.observe(response_time - request_time, site.name)
         return response, request_time, response_time
+
+
+class RequestBody:
+    """A client's request body streamed upstream, cut off past `limit` bytes; the
+    413 it then owes the client is kept here, since the upstream client sees only
+    a broken send."""
+
+    def __init__(self, request: web.BaseRequest, limit: int) -> None:
+        self.request = request
+        self.limit = limit
+        self.too_large: EdgeError | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self.request.content.iter_any():
+            received += len(chunk)
+            if received > self.limit:
+                self.too_large = EdgeError(
+                    413, f"request body is over the limit of {self.limit} bytes", "body-too-large"
+                )
+                raise self.too_large
+            yield chunk
 
 
 def response_head(response: aiohttp.ClientResponse, response_time: float) -> Head:

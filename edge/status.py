@@ -28,16 +28,17 @@ class CacheStatus:
     stored: bool = False
     collapsed: bool = False
     detail: str | None = None
+    generated: bool = False  # the node answered itself (an error), neither hit nor forwarded
 
     @property
     def hit(self) -> bool:
-        return self.fwd is None
+        return self.fwd is None and not self.generated
 
     def render(self, name: str, sent_status: int) -> str:
         parts = [name]
-        if self.fwd is None:
+        if self.hit:
             parts.append("hit")
-        else:
+        elif self.fwd is not None:
             parts.append(f"fwd={self.fwd}")
             if self.fwd_status is not None and self.fwd_status != sent_status:
                 parts.append(f"fwd-status={self.fwd_status}")
