@@ -200,7 +200,7 @@ class Edge:
 
     def judge(self, entry: Entry, request: Directives, now: float) -> Verdict:
         fresh = entry.fresh
-        if fresh.directives.field_names("no-cache") == frozenset():
+        if must_revalidate(entry):
             return Verdict.VALIDATE
         age = entry.age(now)
         if client_requires_validation(request, age, fresh.lifetime):
@@ -235,7 +235,7 @@ class Edge:
                     status.detail = "stale-while-revalidate"
                 status.ttl = entry.ttl(now)
                 return self.deliver(request, entry, status, now)
-            fwd = Fwd.STALE if entry.ttl(now) <= 0 else Fwd.REQUEST
+            fwd = Fwd.STALE if entry.ttl(now) <= 0 or must_revalidate(entry) else Fwd.REQUEST
         else:
             fwd = Fwd.VARY_MISS if other_variants else Fwd.MISS
         if "only-if-cached" in directives:
@@ -463,7 +463,7 @@ class Edge:
         self, request: web.Request, stale: Entry | None, status: CacheStatus
     ) -> web.Response | None:
         """The stored response instead of an upstream failure, where RFC 5861 or grace allow."""
-        if stale is None:
+        if stale is None or must_revalidate(stale):
             return None
         now = time.time()
         staleness = -stale.ttl(now)
@@ -678,6 +678,11 @@ class RequestBody:
                 )
                 raise self.too_large
             yield chunk
+
+
+def must_revalidate(entry: Entry) -> bool:
+    """Unqualified no-cache: every use needs a successful validation (RFC 9111 §5.2.2.4)."""
+    return entry.fresh.directives.field_names("no-cache") == frozenset()
 
 
 def response_head(response: aiohttp.ClientResponse, response_time: float) -> Head:
