@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -130,7 +129,3 @@ def parse_tags(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[s
     for value in headers.getall("Cache-Tag", ()):
         tags.update(t.strip() for t in value.split(",") if t.strip())
     return frozenset(tags)
-
-
-def now() -> float:
-    return time.time()

@@ -16,12 +16,61 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from pinedge.core.config import build
 from pinedge.edge.config import EdgeConfig
 from pinedge.edge.server import EdgeServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NAME = "pinedge-test"
+
+
+@dataclass
+class Reply:
+    """A response as a client saw it, with our Cache-Status entry parsed."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def cache(self) -> dict[str, str | bool]:
+        """Our entry in Cache-Status (the last one): bare parameters map to True."""
+        last = self.headers["Cache-Status"].split(",")[-1]
+        name, *params = (part.strip() for part in last.split(";"))
+        assert name == NAME
+        out: dict[str, str | bool] = {}
+        for param in params:
+            key, eq, value = param.partition("=")
+            out[key] = value if eq else True
+        return out
+
+    @property
+    def hit(self) -> bool:
+        return "hit" in self.cache
+
+    @property
+    def ttl(self) -> int:
+        return int(self.cache["ttl"])
+
+    @property
+    def age(self) -> int:
+        return int(self.headers["Age"])
+
+
+async def send(
+    client: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str] | None = None,
+    *,
+    method: str = "GET",
+    data: bytes | None = None,
+) -> Reply:
+    async with client.request(
+        method, url, headers=headers, data=data, allow_redirects=False
+    ) as response:
+        return Reply(response.status, response.headers, await response.read())
 
 
 @dataclass

@@ -5,54 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import RunningEdge, Scripted, StartEdge
-from multidict import CIMultiDictProxy
-
-NAME = "pinedge-test"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def cache(self) -> dict[str, str | bool]:
-        """Our entry in Cache-Status: bare parameters map to True."""
-        last = self.headers["Cache-Status"].split(",")[-1]
-        name, *params = (part.strip() for part in last.split(";"))
-        assert name == NAME
-        out: dict[str, str | bool] = {}
-        for param in params:
-            key, eq, value = param.partition("=")
-            out[key] = value if eq else True
-        return out
-
-    @property
-    def hit(self) -> bool:
-        return "hit" in self.cache
-
-    @property
-    def ttl(self) -> int:
-        return int(self.cache["ttl"])
-
-    @property
-    def age(self) -> int:
-        return int(self.headers["Age"])
-
-
-async def send(
-    client: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
-) -> Reply:
-    async with client.get(url, headers=headers, allow_redirects=False) as response:
-        return Reply(response.status, response.headers, await response.read())
+from conftest import RunningEdge, Scripted, StartEdge, send
 
 
 def http_date(timestamp: float) -> str:

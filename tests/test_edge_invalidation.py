@@ -7,48 +7,11 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Handler, RunningEdge, Scripted
-from multidict import CIMultiDictProxy
-
-NAME = "pinedge-test"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def cache(self) -> dict[str, str | bool]:
-        """Our entry in Cache-Status: bare parameters map to True."""
-        last = self.headers["Cache-Status"].split(",")[-1]
-        name, *params = (part.strip() for part in last.split(";"))
-        assert name == NAME
-        out: dict[str, str | bool] = {}
-        for param in params:
-            key, eq, value = param.partition("=")
-            out[key] = value if eq else True
-        return out
-
-    @property
-    def hit(self) -> bool:
-        return "hit" in self.cache
-
-
-async def send(
-    client: aiohttp.ClientSession,
-    url: str,
-    method: str = "GET",
-    data: bytes | None = None,
-) -> Reply:
-    async with client.request(method, url, data=data, allow_redirects=False) as response:
-        return Reply(response.status, response.headers, await response.read())
+from conftest import Handler, RunningEdge, Scripted, send
 
 
 def resource(unsafe_status: int = 200, **unsafe_headers: str) -> Handler:
@@ -90,7 +53,7 @@ async def test_a_successful_unsafe_request_invalidates_its_target(
     """RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI."""
     scripted.handle("/item", resource(status))
     await stored(scripted, edge, client, "/item")
-    changed = await send(client, edge.url + "/item", method, data=b"new")
+    changed = await send(client, edge.url + "/item", method=method, data=b"new")
     after = await send(client, edge.url + "/item")
     assert changed.status == status
     assert not after.hit
@@ -108,7 +71,7 @@ async def test_an_error_response_to_a_post_does_not_invalidate(
     """RFC 9111 §4.4: only a non-error status code invalidates."""
     scripted.handle("/item", resource(status))
     await stored(scripted, edge, client, "/item")
-    failed = await send(client, edge.url + "/item", "POST", data=b"new")
+    failed = await send(client, edge.url + "/item", method="POST", data=b"new")
     after = await send(client, edge.url + "/item")
     assert failed.status == status
     assert after.hit
@@ -135,7 +98,7 @@ async def test_a_same_origin_location_is_invalidated(
     }[form]
     scripted.handle("/items/new", resource(201, **{field.replace("-", "_"): value}))
     await stored(scripted, edge, client, "/items/42")
-    created = await send(client, edge.url + "/items/new", "POST", data=b"{}")
+    created = await send(client, edge.url + "/items/new", method="POST", data=b"{}")
     after = await send(client, edge.url + "/items/42")
     assert created.status == 201
     assert not after.hit
@@ -154,7 +117,7 @@ async def test_a_cross_origin_location_is_not_invalidated(
     value = "http://other.example/items/42"
     scripted.handle("/items/new", resource(201, **{field.replace("-", "_"): value}))
     await stored(scripted, edge, client, "/items/42")
-    await send(client, edge.url + "/items/new", "POST", data=b"{}")
+    await send(client, edge.url + "/items/new", method="POST", data=b"{}")
     after = await send(client, edge.url + "/items/42")
     assert after.hit
     assert scripted.hits["/items/42"] == 1
@@ -183,7 +146,7 @@ async def test_a_request_body_passes_through_to_the_origin_intact(
         return web.Response(text=text)
 
     scripted.handle("/upload", digest)
-    reply = await send(client, edge.url + "/upload", method, data=payload)
+    reply = await send(client, edge.url + "/upload", method=method, data=payload)
     assert reply.status == 200
     expected = f"{method} {len(payload)} {hashlib.sha256(payload).hexdigest()}"
     assert reply.body.decode() == expected

@@ -7,50 +7,10 @@ the origin (`scripted.hits`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import aiohttp
+import pytest
 from aiohttp import web
-from conftest import Handler, RunningEdge, Scripted
-from multidict import CIMultiDictProxy
-
-NAME = "pinedge-test"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def cache(self) -> dict[str, str | bool]:
-        """Our entry in Cache-Status: bare parameters map to True."""
-        last = self.headers["Cache-Status"].split(",")[-1]
-        name, *params = (part.strip() for part in last.split(";"))
-        assert name == NAME
-        out: dict[str, str | bool] = {}
-        for param in params:
-            key, eq, value = param.partition("=")
-            out[key] = value if eq else True
-        return out
-
-    @property
-    def hit(self) -> bool:
-        return "hit" in self.cache
-
-
-async def send(
-    client: aiohttp.ClientSession,
-    url: str,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    data: bytes | None = None,
-) -> Reply:
-    async with client.request(
-        method, url, headers=headers, data=data, allow_redirects=False
-    ) as response:
-        return Reply(response.status, response.headers, await response.read())
+from conftest import Handler, RunningEdge, Scripted, send
 
 
 def revalidating(
@@ -90,8 +50,8 @@ async def test_a_post_response_is_not_stored(
 ) -> None:
     """RFC 9111 §3: the request method must be understood as cacheable; POST here is not."""
     scripted.reply("/p", b"posted", headers={"Cache-Control": "max-age=60"})
-    first = await send(client, edge.url + "/p", "POST", data=b"x")
-    second = await send(client, edge.url + "/p", "POST", data=b"x")
+    first = await send(client, edge.url + "/p", method="POST", data=b"x")
+    second = await send(client, edge.url + "/p", method="POST", data=b"x")
     get = await send(client, edge.url + "/p")
     assert first.cache["fwd"] == "method"
     assert second.cache["fwd"] == "method"
@@ -107,7 +67,7 @@ async def test_a_head_request_is_answered_from_a_stored_get(
         "/h", b"twelve bytes", headers={"Cache-Control": "max-age=60", "X-Kind": "stored"}
     )
     await send(client, edge.url + "/h")
-    head = await send(client, edge.url + "/h", "HEAD")
+    head = await send(client, edge.url + "/h", method="HEAD")
     assert head.status == 200
     assert head.hit
     assert head.body == b""
@@ -237,35 +197,16 @@ async def test_a_response_to_an_authorized_request_is_not_stored_by_default(
     assert scripted.hits["/auth"] == 2
 
 
-async def test_an_authorized_response_with_public_is_stored(
-    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+@pytest.mark.parametrize(
+    "cache_control",
+    ["public, max-age=60", "s-maxage=60", "must-revalidate, max-age=60"],
+    ids=["9111-5.2.2.9-public", "9111-5.2.2.10-s-maxage", "9111-5.2.2.2-must-revalidate"],
+)
+async def test_an_authorized_response_that_allows_sharing_is_stored(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession, cache_control: str
 ) -> None:
-    """RFC 9111 §3.5, §5.2.2.9."""
-    scripted.reply("/auth", b"shared", headers={"Cache-Control": "public, max-age=60"})
-    auth = {"Authorization": "Bearer alice"}
-    await send(client, edge.url + "/auth", headers=auth)
-    second = await send(client, edge.url + "/auth", headers=auth)
-    assert second.hit
-    assert scripted.hits["/auth"] == 1
-
-
-async def test_an_authorized_response_with_s_maxage_is_stored(
-    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
-) -> None:
-    """RFC 9111 §3.5, §5.2.2.10."""
-    scripted.reply("/auth", b"shared", headers={"Cache-Control": "s-maxage=60"})
-    auth = {"Authorization": "Bearer alice"}
-    await send(client, edge.url + "/auth", headers=auth)
-    second = await send(client, edge.url + "/auth", headers=auth)
-    assert second.hit
-    assert scripted.hits["/auth"] == 1
-
-
-async def test_an_authorized_response_with_must_revalidate_is_stored(
-    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
-) -> None:
-    """RFC 9111 §3.5, §5.2.2.2."""
-    scripted.reply("/auth", b"shared", headers={"Cache-Control": "must-revalidate, max-age=60"})
+    """RFC 9111 §3.5: public, s-maxage or must-revalidate let a shared cache store it."""
+    scripted.reply("/auth", b"shared", headers={"Cache-Control": cache_control})
     auth = {"Authorization": "Bearer alice"}
     await send(client, edge.url + "/auth", headers=auth)
     second = await send(client, edge.url + "/auth", headers=auth)

@@ -2,44 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import aiohttp
 from aiohttp import web
-from conftest import RunningEdge, Scripted
-from multidict import CIMultiDictProxy
-
-NAME = "pinedge-test"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def cache(self) -> dict[str, str | bool]:
-        """Our entry in Cache-Status: bare parameters map to True."""
-        last = self.headers["Cache-Status"].split(",")[-1]
-        name, *params = (part.strip() for part in last.split(";"))
-        assert name == NAME
-        out: dict[str, str | bool] = {}
-        for param in params:
-            key, eq, value = param.partition("=")
-            out[key] = value if eq else True
-        return out
-
-    @property
-    def hit(self) -> bool:
-        return "hit" in self.cache
-
-
-async def send(
-    client: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
-) -> Reply:
-    async with client.get(url, headers=headers, allow_redirects=False) as response:
-        return Reply(response.status, response.headers, await response.read())
+from conftest import RunningEdge, Scripted, send
 
 
 async def by_language(request: web.Request) -> web.StreamResponse:
