@@ -18,7 +18,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/pinedge demo
 
-# Programs the tests drive besides Python packages (headless Chromium).
+# Programs the tests drive besides Python packages (headless Chromium, nginx as a foreign origin).
 system-deps:
 	sh scripts/system-deps
 
