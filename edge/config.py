@@ -87,6 +87,9 @@ class EdgeConfig:
         "revalidates at the origin); max-stale, only-if-cached and no-store always count",
     )
     cache_set_cookie: bool = setting(False, doc="store responses that carry Set-Cookie")
+    fast_path: bool = setting(
+        True, doc="answer plain hits straight from the parsed request (false: always handle())"
+    )
     targeted_fields: list[str] = setting(
         ["CDN-Cache-Control", "Surrogate-Control"],
         doc="targeted cache-control fields (RFC 9213) that win over Cache-Control",

@@ -6,7 +6,10 @@ from the stored representation, so they behave the same on a hit and a miss.
 
 from __future__ import annotations
 
+import math
 import secrets
+from dataclasses import dataclass
+from http import HTTPStatus
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -21,6 +24,30 @@ from pinedge.edge.validation import evaluate_preconditions, not_modified_respons
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """A stored response's head for the fast path: everything up to the value of Age,
+    then the start of our Cache-Status entry; the hit fills in the two numbers."""
+
+    head: bytes
+    status_prefix: bytes
+
+    def response_head(self, age: float, ttl: float) -> bytes:
+        return b"%s%d\r\nCache-Status: %s%d\r\n\r\n" % (
+            self.head,
+            age,
+            self.status_prefix,
+            math.floor(ttl),
+        )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
 class Delivery:
     """What every response to a client gets: our Via and Cache-Status entries."""
 
@@ -33,6 +60,22 @@ class Delivery:
         out = without_hop_by_hop(headers, also=(*self.private_fields, *also))
         with_via(out, self.name)
         return out
+
+    def wire(self, entry: Entry) -> Wire | None:
+        """The bytes of a hit's response head, prepared once when the entry is stored,
+        or None when a hit on it needs the general path (no-cache, partial fields)."""
+        fresh = entry.fresh
+        if fresh.no_cache_fields or fresh.directives.field_names("no-cache") is not None:
+            return None
+        out = self.client_headers(entry.headers)
+        out["Content-Length"] = str(len(entry.body))
+        upstream = ", ".join(entry.headers.getall("Cache-Status", ()))
+        lines = [f"HTTP/1.1 {entry.status} {entry.reason or _phrase(entry.status)}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in out.items()]
+        lines.append("Age: ")
+        head = "".join(lines).encode("utf-8", "surrogateescape")
+        status_prefix = (f"{upstream}, " if upstream else "") + f"{self.name}; hit; ttl="
+        return Wire(head, status_prefix.encode("utf-8", "surrogateescape"))
 
     def finish_headers(
         self,

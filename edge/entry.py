@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -47,6 +48,7 @@ class Entry:
     fresh: Freshness
     tags: frozenset[str]
     size: int = field(init=False)
+    wire: Any = field(default=None, init=False)  # deliver.Wire, set when stored
 
     def __post_init__(self) -> None:
         header_bytes = sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in self.headers.items())

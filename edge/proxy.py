@@ -20,6 +20,8 @@ from enum import Enum
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http import HttpVersion11 as HTTP11
+from aiohttp.http_parser import RawRequestMessage
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -52,6 +54,26 @@ ERROR_STATUSES = frozenset({500, 502, 503, 504})
 CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 RANGE_FIELDS = ("Range", "If-Range")
 CLIENT_PREFERENCES = frozenset({"no-cache", "max-age", "min-fresh"})
+# A request carrying any of these needs more than "is it stored and fresh?".
+FAST_PATH_FIELDS = (
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+    "If-Range",
+    "Range",
+    "Cache-Control",
+    "Pragma",
+    "Content-Length",
+    "Transfer-Encoding",
+)
+FAST_KEYS_MAX = 65536
+FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
+UNKNOWN = object()  # a fast_keys miss, distinct from None (known not to be fast-servable)
+
+
+def plain_request(headers: CIMultiDictProxy[str]) -> bool:
+    return not any(name in headers for name in FAST_PATH_FIELDS)
 
 
 class Verdict(Enum):
@@ -110,6 +132,7 @@ class Edge:
         )
         self.upstream: Upstream | None = None
         self.background: set[asyncio.Task[None]] = set()
+        self.fast_keys: dict[tuple[str | None, str], object] = {}
 
     async def start(self) -> None:
         config = self.config
@@ -151,6 +174,61 @@ class Edge:
         if isinstance(body, bytes | bytearray):
             self.metrics.response_bytes.inc(label, amount=len(body))
         return response
+
+    # ── the hit path: a parsed request, a fresh stored response, bytes out ─────
+
+    def fast_hit(self, message: RawRequestMessage) -> list[bytes | memoryview] | None:
+        """The response to a plain GET/HEAD that a fresh stored entry answers as is,
+        as buffers to write; None sends the request down handle() instead.
+
+        It decides exactly as recv, lookup and judge would for such a request
+        (no preconditions, ranges, request directives or body) and sends the bytes
+        deliver would; anything else takes the general path."""
+        method = message.method
+        if (method != "GET" and method != "HEAD") or message.version != HTTP11:
+            return None
+        headers = message.headers
+        if message.should_close or not plain_request(headers):
+            return None
+        known = self.fast_keys.get((headers.get("Host"), message.path), UNKNOWN)
+        key = self.fast_key(headers.get("Host"), message.path) if known is UNKNOWN else known
+        if key is None:
+            return None
+        for entry in self.store.variants(key):
+            if entry.vary_names and secondary_key(entry.vary_names, headers) != entry.vary_values:
+                continue
+            wire = entry.wire
+            fresh = entry.fresh
+            age = fresh.initial_age + time.time() - fresh.response_time
+            if wire is None or age >= fresh.lifetime:
+                return None
+            self.metrics.requests.inc(
+                "hit", "2xx" if entry.status < 300 else FAST_CLASS[entry.status]
+            )
+            head = wire.response_head(age, fresh.lifetime - age)
+            if method == "HEAD":
+                return [head]
+            self.metrics.response_bytes.inc("hit", amount=len(entry.body))
+            return [head, entry.body]
+        return None
+
+    def fast_key(self, host: str | None, raw_target: str) -> str | None:
+        """The cache key for a Host and request target, or None where recv would not
+        simply accept them; remembered, since the same few URLs repeat."""
+        key: str | None = None
+        if host is not None:
+            route_host = split_host(host)
+            target = origin_form(raw_target)
+            try:
+                check_target(target)
+            except EdgeError:
+                target = ""
+            if target and route_host in self.sites:
+                key = primary_key("http", route_host, target)
+        if len(self.fast_keys) >= FAST_KEYS_MAX:
+            self.fast_keys.clear()
+        self.fast_keys[(host, raw_target)] = key
+        return key
 
     # ── recv: is this a request we serve at all? ─────────────────────────────
 
@@ -310,6 +388,7 @@ class Edge:
                 fill.settle(Outcome.ERROR, error=err)
                 return None
             entry = stale.updated(head.headers, request_time, response_time, self.settings)
+            entry.wire = self.delivery.wire(entry)
             self.store.replace(stale, entry)
             fill.settle(Outcome.UPDATED, head=head, entry=entry)
             return None
@@ -403,6 +482,7 @@ class Edge:
             fresh=freshness,
             tags=parse_tags(headers),
         )
+        entry.wire = self.delivery.wire(entry)
         if not self.store.put(entry):
             self.metrics.not_stored.inc("over-budget")
 

@@ -7,69 +7,14 @@ import logging
 import signal
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
-from multidict import CIMultiDict
 
 from pinedge.core.config import parse_hostport
 from pinedge.edge.admin import Admin
 from pinedge.edge.config import EdgeConfig
+from pinedge.edge.protocol import EdgeHTTPServer
 from pinedge.edge.proxy import Edge
 
 log = logging.getLogger("pinedge.edge")
-
-
-class ParseErrorHandler(RequestHandler):
-    """aiohttp's connection handler, answering requests it cannot parse the edge's
-    way: a one-line reason, Cache-Status and Via, and an INFO log line rather
-    than a traceback (malformed requests are the internet's background noise)."""
-
-    node_name = "pinedge"
-    limits = ""
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status != 400 or not isinstance(exc, BadHttpMessage):
-            return super().handle_error(request, status, exc, message)
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started; cannot send the parse error")
-        if isinstance(exc, LineTooLong):
-            reason = f"request line or a header field is too long ({self.limits})"
-        elif "Too many headers" in str(exc):
-            status, reason = 431, "too many header fields"
-        else:
-            reason = "malformed request: " + str(exc.message).splitlines()[0][:120]
-        log.info("%s: %d %s", request.remote, status, reason)
-        headers = CIMultiDict(
-            {
-                "Content-Type": "text/plain; charset=utf-8",
-                "Cache-Status": f"{self.node_name}; detail=bad-request",
-                "Via": f"1.1 {self.node_name}",
-            }
-        )
-        response = web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
-        response.force_close()
-        return response
-
-
-class EdgeHTTPServer(web.Server):
-    """A low-level aiohttp server (no router: every request goes to Edge.handle)
-    whose connections answer parse errors with ParseErrorHandler."""
-
-    def __init__(self, handler: web.Server, name: str, limits: str, **kwargs: object) -> None:
-        super().__init__(handler, **kwargs)  # type: ignore[arg-type]
-        self.handler_class = type(
-            "EdgeParseErrorHandler", (ParseErrorHandler,), {"node_name": name, "limits": limits}
-        )
-
-    def __call__(self) -> RequestHandler:
-        return self.handler_class(self, loop=self._loop, **self._kwargs)
 
 
 class EdgeServer:
@@ -91,6 +36,7 @@ class EdgeServer:
             config.name,
             f"request line {config.max_request_line} bytes, header field "
             f"{config.max_header_size} bytes",
+            self.edge.fast_hit if config.fast_path else None,
             max_line_size=config.max_request_line,
             max_field_size=config.max_header_size,
             auto_decompress=False,

@@ -142,9 +142,12 @@ class RunningEdge:
 StartEdge = Callable[..., Awaitable[RunningEdge]]
 
 
-@pytest.fixture
-async def start_edge() -> AsyncIterator[StartEdge]:
+@pytest.fixture(params=["fast", "plain"])
+async def start_edge(request: pytest.FixtureRequest) -> AsyncIterator[StartEdge]:
+    """Every edge test runs twice: with the hit path answering plain hits straight
+    from the parsed request, and with every request going through Edge.handle."""
     started: list[EdgeServer] = []
+    fast_path = request.param == "fast"
 
     async def start(origin: str | None = None, **settings: Any) -> RunningEdge:
         values: dict[str, Any] = {
@@ -152,6 +155,7 @@ async def start_edge() -> AsyncIterator[StartEdge]:
             "admin": "127.0.0.1:0",
             "name": "pinedge-test",
             "drain_time": "2s",
+            "fast_path": fast_path,
         }
         if origin is not None:
             values["origin"] = origin

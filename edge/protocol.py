@@ -1,0 +1,128 @@
+"""The edge's HTTP connections: aiohttp's protocol with two changes.
+
+- Plain GETs that a fresh stored response answers are written straight from
+  the parsed request (Edge.fast_hit): no request object, task or response
+  object. Anything else — and anything behind a request still in progress, so
+  responses keep their order — goes through aiohttp to Edge.handle.
+- Requests aiohttp cannot parse get the edge's own answer (reason,
+  Cache-Status, Via) and an INFO line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDict
+
+log = logging.getLogger("pinedge.edge")
+
+FastHit = Callable[[RawRequestMessage], list[bytes | memoryview] | None]
+
+
+class EdgeConnection(RequestHandler):
+    node_name = "pinedge"
+    limits = ""
+    fast_hit: FastHit | None = None
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if (
+            self.fast_hit is None
+            or self._payload_parser is not None
+            or self._upgraded
+            or self._force_close
+            or self._close
+            or self._messages
+            or waiter is None
+            or waiter.done()
+        ):
+            super().data_received(data)
+            return
+        assert self._parser is not None and self.transport is not None
+        try:
+            messages, upgraded, tail = self._parser.feed_data(data)
+        except HttpProcessingError as exc:
+            messages = [(_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD)]
+            upgraded, tail = False, b""
+        served = 0
+        for message, payload in messages:
+            if payload is not EMPTY_PAYLOAD or not isinstance(message, RawRequestMessage):
+                break
+            buffers = self.fast_hit(message)  # type: ignore[misc]
+            if buffers is None:
+                break
+            self._parser.message_consumed()
+            self._request_count += 1
+            self.transport.writelines(buffers)
+            served += 1
+        if served and self._keepalive_timeout > 0:
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        for queued in messages[served:]:
+            self._request_count += 1
+            self._messages.append(queued)
+        if served < len(messages):
+            waiter.set_result(None)
+            if not self._buffer_paused and len(self._messages) >= self._max_msg_queue_size:
+                self._pause_reading_for_buffer()
+        self._upgraded = upgraded
+        if upgraded and tail:
+            self._message_tail = tail
+        elif served == len(messages) >= self._max_msg_queue_size:
+            # The parser paused at its queue limit; what it holds back is parsed now.
+            self.data_received(b"")
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400 or not isinstance(exc, BadHttpMessage):
+            return super().handle_error(request, status, exc, message)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the parse error")
+        if isinstance(exc, LineTooLong):
+            reason = f"request line or a header field is too long ({self.limits})"
+        elif "Too many headers" in str(exc):
+            status, reason = 431, "too many header fields"
+        else:
+            reason = "malformed request: " + str(exc.message).splitlines()[0][:120]
+        log.info("%s: %d %s", request.remote, status, reason)
+        headers = CIMultiDict(
+            {
+                "Content-Type": "text/plain; charset=utf-8",
+                "Cache-Status": f"{self.node_name}; detail=bad-request",
+                "Via": f"1.1 {self.node_name}",
+            }
+        )
+        response = web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
+        response.force_close()
+        return response
+
+
+class EdgeHTTPServer(web.Server):
+    """A low-level aiohttp server (no router: every request goes to one handler)
+    whose connections are EdgeConnections."""
+
+    def __init__(
+        self,
+        handler: Callable[..., object],
+        name: str,
+        limits: str,
+        fast_hit: FastHit | None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(handler, **kwargs)  # type: ignore[arg-type]
+        attributes = {"node_name": name, "limits": limits, "fast_hit": staticmethod(fast_hit)}
+        self.connection_class = type("Connection", (EdgeConnection,), attributes)
+
+    def __call__(self) -> RequestHandler:
+        return self.connection_class(self, loop=self._loop, **self._kwargs)
