@@ -1,0 +1,887 @@
+"""Hit path, side by side: nginx `proxy_cache` and pinedge in front of the same origin.
+
+    .venv/bin/python bench/hitpath.py [--rounds 3] [--duration 10] [--connections 50]
+                                      [--sizes 1k,50k,1m] [--workers-run] [--quick]
+
+What it does, top to bottom (see bench/README.md for how to read the output):
+
+1. a temp dir with one file of random bytes per size;
+2. an origin: nginx serving those files with `Cache-Control: public, max-age=3600`;
+3. nginx `proxy_cache` (one worker) and pinedge (one worker) in front of that origin;
+4. warms both and checks that the second response for every object is a cache hit
+   (`X-Cache: HIT` for nginx, a `hit` in `Cache-Status` for pinedge) -- or stops;
+5. per size, per round: `wrk --latency` against both, alternating which goes first;
+6. prints req/s, p50 and p99 per round and as medians, the ratio pinedge/nginx taken
+   pair by pair, the peak RSS of every server process, then the targets of issue 3.
+
+With `--workers-run` it repeats 3-6 with pinedge `--workers 2` against nginx
+`worker_processes 2`. Only the standard library is used; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import grp
+import http.client
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NGINX = "/usr/sbin/nginx"
+
+KiB = 1024
+MiB = 1024 * KiB
+MB = 1000 * 1000
+
+# Issue 3, "Targets": minimum ratio pinedge/nginx in hits per second, by object size.
+REQS_TARGET = {1 * KiB: 1.0, 50 * KiB: 1.0, 1 * MiB: 0.8}
+RSS_ALLOWANCE = 80 * MB  # peak RSS per worker may exceed the memory budget by this much
+
+
+class BenchError(Exception):
+    """Set-up failed (a server did not start, or a warmed object is not a hit)."""
+
+
+# ---------------------------------------------------------------------------- sizes
+
+
+SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": KiB,
+    "kb": KiB,
+    "kib": KiB,
+    "m": MiB,
+    "mb": MiB,
+    "mib": MiB,
+    "g": 1024 * MiB,
+    "gib": 1024 * MiB,
+}
+
+
+def parse_size(text: str) -> int:
+    """`1k` -> 1024, `50k` -> 51200, `1m` / `1MiB` -> 1048576 (binary units throughout)."""
+    match = SIZE_RE.match(text)
+    if not match or match.group(2).lower() not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1k, 50k, 1m)")
+    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+
+
+def size_label(size: int) -> str:
+    for unit, name in ((MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} B"
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out on loopback; all held open together so they differ."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def proc_stat_ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ..." -- comm may hold spaces and parentheses.
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and proc_stat_ppid(int(entry)) == pid:
+            kids.append(int(entry))
+    return sorted(kids)
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for kid in children(todo.pop()):
+            found.append(kid)
+            todo.append(kid)
+    return sorted(found)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmHWM (peak RSS), VmRSS, RssAnon, RssFile, RssShmem of a process, in bytes."""
+    wanted = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in wanted:
+            out[name] = int(value.split()[0]) * KiB  # the kernel reports kB (KiB)
+    return out
+
+
+class Server:
+    """A server started in its own session, so that it and its children stop together."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict | None = None):
+        self.name = name
+        self.argv = argv
+        self.log_path = workdir / f"{name}.stderr"
+        self.proc: subprocess.Popen | None = None
+        self.env = env
+
+    def start(self) -> None:
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=self.env,
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def output(self, limit: int = 4000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:].strip()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        # Whatever is left in the group (a child that ignored SIGTERM, or outlived its
+        # parent) goes now.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+def wait_http(
+    server: Server, port: int, path: str, timeout: float = 30.0, any_status: bool = False
+) -> None:
+    """Until GET path answers 200 (or anything, with any_status), the server exits, or time
+    runs out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        code = server.exited()
+        if code is not None:
+            raise BenchError(
+                f"{server.name} exited with status {code} during start-up:\n"
+                + textwrap.indent(server.output() or "(no output)", "    ")
+            )
+        try:
+            status, _, _ = http_get(port, path, timeout=2.0)
+            if status == 200 or any_status:
+                return
+            last = f"status {status}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise BenchError(
+        f"{server.name} not ready on port {port} after {timeout:.0f}s ({last}):\n"
+        + textwrap.indent(server.output() or "(no output)", "    ")
+    )
+
+
+def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """One GET on a fresh connection (so that with SO_REUSEPORT it may land on any worker)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        return resp.status, headers, body
+    finally:
+        conn.close()
+
+
+def ensure_tool(path_or_name: str, package: str) -> str:
+    found = path_or_name if os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
+    if found:
+        return found
+    print(f"{path_or_name} not found; installing Debian package {package} ...", flush=True)
+    subprocess.run(["apt-get", "install", "-y", package], check=False)
+    found = path_or_name if os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
+    if not found:
+        raise BenchError(f"{path_or_name} is missing and `apt-get install -y {package}` failed")
+    return found
+
+
+# ---------------------------------------------------------------------------- nginx
+
+
+def nginx_user_line() -> str:
+    """As root, nginx workers would switch to `nobody` and lose access to the temp dir."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
+
+
+def nginx_common(home: Path, workers: int) -> str:
+    return f"""\
+{nginx_user_line()}
+worker_processes {workers};
+daemon off;
+pid {home}/nginx.pid;
+error_log {home}/error.log warn;
+events {{ worker_connections 4096; }}
+"""
+
+
+def nginx_temp_paths(home: Path) -> str:
+    return "\n".join(
+        f"    {kind}_temp_path {home}/tmp/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
+def origin_conf(home: Path, files: Path, port: int) -> str:
+    return f"""\
+{nginx_common(home, 1)}
+http {{
+    access_log off;
+{nginx_temp_paths(home)}
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {files};
+        location / {{
+            add_header Cache-Control "public, max-age=3600";
+        }}
+        # Request counter: a hit path sends nothing here, so it must not move during a run.
+        location = /_stub {{
+            stub_status;
+        }}
+    }}
+}}
+"""
+
+
+def proxy_conf(home: Path, origin_port: int, port: int, workers: int) -> str:
+    return f"""\
+{nginx_common(home, workers)}
+http {{
+    access_log off;
+{nginx_temp_paths(home)}
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    proxy_cache_path {home}/cache levels=1:2 keys_zone=bench:16m max_size=1g
+                     inactive=1h use_temp_path=off;
+    upstream origin {{
+        server 127.0.0.1:{origin_port};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+            proxy_cache bench;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache $upstream_cache_status;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(name: str, nginx: str, home: Path, conf_text: str) -> Server:
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = home / "nginx.conf"
+    conf.write_text(conf_text)
+    server = Server(
+        name, [nginx, "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf)], home
+    )
+    server.start()
+    return server
+
+
+def nginx_workers(master: int) -> list[int]:
+    return [pid for pid in children(master) if "worker process" in cmdline(pid)]
+
+
+def origin_requests(port: int) -> int:
+    """nginx stub_status 'requests' total on the origin (the stub request included)."""
+    _, _, body = http_get(port, "/_stub")
+    return int(body.decode().splitlines()[2].split()[2])
+
+
+# ---------------------------------------------------------------------------- pinedge
+
+
+def pinedge_argv() -> list[str]:
+    exe = REPO / ".venv" / "bin" / "pinedge"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("pinedge")
+    return [found] if found else [sys.executable, "-m", "pinedge"]
+
+
+def start_pinedge(
+    home: Path, origin_port: int, port: int, admin: int, workers: int, cache_mem: str
+) -> Server:
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [
+        *pinedge_argv(),
+        "edge",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin",
+        f"127.0.0.1:{admin}",
+        "--origin",
+        f"http://127.0.0.1:{origin_port}",
+        "--name",
+        "pinedge-bench",
+        "--cache-mem",
+        cache_mem,
+        "--log-level",
+        "WARNING",
+    ]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    env = dict(os.environ, PINEDGE_CONFIG="")
+    server = Server(f"pinedge-w{workers}", argv, home, env)
+    server.start()
+    return server
+
+
+# ---------------------------------------------------------------------------- warm-up
+
+
+def is_hit(kind: str, headers: dict[str, str]) -> bool:
+    if kind == "nginx":
+        return headers.get("x-cache", "").upper() == "HIT"
+    # Cache-Status: pinedge-bench; hit; ttl=3599  (RFC 9211; the last entry is this node's)
+    entry = headers.get("cache-status", "").split(",")[-1]
+    return "hit" in [p.strip().lower() for p in entry.split(";")[1:]]
+
+
+def warm(kind: str, port: int, objects: dict[int, tuple[str, bytes]], checks: int) -> None:
+    """First GET fills the cache; the next `checks` GETs, each on a new connection, must hit."""
+    header = "X-Cache" if kind == "nginx" else "Cache-Status"
+    for _size, (path, data) in objects.items():
+        status, _, _ = http_get(port, path)
+        if status != 200:
+            raise BenchError(f"{kind}: GET {path} -> {status} on the first (filling) request")
+        for attempt in range(1, checks + 1):
+            status, headers, body = http_get(port, path)
+            if status != 200 or body != data:
+                raise BenchError(
+                    f"{kind}: GET {path} -> {status}, {len(body)} bytes "
+                    f"(expected 200 and the file's {len(data)} bytes)"
+                )
+            if not is_hit(kind, headers):
+                raise BenchError(
+                    f"{kind}: GET {path} request {attempt + 1} is not a cache hit: "
+                    f"{header}: {headers.get(header.lower(), '(absent)')!r}. "
+                    "The benchmark measures hits only; fix this before benchmarking."
+                )
+
+
+# ---------------------------------------------------------------------------- wrk
+
+
+UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+TIME_RE = re.compile(r"^([\d.]+)(us|ms|s|m|h)$")
+
+
+def parse_time_us(text: str) -> float:
+    match = TIME_RE.match(text)
+    if not match:
+        raise ValueError(f"wrk time not understood: {text!r}")
+    return float(match.group(1)) * UNIT_US[match.group(2)]
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    latency_us: dict[str, float]  # "50", "75", "90", "99" -> microseconds
+    requests: int
+    errors: str = ""  # socket errors / non-2xx, as wrk printed them
+    origin_requests: int = 0  # requests that reached the origin during the run
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    total = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
+    if not rps or not total:
+        raise BenchError("wrk output not understood:\n" + textwrap.indent(output, "    "))
+    latency = {
+        pct: parse_time_us(value)
+        for pct, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", output, re.MULTILINE)
+    }
+    errors = []
+    sock = re.search(r"Socket errors: (.*)", output)
+    if sock:
+        errors.append("socket errors: " + sock.group(1).strip())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non2xx:
+        errors.append(f"non-2xx/3xx: {non2xx.group(1)}")
+    return WrkResult(float(rps.group(1)), latency, int(total.group(1)), "; ".join(errors))
+
+
+def run_wrk(wrk: str, url: str, args: argparse.Namespace) -> WrkResult:
+    argv = [
+        wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+        url,
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=args.duration + 60, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}")
+    return parse_wrk(done.stdout)
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+@dataclass
+class Round:
+    first: str
+    nginx: WrkResult
+    pinedge: WrkResult
+
+    @property
+    def ratio(self) -> float:
+        return self.pinedge.rps / self.nginx.rps if self.nginx.rps else float("nan")
+
+    def p_ratio(self, pct: str) -> float:
+        n, p = self.nginx.latency_us.get(pct), self.pinedge.latency_us.get(pct)
+        return p / n if n and p is not None else float("nan")
+
+
+@dataclass
+class SizeResult:
+    size: int
+    rounds: list[Round] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    label: str
+    workers: int
+    sizes: list[SizeResult] = field(default_factory=list)
+    rss: dict[str, dict[int, dict]] = field(default_factory=dict)  # server -> pid -> info
+    skipped: str = ""
+
+
+def sample_rss(run: RunResult, proxy: Server, edge: Server) -> None:
+    """Keep, per process, the highest VmHWM seen (a process that was replaced keeps its own)."""
+    groups = {
+        "nginx": [(pid, "worker") for pid in nginx_workers(proxy.pid)],
+        "pinedge": [(edge.pid, "main" if run.workers == 1 else "supervisor")]
+        + [(pid, "child") for pid in descendants(edge.pid)],
+    }
+    for name, procs in groups.items():
+        seen = run.rss.setdefault(name, {})
+        for pid, role in procs:
+            mem = proc_memory(pid)
+            if not mem:
+                continue
+            old = seen.get(pid)
+            if old is None or mem.get("VmHWM", 0) >= old["VmHWM"]:
+                seen[pid] = {"role": role, **mem}
+
+
+def bench_run(
+    label: str,
+    workers: int,
+    args: argparse.Namespace,
+    tools: dict[str, str],
+    tmp: Path,
+    origin_port: int,
+    objects: dict[int, tuple[str, bytes]],
+    servers: list[Server],
+) -> RunResult:
+    run = RunResult(label, workers)
+    proxy_port, edge_port, admin_port = free_ports(3)
+    home = tmp / f"proxy-w{workers}"
+    proxy = start_nginx(
+        f"nginx-proxy-w{workers}",
+        tools["nginx"],
+        home,
+        proxy_conf(home, origin_port, proxy_port, workers),
+    )
+    servers.append(proxy)
+    edge = start_pinedge(
+        tmp / f"pinedge-w{workers}", origin_port, edge_port, admin_port, workers, args.cache_mem
+    )
+    servers.append(edge)
+    wait_http(proxy, proxy_port, "/", timeout=15, any_status=True)  # "/" is a 404
+    try:
+        wait_http(edge, admin_port, "/readyz", timeout=30)
+    except BenchError as exc:
+        if workers == 1:
+            raise
+        code = edge.exited()
+        said = (edge.output().splitlines() or ["(no output)"])[-1]
+        how = f"exited with status {code}" if code is not None else "never became ready"
+        run.skipped = f"pinedge refused --workers {workers}: it {how}: {said}"
+        print(f"\n*** {label}: SKIPPED. {run.skipped}", flush=True)
+        if code is None:
+            print(textwrap.indent(str(exc), "    "), flush=True)
+        proxy.stop()
+        edge.stop()
+        return run
+
+    checks = 8 if workers > 1 else 2
+    warm("nginx", proxy_port, objects, checks)
+    warm("pinedge", edge_port, objects, checks)
+    print(
+        f"\n{label}: warmed; every object was a hit on {checks} further requests, "
+        "each on a new connection.",
+        flush=True,
+    )
+    urls = {
+        "nginx": f"http://127.0.0.1:{proxy_port}",
+        "pinedge": f"http://127.0.0.1:{edge_port}",
+    }
+    for size, (path, _) in objects.items():
+        result = SizeResult(size)
+        run.sizes.append(result)
+        for index in range(args.rounds):
+            order = ("nginx", "pinedge") if index % 2 == 0 else ("pinedge", "nginx")
+            got: dict[str, WrkResult] = {}
+            for name in order:
+                time.sleep(args.pause)
+                before = origin_requests(origin_port)
+                got[name] = run_wrk(tools["wrk"], urls[name] + path, args)
+                got[name].origin_requests = origin_requests(origin_port) - before - 1
+                sample_rss(run, proxy, edge)
+            result.rounds.append(Round(order[0], got["nginx"], got["pinedge"]))
+            r = result.rounds[-1]
+            print(
+                f"  {size_label(size):>8} round {index + 1}/{args.rounds}: "
+                f"nginx {r.nginx.rps:,.0f}/s, pinedge {r.pinedge.rps:,.0f}/s, "
+                f"ratio {r.ratio:.2f}x",
+                flush=True,
+            )
+        # Still hits after the load? (An eviction or expiry would make the numbers misses.)
+        warm("nginx", proxy_port, {size: objects[size]}, 1)
+        warm("pinedge", edge_port, {size: objects[size]}, 1)
+    for server in (edge, proxy):
+        code = server.exited()
+        if code is not None:
+            print(f"*** {server.name} exited with status {code} during the run", flush=True)
+    proxy.stop()
+    edge.stop()
+    return run
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def fmt_us(us: float | None) -> str:
+    if us is None:
+        return "-"
+    if us < 1000:
+        return f"{us:.0f}us"
+    if us < 1e6:
+        return f"{us / 1e3:.2f}ms"
+    return f"{us / 1e6:.2f}s"
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / MiB:.1f} MiB"
+
+
+def median(values: list[float]) -> float:
+    clean = [v for v in values if v == v]  # drop NaN
+    return statistics.median(clean) if clean else float("nan")
+
+
+def print_size_table(run: RunResult, result: SizeResult, args: argparse.Namespace) -> None:
+    print(
+        f"\n== {size_label(result.size)} object ({result.size} bytes) -- {run.label}; "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency =="
+    )
+    head = (
+        f"{'round':<7}{'first':<9}{'nginx req/s':>12}{'pinedge req/s':>15}{'ratio':>8}"
+        f"{'nginx p50':>11}{'pinedge p50':>13}{'nginx p99':>11}{'pinedge p99':>13}"
+        f"{'p99 ratio':>11}"
+    )
+    print(head)
+    print("-" * len(head))
+    notes = []
+    for i, r in enumerate(result.rounds, 1):
+        print(
+            f"{i:<7}{r.first:<9}{r.nginx.rps:>12,.0f}{r.pinedge.rps:>15,.0f}"
+            f"{r.ratio:>7.2f}x"
+            f"{fmt_us(r.nginx.latency_us.get('50')):>11}"
+            f"{fmt_us(r.pinedge.latency_us.get('50')):>13}"
+            f"{fmt_us(r.nginx.latency_us.get('99')):>11}"
+            f"{fmt_us(r.pinedge.latency_us.get('99')):>13}"
+            f"{r.p_ratio('99'):>10.2f}x"
+        )
+        for name, w in (("nginx", r.nginx), ("pinedge", r.pinedge)):
+            if w.errors:
+                notes.append(f"round {i} {name}: {w.errors}")
+            if w.origin_requests:
+                notes.append(f"round {i} {name}: {w.origin_requests} requests reached the origin")
+    rs = result.rounds
+    print(
+        f"{'median':<16}{median([r.nginx.rps for r in rs]):>12,.0f}"
+        f"{median([r.pinedge.rps for r in rs]):>15,.0f}"
+        f"{median([r.ratio for r in rs]):>7.2f}x"
+        f"{fmt_us(median([r.nginx.latency_us.get('50', float('nan')) for r in rs])):>11}"
+        f"{fmt_us(median([r.pinedge.latency_us.get('50', float('nan')) for r in rs])):>13}"
+        f"{fmt_us(median([r.nginx.latency_us.get('99', float('nan')) for r in rs])):>11}"
+        f"{fmt_us(median([r.pinedge.latency_us.get('99', float('nan')) for r in rs])):>13}"
+        f"{median([r.p_ratio('99') for r in rs]):>10.2f}x"
+    )
+    print("(ratio = pinedge/nginx per round; the median ratio is the median of those pairs)")
+    for note in notes:
+        print(f"  ! {note}")
+
+
+def print_rss(run: RunResult, budget: int) -> None:
+    print(f"\npeak RSS (VmHWM from /proc/PID/status) -- {run.label}:")
+    for name in ("nginx", "pinedge"):
+        procs = run.rss.get(name, {})
+        if not procs:
+            print(f"  {name:<8} (no process sampled)")
+            continue
+        total = 0
+        for pid, info in sorted(procs.items()):
+            total += info["VmHWM"]
+            print(
+                f"  {name:<8} pid {pid:<8} {info['role']:<11} peak {fmt_bytes(info['VmHWM']):>10}"
+                f"   (at last sample: anon {fmt_bytes(info.get('RssAnon', 0))}, "
+                f"file {fmt_bytes(info.get('RssFile', 0))}, "
+                f"shmem {fmt_bytes(info.get('RssShmem', 0))})"
+            )
+        if len(procs) > 1:
+            print(f"  {name:<8} sum of peaks {fmt_bytes(total)} (shared pages counted per process)")
+    print(
+        f"  pinedge memory budget (--cache-mem) {fmt_bytes(budget)}; "
+        f"target per worker <= budget + 80 MB = {fmt_bytes(budget + RSS_ALLOWANCE)}"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+def pinedge_workers(run: RunResult) -> dict[int, dict]:
+    """The processes that serve requests: children if there are any, else the main process."""
+    procs = run.rss.get("pinedge", {})
+    kids = {pid: info for pid, info in procs.items() if info["role"] == "child"}
+    return kids or procs
+
+
+def summary(runs: list[RunResult], budget: int) -> list[str]:
+    lines = ["", "== targets (issue 3), from the medians above =="]
+    for run in runs:
+        lines.append(f"{run.label}:")
+        if run.skipped:
+            lines.append(f"  not run: {run.skipped}")
+            continue
+        for result in run.sizes:
+            rs = result.rounds
+            ratio = median([r.ratio for r in rs])
+            p99 = median([r.p_ratio("99") for r in rs])
+            target = REQS_TARGET.get(result.size)
+            if target is None:
+                reqs = f"req/s ratio {ratio:.2f}x (no target for this size)"
+            else:
+                reqs = (
+                    f"req/s ratio {ratio:.2f}x, target >= {target:.1f}x: {verdict(ratio >= target)}"
+                )
+            lines.append(f"  {size_label(result.size):>8}  {reqs}")
+            lines.append(
+                f"  {'':>8}  p99 pinedge/nginx {p99:.2f}x, target <= 1.00x: {verdict(p99 <= 1.0)}"
+            )
+        workers = pinedge_workers(run)
+        if workers:
+            peak = max(info["VmHWM"] for info in workers.values())
+            limit = budget + RSS_ALLOWANCE
+            lines.append(
+                f"  peak RSS per pinedge worker: max {fmt_bytes(peak)} over {len(workers)} "
+                f"process(es), target <= {fmt_bytes(limit)}: {verdict(peak <= limit)}"
+            )
+    return lines
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def make_files(tmp: Path, sizes: list[int]) -> dict[int, tuple[str, bytes]]:
+    files = tmp / "files"
+    files.mkdir()
+    objects = {}
+    for size in sizes:
+        name = f"obj-{size}.bin"
+        data = os.urandom(size)
+        (files / name).write_bytes(data)
+        objects[size] = (f"/{name}", data)
+    return objects
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="nginx proxy_cache vs pinedge on cache hits (see bench/README.md)"
+    )
+    add = parser.add_argument
+    add("--rounds", type=int, default=3, help="rounds per size (default 3)")
+    add("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    add("--connections", type=int, default=50, help="wrk connections (default 50)")
+    add("--threads", type=int, default=1, help="wrk threads (default 1)")
+    add(
+        "--sizes",
+        default="1k,50k,1m",
+        help="object sizes, binary units (default 1k,50k,1m)",
+    )
+    add("--cache-mem", default="256MiB", help="pinedge --cache-mem (default 256MiB)")
+    add("--pause", type=float, default=1.0, help="seconds of quiet before each wrk run")
+    add(
+        "--workers-run",
+        action="store_true",
+        help="then also pinedge --workers 2 against nginx worker_processes 2",
+    )
+    add("--quick", action="store_true", help="smoke run: 1 round of 3 s")
+    add("--json", metavar="FILE", help="also write every number to FILE")
+    add("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration = 1, 3
+    args.size_list = sorted({parse_size(s) for s in args.sizes.split(",") if s.strip()})
+    args.budget = parse_size(args.cache_mem)
+    return args
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM behaves like Ctrl-C: unwind through the finally below and stop every server.
+    signal.signal(signal.SIGTERM, interrupt)
+    servers: list[Server] = []
+    tmp = Path(tempfile.mkdtemp(prefix="pinedge-bench-"))
+    runs: list[RunResult] = []
+    try:
+        tools = {"nginx": ensure_tool(NGINX, "nginx"), "wrk": ensure_tool("wrk", "wrk")}
+        objects = make_files(tmp, args.size_list)
+        (origin_port,) = free_ports(1)
+        origin = start_nginx(
+            "nginx-origin",
+            tools["nginx"],
+            tmp / "origin",
+            origin_conf(tmp / "origin", tmp / "files", origin_port),
+        )
+        servers.append(origin)
+        wait_http(origin, origin_port, objects[args.size_list[0]][0], timeout=15)
+        print(
+            f"pinedge hit-path benchmark: {args.rounds} round(s) x {args.duration}s per size; "
+            f"sizes {', '.join(size_label(s) for s in args.size_list)}; "
+            f"{os.cpu_count()} CPU(s); temp dir {tmp}",
+            flush=True,
+        )
+        plan = [("1 worker each", 1)]
+        if args.workers_run:
+            plan.append(("pinedge --workers 2 vs nginx worker_processes 2", 2))
+        for label, workers in plan:
+            runs.append(bench_run(label, workers, args, tools, tmp, origin_port, objects, servers))
+        for run in runs:
+            if run.skipped:
+                continue
+            for result in run.sizes:
+                print_size_table(run, result, args)
+            print_rss(run, args.budget)
+        for line in summary(runs, args.budget):
+            print(line)
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "args": {k: v for k, v in vars(args).items()},
+                        "runs": [asdict(r) for r in runs],
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
+        return 0
+    except BenchError as exc:
+        print(f"\nbench/hitpath.py: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping servers", file=sys.stderr)
+        return 130
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        if args.keep:
+            print(f"temp dir kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
