@@ -171,6 +171,7 @@ class S3FIFO:
                 self._main[key] = size
                 continue
             del self._freq[key]
+            self.size -= size
             self._remember(key)
             return key
         return None
