@@ -149,3 +149,52 @@ class Registry:
             out.extend(metric.header())
             out.extend(metric.lines())
         return "\n".join(out) + "\n"
+
+
+def snapshot(registry: Registry) -> list[dict[str, object]]:
+    """The registry's current values as plain data (for another process to add up)."""
+    out: list[dict[str, object]] = []
+    for metric in registry.metrics:
+        entry: dict[str, object] = {
+            "name": metric.name,
+            "help": metric.help,
+            "kind": metric.kind,
+            "labels": list(metric.label_names),
+        }
+        if isinstance(metric, Histogram):
+            entry["bounds"] = metric.bounds
+            entry["values"] = [[list(k), v] for k, v in metric.series.items()]
+        elif isinstance(metric, Gauge) and metric.read is not None:
+            entry["values"] = [[[], metric.read()]]
+        elif isinstance(metric, Counter | Gauge):
+            entry["values"] = [[list(k), v] for k, v in metric.values.items()]
+        out.append(entry)
+    return out
+
+
+def merge(snapshots: Iterable[list[dict[str, object]]]) -> Registry:
+    """One registry whose values are the sums of the snapshots' (per metric and labels)."""
+    registry = Registry()
+    by_name: dict[str, Metric] = {}
+    for shot in snapshots:
+        for entry in shot:
+            name = str(entry["name"])
+            labels = tuple(entry["labels"])  # type: ignore[arg-type]
+            metric = by_name.get(name)
+            if metric is None:
+                if "bounds" in entry:
+                    metric = Histogram(name, str(entry["help"]), entry["bounds"], labels)  # type: ignore[arg-type]
+                elif entry["kind"] == "counter":
+                    metric = Counter(name, str(entry["help"]), labels)
+                else:
+                    metric = Gauge(name, str(entry["help"]), labels=labels, kind=str(entry["kind"]))
+                by_name[name] = registry.add(metric)
+            for key, value in entry["values"]:  # type: ignore[attr-defined]
+                label_values = tuple(key)
+                if isinstance(metric, Histogram):
+                    series = metric.series.setdefault(label_values, [0.0] * len(value))
+                    for index, count in enumerate(value):
+                        series[index] += count
+                elif isinstance(metric, Counter | Gauge):
+                    metric.values[label_values] = metric.values.get(label_values, 0.0) + value
+    return registry

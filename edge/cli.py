@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"pinedge edge: {exc}", file=sys.stderr)
         return 2
-    from pinedge.edge.server import run as run_server
+    from pinedge.edge.supervisor import run as supervise
 
-    run_server(config)
-    return 0
+    return supervise(config, lambda: load_config(args), args.log_level)

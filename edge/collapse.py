@@ -8,7 +8,7 @@ leader vanishes without settling, followers see ABANDONED and compete again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -43,6 +43,8 @@ class Fill:
         self.entry: Entry | None = None
         self.error: BaseException | None = None
         self.no_store: str | None = None
+        self.node_lock = False  # this fill holds the node-wide fetch of its key
+        self.stored = False
         self.request_headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
         self.followers = 0
         self.chunks: list[bytes] = []
@@ -51,6 +53,16 @@ class Fill:
         self.body_error: BaseException | None = None
         self._settled = asyncio.Event()
         self._progress = asyncio.Event()
+
+    def node_outcome(self) -> str:
+        """What waiting workers are told when this fill ends."""
+        if self.outcome is Outcome.UPDATED or self.stored:
+            return "stored"
+        if self.outcome is Outcome.ERROR:
+            return "error"
+        if self.outcome is Outcome.ABANDONED:
+            return "abandoned"
+        return "pass"
 
     def settle(
         self,
@@ -106,11 +118,12 @@ class Fill:
 
 
 class CollapseTable:
-    """Fills in progress, by key."""
+    """Fills in progress, by key. `on_release` hears of every fill that ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_release: Callable[[Fill], None] | None = None) -> None:
         self._fills: dict[str, Fill] = {}
         self.collapsed = 0
+        self.on_release = on_release
 
     def acquire(self, key: str) -> tuple[Fill, bool]:
         """(fill, True) if the caller leads a new fetch, (fill, False) if it should wait."""
@@ -134,3 +147,5 @@ class CollapseTable:
         fill.finish()
         if self._fills.get(fill.key) is fill:
             del self._fills[fill.key]
+        if self.on_release is not None:
+            self.on_release(fill)

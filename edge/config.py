@@ -54,10 +54,22 @@ class EdgeConfig:
     sites: list[SiteConfig] = setting([], doc="[[sites]] tables: name, hosts, origin")
     role: Literal["edge", "shield"] = setting("edge", doc="edge or shield")
     shield: list[str] = setting([], doc="shield URLs (not yet supported)")
-    workers: int = setting(1, doc="worker processes (only 1 is supported so far)")
-    cache_mem: int = size_field("256MiB", doc="memory budget for stored responses")
-    cache_dir: str | None = setting(None, doc="on-disk store (not yet supported)")
-    cache_disk: int = size_field("0", doc="disk budget (not yet supported)")
+    workers: int = setting(
+        1, doc="worker processes sharing the port (SO_REUSEPORT) and one store, supervised"
+    )
+    cache_mem: int = size_field(
+        "256MiB", doc="budget of the memory store (used when there is no cache_dir)"
+    )
+    cache_dir: str | None = setting(
+        None, doc="directory of a persistent store (kept across restarts) instead of memory"
+    )
+    cache_disk: int = size_field("1GiB", doc="budget of the store in cache_dir")
+    hot_memory: int = size_field(
+        "32MiB", doc="per worker: bodies of recently used objects kept in process memory"
+    )
+    eviction: Literal["s3fifo", "lru"] = setting(
+        "s3fifo", doc="eviction policy: s3fifo (scan-resistant, default) or lru"
+    )
     control: str | None = url_field(doc="control plane URL (not yet supported)")
     max_object_size: int = size_field(
         "32MiB", doc="largest response stored; larger ones stream through uncached"
@@ -98,12 +110,12 @@ class EdgeConfig:
 
     def __post_init__(self) -> None:
         self.name = self.name or default_name()
-        if self.workers != 1:
-            raise ValueError("workers: only 1 worker is supported in this version")
+        if not 1 <= self.workers <= 64:
+            raise ValueError("workers: must be between 1 and 64")
         if self.shield:
             raise ValueError("shield: shields are not supported in this version")
-        if self.cache_dir is not None:
-            raise ValueError("cache_dir: the disk store is not supported in this version")
+        if self.cache_dir is not None and self.cache_disk <= 0:
+            raise ValueError("cache_disk: give the disk store a budget, e.g. 10GiB")
         if self.control is not None:
             raise ValueError("control: the control plane is not supported in this version")
         if not 0.0 <= self.heuristic_fraction <= 1.0:

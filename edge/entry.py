@@ -9,6 +9,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinedge.edge import freshness
 from pinedge.edge.cachecontrol import Directives, response_directives
+from pinedge.edge.objectfile import variant_id
 from pinedge.edge.storable import fields_needing_validation
 from pinedge.edge.validation import merge_not_modified
 
@@ -48,9 +49,11 @@ class Entry:
     fresh: Freshness
     tags: frozenset[str]
     size: int = field(init=False)
+    vid: str = field(init=False)
     wire: Any = field(default=None, init=False)  # deliver.Wire, set when stored
 
     def __post_init__(self) -> None:
+        self.vid = variant_id(self.key, self.vary_names, self.vary_values)
         header_bytes = sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in self.headers.items())
         self.size = len(self.body) + header_bytes + len(self.key) + 256
 

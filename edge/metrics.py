@@ -5,19 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pinedge.core.metrics import Counter, Gauge, Histogram, Registry
+from pinedge.edge.owner import StoreOwner
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class EdgeMetrics:
-    def __init__(
-        self,
-        store_bytes: Callable[[], float],
-        store_objects: Callable[[], float],
-        store_budget: float,
-        store_evictions: Callable[[], float],
-        inflight: Callable[[], float],
-    ) -> None:
+    def __init__(self, owner: StoreOwner | None, inflight: Callable[[], float]) -> None:
         self.registry = Registry()
         add = self.registry.add
         self.requests = add(
@@ -83,24 +77,33 @@ class EdgeMetrics:
                 "Stored responses removed after unsafe requests.",
             )
         )
-        add(Gauge("pinedge_store_bytes", "Bytes held by the store.", store_bytes))
-        add(Gauge("pinedge_store_objects", "Responses held by the store.", store_objects))
-        add(
-            Gauge(
-                "pinedge_store_budget_bytes",
-                "The store's byte budget.",
-                lambda: store_budget,
-            )
-        )
-        add(
-            Gauge(
-                "pinedge_store_evictions_total",
-                "Responses evicted to stay within the budget.",
-                store_evictions,
-                kind="counter",
-            )
-        )
+        if owner is not None:
+            add_store_metrics(self.registry, owner)
         add(Gauge("pinedge_inflight_requests", "Client requests in progress.", inflight))
 
     def render(self) -> str:
         return self.registry.render()
+
+
+def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
+    """The store's figures, read from its owner when scraped."""
+    add = registry.add
+    add(Gauge("pinedge_store_bytes", "Bytes held by the store.", lambda: owner.size))
+    add(Gauge("pinedge_store_objects", "Responses held by the store.", lambda: len(owner.records)))
+    add(Gauge("pinedge_store_budget_bytes", "The store's byte budget.", lambda: owner.budget))
+    add(
+        Gauge(
+            "pinedge_store_evictions_total",
+            "Responses evicted to stay within the budget.",
+            lambda: owner.evictions,
+            kind="counter",
+        )
+    )
+    add(
+        Gauge(
+            "pinedge_store_dropped_total",
+            "Stored files found damaged (truncated or corrupt) and dropped, never served.",
+            lambda: owner.dropped,
+            kind="counter",
+        )
+    )

@@ -40,9 +40,11 @@ from pinedge.edge.freshness import (
 from pinedge.edge.headers import with_via, without_hop_by_hop
 from pinedge.edge.key import check_target, primary_key, split_host
 from pinedge.edge.metrics import EdgeMetrics
+from pinedge.edge.objectfile import Meta
+from pinedge.edge.owner import StoreOwner
 from pinedge.edge.status import CacheStatus, Fwd
 from pinedge.edge.storable import fields_not_to_store, no_store_reason
-from pinedge.edge.store import MemoryStore
+from pinedge.edge.store import SharedStore
 from pinedge.edge.upstream import Timeouts, Upstream, body_error
 from pinedge.edge.validation import not_modified_applies, upstream_validators
 from pinedge.edge.vary import secondary_key, vary_names
@@ -109,27 +111,23 @@ class FetchPlan:
 class Edge:
     """One edge node's state and its request handler."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, store: SharedStore, owner: StoreOwner | None) -> None:
+        """`owner` is the store's owner when it lives in this process (its figures
+        go into this node's metrics); with workers, the supervisor reports them."""
         self.config = config
         self.name = config.name
         self.sites = {host: site for site in config.site_list() for host in site.hosts}
         self.origin_hosts = {
             site.name: URL(site.origin).raw_authority for site in config.site_list()
         }
-        self.store = MemoryStore(config.cache_mem)
-        self.fills = CollapseTable()
+        self.store = store
+        self.fills = CollapseTable(on_release=self.release_node_fetch)
         self.settings = FreshnessSettings(
             tuple(config.targeted_fields), config.heuristic_fraction, config.heuristic_max
         )
         self.delivery = Delivery(self.name, tuple(config.targeted_fields))
         self.inflight = 0
-        self.metrics = EdgeMetrics(
-            store_bytes=lambda: self.store.size,
-            store_objects=lambda: len(self.store),
-            store_budget=config.cache_mem,
-            store_evictions=lambda: self.store.evictions,
-            inflight=lambda: self.inflight,
-        )
+        self.metrics = EdgeMetrics(owner, inflight=lambda: self.inflight)
         self.upstream: Upstream | None = None
         self.background: set[asyncio.Task[None]] = set()
         self.fast_keys: dict[tuple[str | None, str], object] = {}
@@ -202,6 +200,7 @@ class Edge:
             age = fresh.initial_age + time.time() - fresh.response_time
             if wire is None or age >= fresh.lifetime:
                 return None
+            self.store.hit(entry)
             self.metrics.requests.inc(
                 "hit", "2xx" if entry.status < 300 else FAST_CLASS[entry.status]
             )
@@ -258,9 +257,9 @@ class Edge:
     def hash(self, request: web.Request, route: Route) -> str:
         return primary_key(request.scheme, route.host, route.target)
 
-    def lookup(self, key: str, headers: CIMultiDictProxy[str]) -> tuple[Entry | None, bool]:
+    async def lookup(self, key: str, headers: CIMultiDictProxy[str]) -> tuple[Entry | None, bool]:
         """(the stored variant this request selects, whether the URL had other variants)."""
-        variants = self.store.variants(key)
+        variants = self.store.variants(key) or await self.store.load(key)
         for entry in variants:
             if secondary_key(entry.vary_names, headers) == entry.vary_values:
                 return entry, False
@@ -304,7 +303,7 @@ class Edge:
         key = self.hash(request, route)
         directives = self.client_directives(request)
         now = time.time()
-        entry, other_variants = self.lookup(key, request.headers)
+        entry, other_variants = await self.lookup(key, request.headers)
         if entry is not None:
             verdict = self.judge(entry, directives, now)
             if verdict is not Verdict.VALIDATE:
@@ -312,6 +311,7 @@ class Edge:
                     self.revalidate_in_background(request, route, key, entry)
                     status.detail = "stale-while-revalidate"
                 status.ttl = entry.ttl(now)
+                self.store.hit(entry)
                 return self.deliver(request, entry, status, now)
             fwd = Fwd.STALE if entry.ttl(now) <= 0 or must_revalidate(entry) else Fwd.REQUEST
         else:
@@ -351,6 +351,11 @@ class Edge:
             if leader:
                 passed = None
                 try:
+                    shared = None if alone else await self.join_node_fetch(fill, plan, request)
+                    if shared is not None:
+                        status.collapsed = True
+                        self.metrics.collapsed.inc()
+                        return self.deliver(request, shared, status, time.time())
                     passed = await self.lead(fill, plan)
                 finally:
                     if fill.outcome is not Outcome.STREAM:
@@ -366,6 +371,32 @@ class Edge:
             self.metrics.collapsed.inc()
             return await self.deliver_fill(request, plan, fill, status, False, None)
         raise EdgeError(503, "the upstream fetch for this URL was abandoned", "fetch-abandoned")
+
+    async def join_node_fetch(
+        self, fill: Fill, plan: FetchPlan, request: web.Request
+    ) -> Entry | None:
+        """Collapse across the node's workers: unless this worker may fetch the key
+        itself (then the fill holds the node-wide lock until it is released), wait
+        for the worker that is fetching it and return what it stored."""
+        for _attempt in range(2):
+            verdict = await self.store.acquire(plan.key, self.config.collapse_timeout)
+            if verdict == "lead":
+                fill.node_lock = True
+                return None
+            if verdict == "stored":
+                entry, _ = await self.lookup(plan.key, request.headers)
+                if entry is not None and entry.ttl(time.time()) > 0:
+                    fill.settle(Outcome.UPDATED, entry=entry)
+                    return entry
+                return None
+            if verdict != "abandoned":
+                return None
+        return None
+
+    def release_node_fetch(self, fill: Fill) -> None:
+        if fill.node_lock:
+            fill.node_lock = False
+            self.store.release(fill.key, fill.node_outcome())
 
     async def lead(self, fill: Fill, plan: FetchPlan) -> aiohttp.ClientResponse | None:
         """Send the fill's request and settle it; a response left for the caller to stream
@@ -389,7 +420,7 @@ class Edge:
                 return None
             entry = stale.updated(head.headers, request_time, response_time, self.settings)
             entry.wire = self.delivery.wire(entry)
-            self.store.replace(stale, entry)
+            await self.store.replace(stale, entry)
             fill.settle(Outcome.UPDATED, head=head, entry=entry)
             return None
         reason = self.why_not_store(plan, head, response.content_length)
@@ -453,17 +484,19 @@ class Edge:
             return
         finally:
             response.release()
-        if storing:
-            self.store_entry(plan, head, b"".join(fill.chunks), request_time)
         fill.finish()
+        if storing:
+            fill.stored = await self.store_entry(plan, head, b"".join(fill.chunks), request_time)
         self.fills.release(fill)
 
     # ── store ────────────────────────────────────────────────────────────────
 
-    def store_entry(self, plan: FetchPlan, head: Head, body: bytes, request_time: float) -> None:
+    async def store_entry(
+        self, plan: FetchPlan, head: Head, body: bytes, request_time: float
+    ) -> bool:
         names = vary_names(head.headers)
         if names is None:
-            return
+            return False
         freshness = compute_freshness(
             head.status, head.headers, request_time, head.response_time, self.settings
         )
@@ -483,8 +516,31 @@ class Edge:
             tags=parse_tags(headers),
         )
         entry.wire = self.delivery.wire(entry)
-        if not self.store.put(entry):
-            self.metrics.not_stored.inc("over-budget")
+        try:
+            return await self.store.put(entry)
+        except OSError as exc:
+            self.metrics.not_stored.inc("store-error")
+            log.error("could not store %s: %s", plan.key, exc)
+            return False
+
+    def entry_from_file(self, meta: Meta, body: bytes) -> Entry:
+        """An Entry for a stored file (another worker's, or from before a restart)."""
+        headers = CIMultiDictProxy(CIMultiDict(meta.headers))
+        entry = Entry(
+            key=meta.key,
+            vary_names=meta.vary_names,
+            vary_values=meta.vary_values,
+            status=meta.status,
+            reason=meta.reason,
+            headers=headers,
+            body=body,
+            fresh=compute_freshness(
+                meta.status, headers, meta.request_time, meta.response_time, self.settings
+            ),
+            tags=parse_tags(headers),
+        )
+        entry.wire = self.delivery.wire(entry)
+        return entry
 
     # ── deliver a fill's outcome ─────────────────────────────────────────────
 
@@ -504,6 +560,13 @@ class Edge:
             if served is not None:
                 return served
             raise err
+        if fill.outcome is Outcome.UPDATED:
+            assert fill.entry is not None
+            now = time.time()
+            status.ttl = fill.entry.ttl(now)
+            if fill.head is not None:
+                status.fwd_status = fill.head.status
+            return self.deliver(request, fill.entry, status, now)
         head = fill.head
         assert head is not None
         status.fwd_status = head.status
@@ -513,11 +576,6 @@ class Edge:
                 if passed is not None:
                     passed.close()
                 return served
-        if fill.outcome is Outcome.UPDATED:
-            assert fill.entry is not None
-            now = time.time()
-            status.ttl = fill.entry.ttl(now)
-            return self.deliver(request, fill.entry, status, now)
         if fill.outcome is Outcome.PASS:
             status.detail = fill.no_store
             if passed is None:
@@ -567,7 +625,7 @@ class Edge:
         if "Range" in request.headers and head.status == 200:
             async for _chunk in fill.body():
                 pass
-            entry, _ = self.lookup(plan.key, request.headers)
+            entry, _ = await self.lookup(plan.key, request.headers)
             if entry is not None:
                 return self.deliver(request, entry, status, time.time())
         out = self.delivery.client_headers(head.headers)
@@ -597,7 +655,7 @@ class Edge:
         head = response_head(response, response_time)
         status.fwd_status = head.status
         if request.method not in SAFE_METHODS and head.status < 400:
-            self.invalidate(request, route, head)
+            await self.invalidate(request, route, head)
         return await self.stream_upstream(request, head, response, status, conditional=False)
 
     async def stream_upstream(
@@ -653,7 +711,7 @@ class Edge:
         finally:
             self.metrics.response_bytes.inc(status.label(), amount=sent)
 
-    def invalidate(self, request: web.Request, route: Route, head: Head) -> None:
+    async def invalidate(self, request: web.Request, route: Route, head: Head) -> None:
         """RFC 9111 §4.4: an unsafe request's target, and same-origin Location and
         Content-Location, are no longer fresh."""
         host = route.host
@@ -670,7 +728,9 @@ class Edge:
             else:
                 target = base.join(target)
             paths.append(target.raw_path_qs)
-        removed = sum(self.store.remove(primary_key(request.scheme, host, path)) for path in paths)
+        removed = 0
+        for path in paths:
+            removed += await self.store.remove(primary_key(request.scheme, host, path))
         self.metrics.invalidations.inc(amount=removed)
 
     # ── background revalidation (stale-while-revalidate) ────────────────────
@@ -694,7 +754,7 @@ class Edge:
             if passed is not None:
                 passed.close()
                 if fill.head is not None and fill.head.status not in ERROR_STATUSES:
-                    self.store.remove(plan.key)
+                    await self.store.remove(plan.key)
         finally:
             if fill.outcome is not Outcome.STREAM:
                 self.fills.release(fill)

@@ -4,32 +4,77 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
+from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
 from pinedge.core.config import parse_hostport
 from pinedge.edge.admin import Admin
 from pinedge.edge.config import EdgeConfig
+from pinedge.edge.entry import Entry
+from pinedge.edge.objectfile import Meta
+from pinedge.edge.owner import Generations, StoreOwner, memory_root
+from pinedge.edge.ownerlink import LocalLink, OwnerLink
 from pinedge.edge.protocol import EdgeHTTPServer
 from pinedge.edge.proxy import Edge
+from pinedge.edge.store import SharedStore
 
 log = logging.getLogger("pinedge.edge")
 
 
-class EdgeServer:
-    """An Edge behind its two listeners. `start()`, then `stop()` drains and closes."""
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What a worker gets from its supervisor: the store and the way to its owner."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    root: Path
+    link: OwnerLink
+    generations: Generations
+
+
+def store_location(config: EdgeConfig) -> tuple[Path, int, bool]:
+    """(directory, byte budget, persistent) of the node's store."""
+    if config.cache_dir is not None:
+        return Path(config.cache_dir), config.cache_disk, True
+    return memory_root(config.name), config.cache_mem, False
+
+
+class EdgeServer:
+    """An Edge behind its listeners. `start()`, then `stop()` drains and closes.
+
+    Alone (a one-process node) it owns its store and runs the admin listener; as
+    a worker it shares the supervisor's store and the supervisor answers admin."""
+
+    def __init__(self, config: EdgeConfig, worker: WorkerContext | None = None) -> None:
         self.config = config
-        self.edge = Edge(config)
-        self.admin = Admin(self.edge)
+        self.owner: StoreOwner | None = None
+        if worker is None:
+            root, budget, self.persistent = store_location(config)
+            self.owner = StoreOwner(root, budget, config.eviction)
+            link: OwnerLink = LocalLink(self.owner)
+            generations = self.owner.generations
+        else:
+            root, link, generations = worker.root, worker.link, worker.generations
+            self.persistent = True
+        self.store = SharedStore(root, link, generations, config.hot_memory, self._entry)
+        self.edge = Edge(config, self.store, self.owner)
+        self.admin = Admin(self.edge) if worker is None else None
         self._runners: list[web.BaseRunner] = []
         self.port = 0
         self.admin_port = 0
 
+    def _entry(self, meta: Meta, body: bytes) -> Entry:
+        return self.edge.entry_from_file(meta, body)
+
     async def start(self) -> None:
         config = self.config
+        if self.owner is not None:
+            kept = self.owner.scan()
+            if kept:
+                log.info("store %s: %d stored responses kept", self.owner.root, kept)
+        self.store.start()
         await self.edge.start()
         server = EdgeHTTPServer(
             self.edge.handle,  # type: ignore[arg-type]
@@ -45,37 +90,45 @@ class EdgeServer:
         proxy_runner = web.ServerRunner(server, shutdown_timeout=config.drain_time)
         await proxy_runner.setup()
         host, port = parse_hostport(config.listen)
-        site = web.TCPSite(proxy_runner, host, port, backlog=1024)
+        reuse_port = self.admin is None
+        site = web.TCPSite(proxy_runner, host, port, backlog=1024, reuse_port=reuse_port)
         await site.start()
         self.port = _bound_port(proxy_runner, port)
-        admin_runner = web.AppRunner(self.admin.app(), access_log=None)
-        await admin_runner.setup()
-        admin_host, admin_port = parse_hostport(config.admin)
-        await web.TCPSite(admin_runner, admin_host, admin_port).start()
-        self.admin_port = _bound_port(admin_runner, admin_port)
-        self._runners = [proxy_runner, admin_runner]
-        self.admin.ready = True
-        log.info(
-            "edge %s listening on http://%s:%d (admin http://%s:%d), %d site(s)",
-            config.name,
-            host,
-            self.port,
-            admin_host,
-            self.admin_port,
-            len(config.site_list()),
-        )
+        self._runners = [proxy_runner]
+        if self.admin is not None:
+            admin_runner = web.AppRunner(self.admin.app(), access_log=None)
+            await admin_runner.setup()
+            admin_host, admin_port = parse_hostport(config.admin)
+            await web.TCPSite(admin_runner, admin_host, admin_port).start()
+            self.admin_port = _bound_port(admin_runner, admin_port)
+            self._runners.append(admin_runner)
+            self.admin.ready = True
+            log.info(
+                "edge %s listening on http://%s:%d (admin http://%s:%d), %d site(s)",
+                config.name,
+                host,
+                self.port,
+                admin_host,
+                self.admin_port,
+                len(config.site_list()),
+            )
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish within drain_time, then close."""
-        self.admin.ready = False
-        proxy_runner, admin_runner = self._runners or (None, None)
-        if proxy_runner is not None:
+        if self.admin is not None:
+            self.admin.ready = False
+        runners, self._runners = self._runners, []
+        if runners:
             log.info("draining (up to %.0fs)", self.config.drain_time)
-            await proxy_runner.cleanup()
+            await runners[0].cleanup()
         await self.edge.close()
-        if admin_runner is not None:
-            await admin_runner.cleanup()
-        self._runners = []
+        await self.store.close()
+        for runner in runners[1:]:
+            await runner.cleanup()
+        if self.owner is not None:
+            self.owner.close()
+            if not self.persistent:
+                shutil.rmtree(self.owner.root, ignore_errors=True)
 
 
 def _bound_port(runner: web.BaseRunner, asked: int) -> int:

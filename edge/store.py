@@ -1,92 +1,193 @@
-"""The in-memory store: variants under primary keys, bounded in bytes, LRU eviction."""
+"""A worker's view of the node's store.
+
+Objects live in files (objectfile.py) under one directory — shared memory or
+--cache-dir — so every worker reads the same pages from the OS page cache and
+they survive a worker's restart. The owner (owner.py) indexes them. Each worker
+keeps, per key it has used, the stored variants' metadata and, within its
+`local_budget`, their bodies in memory for the hit path. A generation counter
+per key slot, shared with the owner, tells it on every hit whether its copy is
+still the stored one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+from pinedge.edge import objectfile
 from pinedge.edge.entry import Entry
+from pinedge.edge.objectfile import Meta
+from pinedge.edge.owner import Generations, slot_of
+from pinedge.edge.ownerlink import OwnerLink
+
+BuildEntry = Callable[[Meta, bytes], Entry]
+EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
+LOCAL_KEYS_MAX = 200_000
 
 
-class MemoryStore:
-    """Stored responses by primary key; each key holds its Vary variants.
+@dataclass(slots=True)
+class LocalKey:
+    slot: int
+    generation: int
+    metas: list[Meta]
+    entries: list[Entry] | None  # None once the bodies were dropped from memory
+    size: int
 
-    The budget counts bytes (bodies, headers and bookkeeping), never entries:
-    storing past it evicts the least recently used keys first. An object larger
-    than the whole budget is refused rather than emptying the store for it.
-    """
 
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.size = 0
-        self.evictions = 0
-        self._keys: OrderedDict[str, list[Entry]] = OrderedDict()
+class SharedStore:
+    def __init__(
+        self,
+        root: Path,
+        link: OwnerLink,
+        generations: Generations,
+        local_budget: int,
+        build: BuildEntry,
+    ) -> None:
+        self.root = root
+        self.link = link
+        self.generations = generations
+        self.counters = generations.counters
+        self.local_budget = local_budget
+        self.local_size = 0
+        self.build = build
+        self.local: OrderedDict[str, LocalKey] = OrderedDict()
+        self.resident: OrderedDict[str, None] = OrderedDict()  # keys with bodies in memory
+        self.pending_hits: list[str] = []
+        self.flusher: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
-        return sum(len(variants) for variants in self._keys.values())
+    def start(self) -> None:
+        self.flusher = asyncio.create_task(self._flush_hits())
+
+    async def close(self) -> None:
+        if self.flusher is not None:
+            self.flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.flusher
+        self._send_hits()
+        await self.link.close()
+
+    # ── reads ────────────────────────────────────────────────────────────────
 
     def variants(self, key: str) -> list[Entry]:
-        """The stored variants of `key`, most recently stored first (a use for LRU)."""
-        variants = self._keys.get(key)
-        if variants is None:
+        """The stored variants of `key` this worker holds in memory and knows to be
+        current; [] means "ask load()". Cheap enough for every hit."""
+        local = self.local.get(key)
+        if local is None or local.entries is None:
             return []
-        self._keys.move_to_end(key)
-        return variants
+        if self.counters[local.slot] != local.generation:
+            self._forget(key)
+            return []
+        return local.entries
 
-    def put(self, entry: Entry) -> bool:
-        """Store `entry`, replacing the variant with the same Vary values; False if too big."""
-        if entry.size > self.budget:
-            return False
-        variants = self._keys.setdefault(entry.key, [])
-        self._keys.move_to_end(entry.key)
-        for index, old in enumerate(variants):
-            if old.vary_names == entry.vary_names and old.vary_values == entry.vary_values:
-                self.size -= old.size
-                del variants[index]
-                break
-        variants.insert(0, entry)
-        self.size += entry.size
-        self._evict(keep=entry.key)
+    async def load(self, key: str) -> list[Entry]:
+        """The stored variants of `key`, asking the owner and reading files as needed."""
+        entries = self.variants(key)
+        if entries:
+            return entries
+        slot = slot_of(key)
+        generation = self.counters[slot]
+        local = self.local.get(key)
+        if local is not None and local.generation == generation:
+            metas = local.metas
+        else:
+            metas = await self.link.lookup(key)
+        entries = []
+        for meta in metas:
+            body = await self._read(meta)
+            if body is None:
+                self.link.drop(meta.variant_id)
+                continue
+            entries.append(self.build(meta, body))
+        self._remember(key, LocalKey(slot, generation, metas, entries, 0))
+        return entries
+
+    def hit(self, entry: Entry) -> None:
+        self.pending_hits.append(entry.vid)
+        if len(self.pending_hits) >= 65536:
+            self._send_hits()
+
+    # ── writes ───────────────────────────────────────────────────────────────
+
+    async def put(self, entry: Entry) -> bool:
+        fields = {
+            "key": entry.key,
+            "vary_names": entry.vary_names,
+            "vary_values": entry.vary_values,
+            "status": entry.status,
+            "reason": entry.reason,
+            "headers": tuple(entry.headers.items()),
+            "request_time": entry.fresh.request_time,
+            "response_time": entry.fresh.response_time,
+        }
+        if len(entry.body) > EXECUTOR_THRESHOLD:
+            loop = asyncio.get_running_loop()
+            meta = await loop.run_in_executor(None, objectfile.write, self.root, fields, entry.body)
+        else:
+            meta = objectfile.write(self.root, fields, entry.body)
+        await self.link.admit(meta)
+        self._forget(entry.key)
         return True
 
-    def replace(self, old: Entry, new: Entry) -> None:
-        """Swap a variant for its refreshed copy (after a 304), if it is still stored."""
-        variants = self._keys.get(old.key, [])
-        for index, stored in enumerate(variants):
-            if stored is old:
-                variants[index] = new
-                self.size += new.size - old.size
-                return
-        self.put(new)
+    async def replace(self, old: Entry, new: Entry) -> None:
+        await self.put(new)
 
-    def remove(self, key: str) -> int:
-        """Drop every variant of `key`; the number dropped."""
-        variants = self._keys.pop(key, [])
-        self.size -= sum(v.size for v in variants)
-        return len(variants)
+    async def remove(self, key: str) -> int:
+        removed = await self.link.remove_key(key)
+        self._forget(key)
+        return removed
 
-    def remove_entry(self, entry: Entry) -> None:
-        variants = self._keys.get(entry.key)
-        if variants and entry in variants:
-            variants.remove(entry)
-            self.size -= entry.size
-            if not variants:
-                del self._keys[entry.key]
+    # ── node-wide collapsed forwarding ───────────────────────────────────────
 
-    def keys(self) -> Iterator[str]:
-        return iter(list(self._keys))
+    async def acquire(self, key: str, timeout: float) -> str:
+        return await self.link.acquire(key, timeout)
 
-    def _evict(self, keep: str) -> None:
-        while self.size > self.budget and self._keys:
-            key, variants = next(iter(self._keys.items()))
-            if key == keep:
-                # The newest key is last in order; only its older variants can go.
-                if len(variants) <= 1:
-                    return
-                victim = variants.pop()
-                self.size -= victim.size
-                self.evictions += 1
-                continue
-            del self._keys[key]
-            self.size -= sum(v.size for v in variants)
-            self.evictions += len(variants)
+    def release(self, key: str, outcome: str) -> None:
+        self.link.release(key, outcome)
+
+    # ── internals ────────────────────────────────────────────────────────────
+
+    async def _read(self, meta: Meta) -> bytes | None:
+        path = objectfile.object_path(self.root, meta.variant_id)
+        if meta.body_length > EXECUTOR_THRESHOLD:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, objectfile.read_body, path, meta)
+        return objectfile.read_body(path, meta)
+
+    def _remember(self, key: str, local: LocalKey) -> None:
+        self._forget(key)
+        size = sum(len(entry.body) for entry in local.entries or ())
+        self.local[key] = local
+        if size <= self.local_budget:
+            local.size = size
+            self.local_size += size
+            self.resident[key] = None
+        else:
+            local.entries = None
+        while self.local_size > self.local_budget and self.resident:
+            oldest, _ = self.resident.popitem(last=False)
+            victim = self.local[oldest]
+            self.local_size -= victim.size
+            victim.entries, victim.size = None, 0
+        while len(self.local) > LOCAL_KEYS_MAX:
+            self._forget(next(iter(self.local)))
+
+    def _forget(self, key: str) -> None:
+        local = self.local.pop(key, None)
+        if local is not None:
+            self.local_size -= local.size
+            self.resident.pop(key, None)
+
+    async def _flush_hits(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._send_hits()
+
+    def _send_hits(self) -> None:
+        if self.pending_hits:
+            batch, self.pending_hits = self.pending_hits, []
+            with contextlib.suppress(ConnectionError, AssertionError):
+                self.link.hits(batch)

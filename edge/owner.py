@@ -1,0 +1,220 @@
+"""The store's owner: one per node, holding what every worker must agree on.
+
+- the index: which variants of which keys are stored, in which files;
+- the eviction policy (S3-FIFO by default) and the byte budget;
+- a generation per key slot in shared memory, bumped whenever a key's stored
+  variants change, so a worker can check on each hit, for the price of one
+  memory read, that its own copy is still the stored one;
+- node-wide collapsed forwarding: one worker fetches a key, the others wait.
+
+Workers reach it over a Unix socket (ownerlink.py) or, in a one-process node,
+directly. Files are written by workers and removed only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+from pathlib import Path
+
+from pinedge.edge import objectfile
+from pinedge.edge.eviction import make_policy
+from pinedge.edge.objectfile import Meta
+
+log = logging.getLogger("pinedge.store")
+
+SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only cost a reload
+
+
+def slot_of(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SLOTS - 1)
+
+
+class Generations:
+    """A shared array of counters, one per key slot."""
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is None:
+            self.memory = shared_memory.SharedMemory(create=True, size=SLOTS * 4)
+            self.owned = True
+        else:
+            self.memory = shared_memory.SharedMemory(name=name)
+            # Workers are spawned children and share their supervisor's resource
+            # tracker, which unlinks the segment only when the supervisor is gone.
+            self.owned = False
+        self.counters = self.memory.buf.cast("I")
+
+    @property
+    def name(self) -> str:
+        return self.memory.name
+
+    def bump(self, key: str) -> None:
+        slot = slot_of(key)
+        self.counters[slot] = (self.counters[slot] + 1) & 0xFFFFFFFF
+
+    def close(self) -> None:
+        self.counters.release()
+        self.memory.close()
+        if self.owned:
+            self.memory.unlink()
+
+
+@dataclass(slots=True)
+class Waiters:
+    leader: object
+    futures: list[asyncio.Future[str]] = field(default_factory=list)
+
+
+class StoreOwner:
+    """The node's index over the object files under `root`, within `budget` bytes."""
+
+    def __init__(self, root: Path, budget: int, policy: str = "s3fifo") -> None:
+        self.root = root
+        self.budget = budget
+        self.policy = make_policy(policy, budget)
+        self.records: dict[str, Meta] = {}
+        self.by_key: dict[str, set[str]] = {}
+        self.generations = Generations()
+        self.fetching: dict[str, Waiters] = {}
+        self.evictions = 0
+        self.dropped = 0
+        self.size = 0
+
+    # ── start-up: what a warm directory already holds ───────────────────────
+
+    def scan(self) -> int:
+        """Index every intact file under root; drop what is damaged or over budget."""
+        (self.root / "objects").mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        found: list[tuple[float, Meta]] = []
+        for path in (self.root / "objects").glob("*/*"):
+            meta = objectfile.read_meta(path)
+            if meta is None or path.name != meta.variant_id:
+                self.dropped += 1
+                log.warning("dropping damaged store file %s", path)
+                path.unlink(missing_ok=True)
+                continue
+            found.append((meta.response_time, meta))
+        for _, meta in sorted(found, key=lambda item: item[0]):
+            self.admit(meta)
+        return len(self.records)
+
+    # ── the index ────────────────────────────────────────────────────────────
+
+    def lookup(self, key: str) -> list[Meta]:
+        return [self.records[vid] for vid in self.by_key.get(key, ())]
+
+    def admit(self, meta: Meta) -> list[str]:
+        """Index a file a worker wrote; returns the variant ids evicted for it."""
+        vid = meta.variant_id
+        old = self.records.get(vid)
+        if old is not None:
+            self.size -= old.file_size
+        self.records[vid] = meta
+        self.by_key.setdefault(meta.key, set()).add(vid)
+        self.size += meta.file_size
+        self.generations.bump(meta.key)
+        evicted = self.policy.admit(vid, meta.file_size)
+        for victim in evicted:
+            self.evictions += 1
+            self._forget(victim, unlink=True)
+        return evicted
+
+    def hits(self, variant_ids: list[str]) -> None:
+        for vid in variant_ids:
+            if vid in self.records:
+                self.policy.hit(vid)
+
+    def remove_key(self, key: str) -> int:
+        """Drop every variant of `key` (invalidation, purge); the number dropped."""
+        vids = list(self.by_key.get(key, ()))
+        for vid in vids:
+            self.policy.remove(vid)
+            self._forget(vid, unlink=True)
+        return len(vids)
+
+    def drop(self, vid: str) -> None:
+        """A worker found this file damaged: it must not be served again."""
+        if vid in self.records:
+            self.dropped += 1
+            self.policy.remove(vid)
+            self._forget(vid, unlink=True)
+
+    def _forget(self, vid: str, unlink: bool) -> None:
+        meta = self.records.pop(vid, None)
+        if meta is None:
+            return
+        self.size -= meta.file_size
+        siblings = self.by_key.get(meta.key)
+        if siblings is not None:
+            siblings.discard(vid)
+            if not siblings:
+                del self.by_key[meta.key]
+        self.generations.bump(meta.key)
+        if unlink:
+            objectfile.object_path(self.root, vid).unlink(missing_ok=True)
+
+    # ── node-wide collapsed forwarding ───────────────────────────────────────
+
+    async def acquire(self, key: str, who: object, timeout: float) -> str:
+        """ "lead" if `who` should fetch `key`; otherwise, once the fetching worker
+        releases it, its outcome ("stored", "pass", "error", "abandoned"), or
+        "timeout" after `timeout` seconds."""
+        waiting = self.fetching.get(key)
+        if waiting is None:
+            self.fetching[key] = Waiters(who)
+            return "lead"
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        waiting.futures.append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return "timeout"
+
+    def release(self, key: str, outcome: str, who: object) -> None:
+        waiting = self.fetching.get(key)
+        if waiting is None or waiting.leader is not who:
+            return
+        del self.fetching[key]
+        for future in waiting.futures:
+            if not future.done():
+                future.set_result(outcome)
+
+    def release_all(self, who: object) -> None:
+        """A worker went away: whatever it was fetching is abandoned."""
+        for key in [k for k, w in self.fetching.items() if w.leader is who]:
+            self.release(key, "abandoned", who)
+
+    def close(self) -> None:
+        self.generations.close()
+
+
+def memory_root(name: str) -> Path:
+    """Where a node without --cache-dir keeps its objects: shared memory if the
+    system has it, so workers share the pages and nothing touches a disk. The
+    directories of nodes that died without cleaning up are removed first."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    for leftover in base.glob("pinedge-store-*"):
+        pid = leftover.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return base / f"pinedge-store-{os.getpid()}-{secrets.token_hex(4)}-{safe}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

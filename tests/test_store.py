@@ -1,0 +1,243 @@
+"""The node's store, seen from outside: budgets, restarts, damaged files, workers.
+
+These run the real `pinedge edge` command (a supervisor and its workers) in
+front of the scripted origin and look at responses, the origin's counts and
+the node's /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from conftest import Scripted, StartEdge, send
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Node:
+    process: asyncio.subprocess.Process
+    url: str
+    admin: str
+
+    async def metric(self, client: aiohttp.ClientSession, name: str) -> float:
+        async with client.get(self.admin + "/metrics") as response:
+            text = await response.text()
+        values = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+        return sum(float(v) for v in values)
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's worker processes (not its other helpers)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                command = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid and b"spawn_main" in command:
+                pids.append(int(stat.parent.name))
+        return pids
+
+
+async def wait_ready(client: aiohttp.ClientSession, node: Node, workers: int = 1) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            assert node.process.returncode is None, "pinedge edge exited"
+            try:
+                async with client.get(node.admin + "/readyz") as response:
+                    text = await response.text()
+                    if response.status == 200 and text.startswith(f"ready: {workers} of"):
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def running_node(
+    client: aiohttp.ClientSession, origin: str, *flags: str, workers: int = 1, config: str = ""
+) -> AsyncIterator[Node]:
+    port, admin = free_port(), free_port()
+    args = [
+        "edge",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin",
+        f"127.0.0.1:{admin}",
+        "--origin",
+        origin,
+        "--name",
+        "pinedge-test",
+        "--workers",
+        str(workers),
+        *flags,
+    ]
+    if config:
+        args += ["--config", config]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pinedge",
+        *args,
+        env={**os.environ, "PINEDGE_CONFIG": ""},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    node = Node(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}")
+    try:
+        await wait_ready(client, node, workers)
+        yield node
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await process.wait()
+
+
+async def test_the_store_never_grows_past_its_budget_when_filled_with_more_than_fits(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    budget = 256 * 1024
+    edge = await start_edge(scripted.url, cache_mem=str(budget))
+    for index in range(60):
+        scripted.reply(f"/o{index}", os.urandom(10_000), headers={"Cache-Control": "max-age=600"})
+        await send(client, f"{edge.url}/o{index}")
+        text = await edge.metrics(client)
+        stored = float(re.search(r"^pinedge_store_bytes (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        assert stored <= budget
+    evictions = re.search(r"^pinedge_store_evictions_total (\S+)$", text, re.M)
+    assert evictions and float(evictions.group(1)) > 0
+    assert (await send(client, f"{edge.url}/o59")).hit
+
+
+async def test_a_node_restarted_on_a_warm_cache_dir_serves_its_objects_as_hits(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    scripted.reply("/kept", b"kept across restarts", headers={"Cache-Control": "max-age=600"})
+    flags = ("--cache-dir", str(tmp_path / "store"), "--cache-disk", "64MiB")
+    async with running_node(client, scripted.url, *flags) as node:
+        first = await send(client, node.url + "/kept")
+        assert first.cache.get("stored")
+    async with running_node(client, scripted.url, *flags) as node:
+        again = await send(client, node.url + "/kept")
+        assert again.hit and again.body == b"kept across restarts"
+        assert again.age >= 0
+    assert scripted.hits["/kept"] == 1
+
+
+async def test_a_truncated_store_file_is_dropped_at_start_and_never_served(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    body = os.urandom(50_000)
+    scripted.reply("/cut", body, headers={"Cache-Control": "max-age=600"})
+    flags = ("--cache-dir", str(tmp_path / "store"), "--cache-disk", "64MiB")
+    async with running_node(client, scripted.url, *flags) as node:
+        await send(client, node.url + "/cut")
+    (stored,) = (tmp_path / "store" / "objects").glob("*/*")
+    stored.write_bytes(stored.read_bytes()[:30_000])  # a power cut mid-write
+    async with running_node(client, scripted.url, *flags) as node:
+        reply = await send(client, node.url + "/cut")
+        assert not reply.hit and reply.body == body
+        assert await node.metric(client, "pinedge_store_dropped_total") == 1
+    assert scripted.hits["/cut"] == 2
+
+
+async def test_a_corrupted_store_file_fails_its_checksum_and_is_never_served(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    body = b"A" * 20_000
+    scripted.reply("/rot", body, headers={"Cache-Control": "max-age=600"})
+    flags = ("--cache-dir", str(tmp_path / "store"), "--cache-disk", "64MiB")
+    async with running_node(client, scripted.url, *flags) as node:
+        await send(client, node.url + "/rot")
+    (stored,) = (tmp_path / "store" / "objects").glob("*/*")
+    damaged = bytearray(stored.read_bytes())
+    damaged[-100] ^= 0xFF  # same length, one flipped byte in the body
+    stored.write_bytes(bytes(damaged))
+    async with running_node(client, scripted.url, *flags) as node:
+        reply = await send(client, node.url + "/rot")
+        assert reply.body == body and not reply.hit
+    assert scripted.hits["/rot"] == 2
+
+
+async def test_two_workers_collapse_two_hundred_concurrent_misses_into_one_origin_request(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply(
+        "/cold", os.urandom(100_000), headers={"Cache-Control": "max-age=600"}, delay=0.5
+    )
+    async with running_node(client, scripted.url, workers=2) as node:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as many:
+            replies = await asyncio.gather(*(send(many, node.url + "/cold") for _ in range(200)))
+        assert {r.status for r in replies} == {200}
+        assert len({r.body for r in replies}) == 1
+        assert sum(1 for r in replies if r.cache.get("stored")) == 1
+    assert scripted.hits["/cold"] == 1
+
+
+async def test_a_worker_killed_with_sigkill_is_replaced_and_the_node_keeps_serving(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply("/alive", b"still here", headers={"Cache-Control": "max-age=600"})
+    async with running_node(client, scripted.url, workers=2) as node:
+        await send(client, node.url + "/alive")
+        victim = node.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(20):
+            reply = await send(client, node.url + "/alive")
+            assert reply.status == 200 and reply.body == b"still here"
+        async with asyncio.timeout(10):
+            while await node.metric(client, "pinedge_worker_restarts_total") < 1:
+                await asyncio.sleep(0.1)
+        await wait_ready(client, node, workers=2)
+        assert victim not in node.worker_pids()
+        assert len(node.worker_pids()) == 2
+        assert (await send(client, node.url + "/alive")).hit
+    assert scripted.hits["/alive"] == 1
+
+
+async def test_sighup_reloads_the_config_file_into_new_workers(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    scripted.reply("/named", b"x", headers={"Cache-Control": "max-age=600"})
+    config = tmp_path / "edge.toml"
+    config.write_text('grace = "1s"\n')
+    async with running_node(client, scripted.url, config=str(config)) as node:
+        assert "pinedge-test" in (await send(client, node.url + "/named")).headers["Via"]
+        config.write_text('grace = "1s"\nheuristic_fraction = 2.0\n')
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.0)
+        assert node.process.returncode is None  # a refused config keeps the node running
+        config.write_text('grace = "30s"\ntargeted_fields = ["Surrogate-Control"]\n')
+        scripted.reply(
+            "/targeted",
+            b"y",
+            headers={"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=60"},
+        )
+        node.process.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(15):
+            while True:
+                await asyncio.sleep(0.3)
+                await wait_ready(client, node)
+                reply = await send(client, node.url + "/targeted")
+                if "CDN-Cache-Control" in reply.headers:
+                    break
+        # CDN-Cache-Control is no longer a targeted field for this node: it is
+        # forwarded, and Cache-Control's no-store applies.
+        assert not (await send(client, node.url + "/targeted")).hit
