@@ -17,12 +17,14 @@ from pinedge.edge.owner import StoreOwner
 
 log = logging.getLogger("pinedge.store")
 
+MESSAGE_LIMIT = 1 << 26  # one JSON line: a lookup of a key with many large-header variants
+
 
 class OwnerLink(Protocol):
     async def lookup(self, key: str) -> list[Meta]: ...
     async def acquire(self, key: str, timeout: float) -> str: ...
     def release(self, key: str, outcome: str) -> None: ...
-    async def admit(self, meta: Meta) -> None: ...
+    async def admit(self, meta: Meta) -> list[Meta]: ...
     async def remove_key(self, key: str) -> int: ...
     def hits(self, variant_ids: list[str]) -> None: ...
     def drop(self, vid: str) -> None: ...
@@ -45,8 +47,9 @@ class LocalLink:
     def release(self, key: str, outcome: str) -> None:
         self.owner.release(key, outcome, self)
 
-    async def admit(self, meta: Meta) -> None:
+    async def admit(self, meta: Meta) -> list[Meta]:
         self.owner.admit(meta)
+        return self.owner.lookup(meta.key)
 
     async def remove_key(self, key: str) -> int:
         return self.owner.remove_key(key)
@@ -76,7 +79,9 @@ class OwnerServer:
 
     async def start(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        self.server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=MESSAGE_LIMIT
+        )
         self.path.chmod(0o600)
 
     async def close(self) -> None:
@@ -115,7 +120,9 @@ class OwnerServer:
         elif op == "release":
             owner.release(message["key"], message["outcome"], who)
         elif op == "admit":
-            owner.admit(Meta.from_json(message["meta"]))
+            meta = Meta.from_json(message["meta"])
+            owner.admit(meta)
+            result = [stored.to_json() for stored in owner.lookup(meta.key)]
         elif op == "remove_key":
             result = owner.remove_key(message["key"])
         elif op == "hits":
@@ -142,7 +149,9 @@ class RemoteLink:
         self.on_lost: Callable[[], None] | None = None
 
     async def connect(self) -> None:
-        reader, self.writer = await asyncio.open_unix_connection(str(self.path), limit=1 << 26)
+        reader, self.writer = await asyncio.open_unix_connection(
+            str(self.path), limit=MESSAGE_LIMIT
+        )
         self.reader_task = asyncio.create_task(self._read(reader))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
@@ -160,7 +169,9 @@ class RemoteLink:
                 self.on_lost()
 
     def _send(self, message: dict[str, Any]) -> None:
-        assert self.writer is not None
+        """Queue a message; once the owner has gone away there is no one to tell."""
+        if self.writer is None or self.writer.is_closing():
+            raise ConnectionError("the store owner went away")
         self.writer.write((json.dumps(message) + "\n").encode())
 
     async def _call(self, op: str, **fields: Any) -> Any:
@@ -177,22 +188,26 @@ class RemoteLink:
         return str(await self._call("acquire", key=key, timeout=timeout))
 
     def release(self, key: str, outcome: str) -> None:
-        self._send({"op": "release", "key": key, "outcome": outcome})
+        with contextlib.suppress(ConnectionError):
+            self._send({"op": "release", "key": key, "outcome": outcome})
 
-    async def admit(self, meta: Meta) -> None:
-        await self._call("admit", meta=meta.to_json())
+    async def admit(self, meta: Meta) -> list[Meta]:
+        return [Meta.from_json(item) for item in await self._call("admit", meta=meta.to_json())]
 
     async def remove_key(self, key: str) -> int:
         return int(await self._call("remove_key", key=key))
 
     def hits(self, variant_ids: list[str]) -> None:
-        self._send({"op": "hits", "vids": variant_ids})
+        with contextlib.suppress(ConnectionError):
+            self._send({"op": "hits", "vids": variant_ids})
 
     def drop(self, vid: str) -> None:
-        self._send({"op": "drop", "vid": vid})
+        with contextlib.suppress(ConnectionError):
+            self._send({"op": "drop", "vid": vid})
 
     def report(self, snapshot: dict[str, Any]) -> None:
-        self._send({"op": "report", "snapshot": snapshot})
+        with contextlib.suppress(ConnectionError):
+            self._send({"op": "report", "snapshot": snapshot})
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -56,7 +56,7 @@ class SharedStore:
         self.build = build
         self.local: OrderedDict[str, LocalKey] = OrderedDict()
         self.resident: OrderedDict[str, None] = OrderedDict()  # keys with bodies in memory
-        self.pending_hits: list[str] = []
+        self.pending_hits: dict[str, int] = {}
         self.flusher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -106,9 +106,8 @@ class SharedStore:
         return entries
 
     def hit(self, entry: Entry) -> None:
-        self.pending_hits.append(entry.vid)
-        if len(self.pending_hits) >= 65536:
-            self._send_hits()
+        hits = self.pending_hits
+        hits[entry.vid] = hits.get(entry.vid, 0) + 1
 
     # ── writes ───────────────────────────────────────────────────────────────
 
@@ -128,8 +127,13 @@ class SharedStore:
             meta = await loop.run_in_executor(None, objectfile.write, self.root, fields, entry.body)
         else:
             meta = objectfile.write(self.root, fields, entry.body)
-        await self.link.admit(meta)
-        self._forget(entry.key)
+        metas = await self.link.admit(meta)
+        slot = slot_of(entry.key)
+        if len(metas) == 1 and metas[0].variant_id == entry.vid:
+            # The key's only variant is the one in hand: keep it for the hit path.
+            self._remember(entry.key, LocalKey(slot, self.counters[slot], metas, [entry], 0))
+        else:
+            self._forget(entry.key)
         return True
 
     async def replace(self, old: Entry, new: Entry) -> None:
@@ -187,7 +191,8 @@ class SharedStore:
             self._send_hits()
 
     def _send_hits(self) -> None:
+        """Tell the owner which objects were used since the last time. The eviction
+        policy counts at most three uses per object, so that is all that is sent."""
         if self.pending_hits:
-            batch, self.pending_hits = self.pending_hits, []
-            with contextlib.suppress(ConnectionError, AssertionError):
-                self.link.hits(batch)
+            batch, self.pending_hits = self.pending_hits, {}
+            self.link.hits([vid for vid, count in batch.items() for _ in range(min(count, 3))])

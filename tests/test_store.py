@@ -241,3 +241,20 @@ async def test_sighup_reloads_the_config_file_into_new_workers(
         # CDN-Cache-Control is no longer a targeted field for this node: it is
         # forwarded, and Cache-Control's no-store applies.
         assert not (await send(client, node.url + "/targeted")).hit
+
+
+async def test_a_worker_reporting_thousands_of_distinct_hits_at_once_keeps_running(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    """Regression: a second's worth of hit reports once overflowed the owner link."""
+    for index in range(2500):
+        scripted.reply(f"/many/{index}", b"m", headers={"Cache-Control": "max-age=600"})
+    async with running_node(client, scripted.url) as node:
+        for _round in range(2):
+            replies = await asyncio.gather(
+                *(send(client, f"{node.url}/many/{index}") for index in range(2500))
+            )
+            assert {r.status for r in replies} == {200}
+        await asyncio.sleep(1.5)
+        assert await node.metric(client, "pinedge_worker_restarts_total") == 0
+        assert (await send(client, node.url + "/many/7")).hit
