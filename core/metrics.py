@@ -138,12 +138,20 @@ M = TypeVar("M", bound=Metric)
 class Registry:
     def __init__(self) -> None:
         self.metrics: list[Metric] = []
+        # Called before the values are read: code that counts in plain variables on a
+        # hot path folds them into its metrics here.
+        self.collectors: list[Callable[[], None]] = []
+
+    def collect(self) -> None:
+        for collector in self.collectors:
+            collector()
 
     def add(self, metric: M) -> M:
         self.metrics.append(metric)
         return metric
 
     def render(self) -> str:
+        self.collect()
         out: list[str] = []
         for metric in self.metrics:
             out.extend(metric.header())
@@ -153,6 +161,7 @@ class Registry:
 
 def snapshot(registry: Registry) -> list[dict[str, object]]:
     """The registry's current values as plain data (for another process to add up)."""
+    registry.collect()
     out: list[dict[str, object]] = []
     for metric in registry.metrics:
         entry: dict[str, object] = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
 from http import HTTPStatus
 
 from aiohttp import web
@@ -24,21 +23,30 @@ from pinedge.edge.validation import evaluate_preconditions, not_modified_respons
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
 
-@dataclass(frozen=True, slots=True)
 class Wire:
     """A stored response's head for the fast path: everything up to the value of Age,
-    then the start of our Cache-Status entry; the hit fills in the two numbers."""
+    then the start of our Cache-Status entry; a hit fills in the two numbers. The
+    last head made is kept, since both numbers change once a second."""
 
-    head: bytes
-    status_prefix: bytes
+    __slots__ = ("head", "last", "last_numbers", "status_prefix")
+
+    def __init__(self, head: bytes, status_prefix: bytes) -> None:
+        self.head = head
+        self.status_prefix = status_prefix
+        self.last_numbers = (-1, 0)
+        self.last = b""
 
     def response_head(self, age: float, ttl: float) -> bytes:
-        return b"%s%d\r\nCache-Status: %s%d\r\n\r\n" % (
-            self.head,
-            age,
-            self.status_prefix,
-            math.floor(ttl),
-        )
+        numbers = (int(age), math.floor(ttl))
+        if numbers != self.last_numbers:
+            self.last = b"%s%d\r\nCache-Status: %s%d\r\n\r\n" % (
+                self.head,
+                numbers[0],
+                self.status_prefix,
+                numbers[1],
+            )
+            self.last_numbers = numbers
+        return self.last
 
 
 def _phrase(status: int) -> str:

@@ -57,25 +57,24 @@ CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmod
 RANGE_FIELDS = ("Range", "If-Range")
 CLIENT_PREFERENCES = frozenset({"no-cache", "max-age", "min-fresh"})
 # A request carrying any of these needs more than "is it stored and fresh?".
-FAST_PATH_FIELDS = (
-    "If-None-Match",
-    "If-Modified-Since",
-    "If-Match",
-    "If-Unmodified-Since",
-    "If-Range",
-    "Range",
-    "Cache-Control",
-    "Pragma",
-    "Content-Length",
-    "Transfer-Encoding",
+FAST_PATH_BLOCKERS = frozenset(
+    name.lower().encode()
+    for name in (
+        "If-None-Match",
+        "If-Modified-Since",
+        "If-Match",
+        "If-Unmodified-Since",
+        "If-Range",
+        "Range",
+        "Cache-Control",
+        "Pragma",
+        "Content-Length",
+        "Transfer-Encoding",
+    )
 )
 FAST_KEYS_MAX = 65536
 FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
 UNKNOWN = object()  # a fast_keys miss, distinct from None (known not to be fast-servable)
-
-
-def plain_request(headers: CIMultiDictProxy[str]) -> bool:
-    return not any(name in headers for name in FAST_PATH_FIELDS)
 
 
 class Verdict(Enum):
@@ -130,7 +129,10 @@ class Edge:
         self.metrics = EdgeMetrics(owner, inflight=lambda: self.inflight)
         self.upstream: Upstream | None = None
         self.background: set[asyncio.Task[None]] = set()
-        self.fast_keys: dict[tuple[str | None, str], object] = {}
+        self.fast_keys: dict[tuple[bytes | None, str], object] = {}
+        self.fast_hits: dict[int, int] = {}
+        self.fast_bytes = 0
+        self.metrics.registry.collectors.append(self.count_fast_hits)
 
     async def start(self) -> None:
         config = self.config
@@ -185,15 +187,23 @@ class Edge:
         method = message.method
         if (method != "GET" and method != "HEAD") or message.version != HTTP11:
             return None
-        headers = message.headers
-        if message.should_close or not plain_request(headers):
+        if message.should_close:
             return None
-        known = self.fast_keys.get((headers.get("Host"), message.path), UNKNOWN)
-        key = self.fast_key(headers.get("Host"), message.path) if known is UNKNOWN else known
+        host = None
+        for name, value in message.raw_headers:
+            lowered = name.lower()
+            if lowered == b"host":
+                host = value
+            elif lowered in FAST_PATH_BLOCKERS:
+                return None
+        known = self.fast_keys.get((host, message.path), UNKNOWN)
+        key = self.fast_key(host, message.path) if known is UNKNOWN else known
         if key is None:
             return None
-        for entry in self.store.variants(key):
-            if entry.vary_names and secondary_key(entry.vary_names, headers) != entry.vary_values:
+        for entry in self.store.variants(key):  # type: ignore[arg-type]
+            if entry.vary_names and (
+                secondary_key(entry.vary_names, message.headers) != entry.vary_values
+            ):
                 continue
             wire = entry.wire
             fresh = entry.fresh
@@ -201,22 +211,29 @@ class Edge:
             if wire is None or age >= fresh.lifetime:
                 return None
             self.store.hit(entry)
-            self.metrics.requests.inc(
-                "hit", "2xx" if entry.status < 300 else FAST_CLASS[entry.status]
-            )
+            self.fast_hits[entry.status] = self.fast_hits.get(entry.status, 0) + 1
             head = wire.response_head(age, fresh.lifetime - age)
             if method == "HEAD":
                 return [head]
-            self.metrics.response_bytes.inc("hit", amount=len(entry.body))
+            self.fast_bytes += len(entry.body)
             return [head, entry.body]
         return None
 
-    def fast_key(self, host: str | None, raw_target: str) -> str | None:
+    def count_fast_hits(self) -> None:
+        """Fold the hit path's plain counters into the metrics (run when scraped)."""
+        hits, self.fast_hits = self.fast_hits, {}
+        for code, count in hits.items():
+            self.metrics.requests.inc("hit", FAST_CLASS[code], amount=count)
+        if self.fast_bytes:
+            self.metrics.response_bytes.inc("hit", amount=self.fast_bytes)
+            self.fast_bytes = 0
+
+    def fast_key(self, host: bytes | None, raw_target: str) -> str | None:
         """The cache key for a Host and request target, or None where recv would not
         simply accept them; remembered, since the same few URLs repeat."""
         key: str | None = None
         if host is not None:
-            route_host = split_host(host)
+            route_host = split_host(host.decode("latin-1"))
             target = origin_form(raw_target)
             try:
                 check_target(target)
