@@ -49,6 +49,18 @@ class Wire:
         return self.last
 
 
+class FileBody:
+    """A stored body the hit path may send straight from its file (sendfile); `data`
+    is the same bytes, for when the socket cannot take it all at once."""
+
+    __slots__ = ("data", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, data: bytes) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.data = data
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

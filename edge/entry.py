@@ -51,6 +51,9 @@ class Entry:
     size: int = field(init=False)
     vid: str = field(init=False)
     wire: Any = field(default=None, init=False)  # deliver.Wire, set when stored
+    # An open descriptor of the stored file and the body's offset in it, for
+    # sendfile on the hit path; set by the store for bodies worth it.
+    file: tuple[int, int] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.vid = variant_id(self.key, self.vary_names, self.vary_values)

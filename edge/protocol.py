@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -21,17 +23,40 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
 
+from pinedge.edge.deliver import FileBody
+
 log = logging.getLogger("pinedge.edge")
 
-FastHit = Callable[[RawRequestMessage], list[bytes | memoryview] | None]
+FastHit = Callable[[RawRequestMessage], list[bytes | FileBody] | None]
 
 
 class EdgeConnection(RequestHandler):
     node_name = "pinedge"
     limits = ""
     fast_hit: FastHit | None = None
+    fast_hit_bytes: Callable[[bytes], list[bytes | FileBody] | None] | None = None
+    _parser_used = False
+    _socket_fd = -1
+    _socket: socket.socket | None = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.fast_hit_bytes is not None and not self._parser_used:
+            buffers = self.fast_hit_bytes(data)  # type: ignore[misc]
+            if buffers is not None:
+                self._request_count += 1
+                self._write(buffers)
+                if self._keepalive_timeout > 0:
+                    self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+                return
+            # From now on this connection's bytes go through the full parser, which
+            # must see every byte from here on.
+            self._parser_used = True
         waiter = self._waiter
         if (
             self.fast_hit is None
@@ -60,7 +85,7 @@ class EdgeConnection(RequestHandler):
                 break
             self._parser.message_consumed()
             self._request_count += 1
-            self.transport.writelines(buffers)
+            self._write(buffers)
             served += 1
         if served and self._keepalive_timeout > 0:
             self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
@@ -77,6 +102,51 @@ class EdgeConnection(RequestHandler):
         elif served == len(messages) >= self._max_msg_queue_size:
             # The parser paused at its queue limit; what it holds back is parsed now.
             self.data_received(b"")
+
+    def _write(self, buffers: list[bytes | FileBody]) -> None:
+        if type(buffers[-1]) is FileBody:
+            self._send_file(buffers[0], buffers[-1])  # type: ignore[arg-type]
+        else:
+            self.transport.writelines(buffers)  # type: ignore[union-attr, arg-type]
+
+    def _send_file(self, head: bytes, body: FileBody) -> None:
+        """The head, then the body by sendfile(2) from the page cache, when nothing
+        is queued on the transport; whatever the socket does not take goes through
+        the transport as usual."""
+        transport = self.transport
+        assert transport is not None
+        if transport.get_write_buffer_size():
+            transport.writelines([head, body.data])
+            return
+        if self._socket is None:
+            self._socket = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+            self._socket_fd = self._socket.fileno()
+        try:
+            # MSG_MORE holds the head back to share a segment with the body's start.
+            written = self._socket.send(head, socket.MSG_MORE)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            transport.abort()
+            return
+        if written < len(head):
+            transport.writelines([head[written:], body.data])
+            return
+        size = len(body.data)
+        sent = 0
+        try:
+            while sent < size:
+                count = os.sendfile(self._socket_fd, body.fd, body.offset + sent, size - sent)
+                if count == 0:
+                    break
+                sent += count
+        except BlockingIOError:
+            pass
+        except OSError:
+            transport.abort()
+            return
+        if sent < size:
+            transport.write(memoryview(body.data)[sent:])
 
     def handle_error(
         self,
@@ -118,10 +188,16 @@ class EdgeHTTPServer(web.Server):
         name: str,
         limits: str,
         fast_hit: FastHit | None,
+        fast_hit_bytes: Callable[[bytes], list[bytes | FileBody] | None] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
-        attributes = {"node_name": name, "limits": limits, "fast_hit": staticmethod(fast_hit)}
+        attributes = {
+            "node_name": name,
+            "limits": limits,
+            "fast_hit": staticmethod(fast_hit),
+            "fast_hit_bytes": staticmethod(fast_hit_bytes) if fast_hit_bytes else None,
+        }
         self.connection_class = type("Connection", (EdgeConnection,), attributes)
 
     def __call__(self) -> RequestHandler:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from yarl import URL
 from pinedge.edge.cachecontrol import Directives, request_directives
 from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome
 from pinedge.edge.config import EdgeConfig, SiteConfig
-from pinedge.edge.deliver import Delivery, error_response
+from pinedge.edge.deliver import Delivery, FileBody, error_response
 from pinedge.edge.entry import Entry, FreshnessSettings, compute_freshness, parse_tags
 from pinedge.edge.errors import EdgeError, UpstreamError
 from pinedge.edge.freshness import (
@@ -75,6 +76,34 @@ FAST_PATH_BLOCKERS = frozenset(
 FAST_KEYS_MAX = 65536
 FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
 UNKNOWN = object()  # a fast_keys miss, distinct from None (known not to be fast-servable)
+PLAIN_HEAD = re.compile(
+    rb"(GET|HEAD) (/[!-~]*) HTTP/1\.1\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*\r\n){0,15})\r\n"
+)
+PLAIN_FIELD = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[\t ]*([!-~](?:[\t -~]*[!-~])?|)[\t ]*\r\n"
+)
+PLAIN_REFUSED = FAST_PATH_BLOCKERS | {b"connection", b"expect", b"upgrade", b"te"}
+
+
+def plain_request(data: bytes) -> tuple[bool, bytes | None, str, list[tuple[bytes, bytes]]] | None:
+    """(HEAD?, Host, target, fields) when `data` is exactly one bodiless GET/HEAD in
+    plain HTTP/1.1 (visible ASCII, at most 15 fields, each once for Host, none that
+    changes how the request is answered); None for anything else."""
+    match = PLAIN_HEAD.fullmatch(data)
+    if match is None:
+        return None
+    host = None
+    fields = []
+    for name, value in PLAIN_FIELD.findall(match.group(3)):
+        lowered = name.lower()
+        if lowered in PLAIN_REFUSED:
+            return None
+        if lowered == b"host":
+            if host is not None:
+                return None
+            host = value
+        fields.append((name, value))
+    return match.group(1) == b"HEAD", host, match.group(2).decode("ascii"), fields
 
 
 class Verdict(Enum):
@@ -177,7 +206,7 @@ class Edge:
 
     # ── the hit path: a parsed request, a fresh stored response, bytes out ─────
 
-    def fast_hit(self, message: RawRequestMessage) -> list[bytes | memoryview] | None:
+    def fast_hit(self, message: RawRequestMessage) -> list[bytes | FileBody] | None:
         """The response to a plain GET/HEAD that a fresh stored entry answers as is,
         as buffers to write; None sends the request down handle() instead.
 
@@ -196,15 +225,37 @@ class Edge:
                 host = value
             elif lowered in FAST_PATH_BLOCKERS:
                 return None
-        known = self.fast_keys.get((host, message.path), UNKNOWN)
-        key = self.fast_key(host, message.path) if known is UNKNOWN else known
+        return self.serve_stored(method == "HEAD", host, message.path, message.headers)
+
+    def fast_hit_bytes(self, data: bytes) -> list[bytes | FileBody] | None:
+        """fast_hit for a buffer holding exactly one plain request, read without the
+        general parser; anything it does not fully understand returns None (and the
+        bytes then go to the general parser as they are)."""
+        request = plain_request(data)
+        if request is None:
+            return None
+        head_only, host, target, fields = request
+        return self.serve_stored(head_only, host, target, fields)
+
+    def serve_stored(
+        self,
+        head_only: bool,
+        host: bytes | None,
+        target: str,
+        headers: CIMultiDictProxy[str] | list[tuple[bytes, bytes]],
+    ) -> list[bytes | FileBody] | None:
+        known = self.fast_keys.get((host, target), UNKNOWN)
+        key = self.fast_key(host, target) if known is UNKNOWN else known
         if key is None:
             return None
         for entry in self.store.variants(key):  # type: ignore[arg-type]
-            if entry.vary_names and (
-                secondary_key(entry.vary_names, message.headers) != entry.vary_values
-            ):
-                continue
+            if entry.vary_names:
+                if isinstance(headers, list):
+                    headers = CIMultiDictProxy(
+                        CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+                    )
+                if secondary_key(entry.vary_names, headers) != entry.vary_values:
+                    continue
             wire = entry.wire
             fresh = entry.fresh
             age = fresh.initial_age + time.time() - fresh.response_time
@@ -213,9 +264,11 @@ class Edge:
             self.store.hit(entry)
             self.fast_hits[entry.status] = self.fast_hits.get(entry.status, 0) + 1
             head = wire.response_head(age, fresh.lifetime - age)
-            if method == "HEAD":
+            if head_only:
                 return [head]
             self.fast_bytes += len(entry.body)
+            if entry.file is not None:
+                return [head, FileBody(entry.file[0], entry.file[1], entry.body)]
             return [head, entry.body]
         return None
 

@@ -82,6 +82,7 @@ class EdgeServer:
             f"request line {config.max_request_line} bytes, header field "
             f"{config.max_header_size} bytes",
             self.edge.fast_hit if config.fast_path else None,
+            self.edge.fast_hit_bytes if config.fast_path else None,
             max_line_size=config.max_request_line,
             max_field_size=config.max_header_size,
             auto_decompress=False,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pinedge.edge.ownerlink import OwnerLink
 
 BuildEntry = Callable[[Meta, bytes], Entry]
 EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
+SENDFILE_MIN = 16 * 1024  # bodies from this size are sent from their file (no copy) on hits
 LOCAL_KEYS_MAX = 200_000
 
 
@@ -101,7 +103,9 @@ class SharedStore:
             if body is None:
                 self.link.drop(meta.variant_id)
                 continue
-            entries.append(self.build(meta, body))
+            entry = self.build(meta, body)
+            self._open_file(entry, meta)
+            entries.append(entry)
         self._remember(key, LocalKey(slot, generation, metas, entries, 0))
         return entries
 
@@ -131,6 +135,7 @@ class SharedStore:
         slot = slot_of(entry.key)
         if len(metas) == 1 and metas[0].variant_id == entry.vid:
             # The key's only variant is the one in hand: keep it for the hit path.
+            self._open_file(entry, meta)
             self._remember(entry.key, LocalKey(slot, self.counters[slot], metas, [entry], 0))
         else:
             self._forget(entry.key)
@@ -170,11 +175,13 @@ class SharedStore:
             self.local_size += size
             self.resident[key] = None
         else:
+            _close_files(local.entries)
             local.entries = None
         while self.local_size > self.local_budget and self.resident:
             oldest, _ = self.resident.popitem(last=False)
             victim = self.local[oldest]
             self.local_size -= victim.size
+            _close_files(victim.entries)
             victim.entries, victim.size = None, 0
         while len(self.local) > LOCAL_KEYS_MAX:
             self._forget(next(iter(self.local)))
@@ -184,6 +191,16 @@ class SharedStore:
         if local is not None:
             self.local_size -= local.size
             self.resident.pop(key, None)
+            _close_files(local.entries)
+
+    def _open_file(self, entry: Entry, meta: Meta) -> None:
+        if meta.body_length < SENDFILE_MIN:
+            return
+        try:
+            fd = os.open(objectfile.object_path(self.root, meta.variant_id), os.O_RDONLY)
+        except OSError:
+            return
+        entry.file = (fd, meta.body_offset)
 
     async def _flush_hits(self) -> None:
         while True:
@@ -196,3 +213,11 @@ class SharedStore:
         if self.pending_hits:
             batch, self.pending_hits = self.pending_hits, {}
             self.link.hits([vid for vid, count in batch.items() for _ in range(min(count, 3))])
+
+
+def _close_files(entries: list[Entry] | None) -> None:
+    for entry in entries or ():
+        if entry.file is not None:
+            with contextlib.suppress(OSError):
+                os.close(entry.file[0])
+            entry.file = None

@@ -4,8 +4,11 @@ what the general path sends and keep pipelined responses in order."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 
 import aiohttp
+import pytest
 from conftest import RunningEdge, Scripted, StartEdge, send
 
 IGNORED = {"date", "server"}
@@ -92,3 +95,94 @@ async def test_a_head_request_on_a_hit_gets_the_headers_and_no_body(
     assert head.headers["Content-Length"] == "10" and head.body == b""
     after = await send(client, edge.url + "/h")
     assert after.body == b"0123456789"
+
+
+async def test_large_stored_bodies_are_sent_whole_on_hits_even_when_the_socket_fills(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Hits on large bodies go out by sendfile(2) where the socket takes them and by
+    the transport for the rest; either way every byte arrives in order."""
+    sizes = {"/16k": 16 * 1024, "/200k": 200 * 1024, "/6m": 6 * 1024 * 1024}
+    bodies = {path: os.urandom(size) for path, size in sizes.items()}
+    for path, body in bodies.items():
+        scripted.reply(path, body, headers={"Cache-Control": "max-age=60"})
+        await send(client, edge.url + path)
+        async with asyncio.timeout(5):  # a large body is stored just after it is sent
+            while not (await send(client, edge.url + path)).hit:
+                await asyncio.sleep(0.05)
+
+    async def slow_reader(path: str) -> bytes:
+        async with client.get(edge.url + path) as response:
+            chunks = []
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                chunks.append(chunk)
+                await asyncio.sleep(0.001)
+            assert "hit" in response.headers["Cache-Status"]
+            return b"".join(chunks)
+
+    for _round in range(2):
+        got = await asyncio.gather(*(slow_reader(path) for path in bodies for _ in range(3)))
+        expected = [bodies[path] for path in bodies for _ in range(3)]
+        assert [hashlib.sha256(b).digest() for b in got] == [
+            hashlib.sha256(b).digest() for b in expected
+        ]
+    assert all(scripted.hits[path] == 1 for path in bodies)
+
+
+ODD_REQUESTS = {
+    "plain": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "head": b"HEAD /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "two-pipelined": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2,
+    "duplicate-host": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.test\r\n\r\n",
+    "obs-fold": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n continued\r\n\r\n",
+    "bare-lf": b"GET /odd HTTP/1.1\nHost: 127.0.0.1\n\n",
+    "lowercase-method": b"get /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "space-before-colon": b"GET /odd HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n",
+    "http-1.0": b"GET /odd HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+    "content-length-body": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Length: 5\r\n\r\nhello",
+    "chunked": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "absolute-form": b"GET http://127.0.0.1/odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "unknown-host": b"GET /odd HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    "dot-segment": b"GET /x/../odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "nul-in-value": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\x00b\r\n\r\n",
+    "connection-close": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+}
+
+
+async def first_answers(edge: RunningEdge, payload: bytes) -> list[tuple[bytes, bytes]]:
+    """(status line, body) of every response the edge sends before it goes quiet."""
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    answers = []
+    try:
+        async with asyncio.timeout(0.3):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = b"" if payload.startswith(b"HEAD") else await reader.readexactly(length)
+                answers.append((head.split(b"\r\n", 1)[0], body))
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
+    return answers
+
+
+@pytest.mark.parametrize("payload", ODD_REQUESTS.values(), ids=ODD_REQUESTS.keys())
+async def test_odd_requests_get_the_same_answers_with_and_without_the_hit_path(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, payload: bytes
+) -> None:
+    """The hit path reads only requests it fully understands; any other request is
+    answered exactly as the general path answers it."""
+    scripted.reply("/odd", b"ODD", headers={"Cache-Control": "max-age=60"})
+    fast = await start_edge(scripted.url, fast_path=True)
+    plain = await start_edge(scripted.url, fast_path=False)
+    for edge in (fast, plain):
+        await send(client, edge.url + "/odd")
+    assert await first_answers(fast, payload) == await first_answers(plain, payload)
