@@ -27,7 +27,10 @@ from pinedge.edge.ownerlink import OwnerLink
 
 BuildEntry = Callable[[Meta, bytes], Entry]
 EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
-SENDFILE_MIN = 16 * 1024  # bodies from this size are sent from their file (no copy) on hits
+# Hits on bodies in this range go out by sendfile(2) from the stored file. Below it
+# a copy is cheaper than a second system call; above it, a measured loopback run
+# sent 1 MiB bodies faster from memory in one write than by sendfile.
+SENDFILE_RANGE = (16 * 1024, 256 * 1024)
 LOCAL_KEYS_MAX = 200_000
 
 
@@ -194,7 +197,7 @@ class SharedStore:
             _close_files(local.entries)
 
     def _open_file(self, entry: Entry, meta: Meta) -> None:
-        if meta.body_length < SENDFILE_MIN:
+        if not SENDFILE_RANGE[0] <= meta.body_length < SENDFILE_RANGE[1]:
             return
         try:
             fd = os.open(objectfile.object_path(self.root, meta.variant_id), os.O_RDONLY)
