@@ -67,6 +67,32 @@ class Entry:
         """Seconds of freshness left; negative once stale."""
         return self.fresh.lifetime - self.age(now)
 
+    @classmethod
+    def build(
+        cls,
+        key: str,
+        vary: tuple[tuple[str, ...], tuple[str | None, ...]],
+        status: int,
+        reason: str,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        times: tuple[float, float],
+        settings: FreshnessSettings,
+    ) -> Entry:
+        """An entry with its freshness and tags worked out from its headers;
+        `times` are the request and response times of the response it stores."""
+        return cls(
+            key=key,
+            vary_names=vary[0],
+            vary_values=vary[1],
+            status=status,
+            reason=reason,
+            headers=headers,
+            body=body,
+            fresh=compute_freshness(status, headers, times[0], times[1], settings),
+            tags=parse_tags(headers),
+        )
+
     def updated(
         self,
         not_modified: CIMultiDictProxy[str],
@@ -76,17 +102,10 @@ class Entry:
     ) -> Entry:
         """A copy with headers refreshed from a 304 (RFC 9111 §3.2, §4.3.4)."""
         headers = CIMultiDictProxy(merge_not_modified(self.headers, not_modified))
-        fresh = compute_freshness(self.status, headers, request_time, response_time, settings)
-        return Entry(
-            key=self.key,
-            vary_names=self.vary_names,
-            vary_values=self.vary_values,
-            status=self.status,
-            reason=self.reason,
-            headers=headers,
-            body=self.body,
-            fresh=fresh,
-            tags=parse_tags(headers),
+        vary = (self.vary_names, self.vary_values)
+        times = (request_time, response_time)
+        return Entry.build(
+            self.key, vary, self.status, self.reason, headers, self.body, times, settings
         )
 
 

@@ -26,11 +26,11 @@ from aiohttp.http_parser import RawRequestMessage
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from pinedge.edge.cachecontrol import Directives, request_directives
+from pinedge.edge.cachecontrol import Directives, request_directives, response_directives
 from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome
 from pinedge.edge.config import EdgeConfig, SiteConfig
 from pinedge.edge.deliver import Delivery, FileBody, error_response
-from pinedge.edge.entry import Entry, FreshnessSettings, compute_freshness, parse_tags
+from pinedge.edge.entry import Entry, FreshnessSettings
 from pinedge.edge.errors import EdgeError, UpstreamError
 from pinedge.edge.freshness import (
     client_accepts_stale,
@@ -508,9 +508,7 @@ class Edge:
     def why_not_store(self, plan: FetchPlan, head: Head, length: int | None) -> str | None:
         if head.status in ERROR_STATUSES and plan.stale is not None:
             return "error-over-stale"
-        entry_directives = compute_freshness(
-            head.status, head.headers, 0.0, 0.0, self.settings
-        ).directives
+        entry_directives, _ = response_directives(head.headers, self.settings.targeted_fields)
         reason = no_store_reason(
             "GET",
             head.status,
@@ -567,23 +565,15 @@ class Edge:
         names = vary_names(head.headers)
         if names is None:
             return False
-        freshness = compute_freshness(
-            head.status, head.headers, request_time, head.response_time, self.settings
-        )
-        private = fields_not_to_store(freshness.directives)
+        directives, _ = response_directives(head.headers, self.settings.targeted_fields)
+        private = fields_not_to_store(directives)
         headers = head.headers
         if private:
             headers = CIMultiDictProxy(without_hop_by_hop(headers, also=private))
-        entry = Entry(
-            key=plan.key,
-            vary_names=names,
-            vary_values=secondary_key(names, plan.request_headers),
-            status=head.status,
-            reason=head.reason,
-            headers=headers,
-            body=body,
-            fresh=freshness,
-            tags=parse_tags(headers),
+        vary = (names, secondary_key(names, plan.request_headers))
+        times = (request_time, head.response_time)
+        entry = Entry.build(
+            plan.key, vary, head.status, head.reason, headers, body, times, self.settings
         )
         entry.wire = self.delivery.wire(entry)
         try:
@@ -596,18 +586,10 @@ class Edge:
     def entry_from_file(self, meta: Meta, body: bytes) -> Entry:
         """An Entry for a stored file (another worker's, or from before a restart)."""
         headers = CIMultiDictProxy(CIMultiDict(meta.headers))
-        entry = Entry(
-            key=meta.key,
-            vary_names=meta.vary_names,
-            vary_values=meta.vary_values,
-            status=meta.status,
-            reason=meta.reason,
-            headers=headers,
-            body=body,
-            fresh=compute_freshness(
-                meta.status, headers, meta.request_time, meta.response_time, self.settings
-            ),
-            tags=parse_tags(headers),
+        vary = (meta.vary_names, meta.vary_values)
+        times = (meta.request_time, meta.response_time)
+        entry = Entry.build(
+            meta.key, vary, meta.status, meta.reason, headers, body, times, self.settings
         )
         entry.wire = self.delivery.wire(entry)
         return entry
