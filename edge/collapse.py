@@ -52,6 +52,7 @@ class Fill:
         self.done = False
         self.body_error: BaseException | None = None
         self._settled = asyncio.Event()
+        self.released = asyncio.Event()  # set once the leader is done (and stored what it would)
         self._progress = asyncio.Event()
 
     def node_outcome(self) -> str:
@@ -147,5 +148,6 @@ class CollapseTable:
         fill.finish()
         if self._fills.get(fill.key) is fill:
             del self._fills[fill.key]
+        fill.released.set()
         if self.on_release is not None:
             self.on_release(fill)

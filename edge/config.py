@@ -99,6 +99,29 @@ class EdgeConfig:
         "revalidates at the origin); max-stale, only-if-cached and no-store always count",
     )
     cache_set_cookie: bool = setting(False, doc="store responses that carry Set-Cookie")
+    images: bool = setting(
+        True, doc="serve images as variants: format by Accept (or ?fm=), width by ?w= or hints"
+    )
+    image_widths: list[int] = setting(
+        [236, 474, 736, 1200], doc="breakpoints ?w= and Client Hints snap up to"
+    )
+    image_presets: dict[str, int] = setting(
+        {"236x": 236, "474x": 474, "736x": 736, "1200x": 1200},
+        doc="path prefixes that ask for a width: /236x/img/a.jpg is /img/a.jpg?w=236",
+    )
+    image_max_bytes: int = size_field("40MiB", doc="largest image source transformed")
+    image_max_pixels: int = setting(
+        40_000_000, doc="largest image (width x height) decoded; bombs are refused unread"
+    )
+    image_time_budget: float = duration_field("5s", doc="time allowed for one transform")
+    avif_max_width: int = setting(1200, doc="wider variants are WebP instead of AVIF")
+    image_threads: int = setting(2, doc="threads transforming images (both engines free the GIL)")
+    image_queue: int = setting(16, doc="transforms waiting at most; beyond, 503 with Retry-After")
+    image_errors: Literal["source", "error"] = setting(
+        "source", doc="a source that cannot be transformed: serve it as is, or the error"
+    )
+    compression: bool = setting(True, doc="compress text with br, zstd or gzip by Accept-Encoding")
+    compress_min_size: int = size_field("1KiB", doc="smaller text is sent as it is")
     fast_path: bool = setting(
         True, doc="answer plain hits straight from the parsed request (false: always handle())"
     )

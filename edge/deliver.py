@@ -71,14 +71,20 @@ def _phrase(status: int) -> str:
 class Delivery:
     """What every response to a client gets: our Via and Cache-Status entries."""
 
-    def __init__(self, name: str, targeted_fields: tuple[str, ...]) -> None:
+    def __init__(
+        self, name: str, targeted_fields: tuple[str, ...], accept_ch: str | None = None
+    ) -> None:
         self.name = name
         self.private_fields = (*TAG_FIELDS, *targeted_fields, "Cache-Status")
+        self.accept_ch = accept_ch
 
     def client_headers(self, headers: Headers, also: tuple[str, ...] = ()) -> CIMultiDict[str]:
-        """End-to-end fields for a client: no hop-by-hop, tags or targeted fields."""
+        """End-to-end fields for a client: no hop-by-hop, tags or targeted fields; on
+        pages, Accept-CH asks browsers for the Client Hints that pick image widths."""
         out = without_hop_by_hop(headers, also=(*self.private_fields, *also))
         with_via(out, self.name)
+        if self.accept_ch and out.get("Content-Type", "").startswith("text/html"):
+            out.setdefault("Accept-CH", self.accept_ch)
         return out
 
     def wire(self, entry: Entry) -> Wire | None:
@@ -143,12 +149,19 @@ class Delivery:
         status: CacheStatus,
         age: float,
         strip: frozenset[str] = frozenset(),
+        vary: str | None = None,
     ) -> web.Response:
-        """The stored response for this request: full, 304/412, 206 or 416."""
+        """The stored response for this request: full, 304/412, 206 or 416. `vary`
+        names request fields this answer depends on beyond the stored Vary."""
         code = self.precondition(request, entry.headers, entry.status)
         if code is not None:
-            return self.not_modified(code, entry.headers, status, age)
+            response = self.not_modified(code, entry.headers, status, age)
+            if vary:
+                response.headers["Vary"] = merge_vary(entry.headers.getall("Vary", ()), vary)
+            return response
         out = self.client_headers(entry.headers, tuple(strip))
+        if vary:
+            out["Vary"] = merge_vary(entry.headers.getall("Vary", ()), vary)
         body: bytes | memoryview = entry.body
         sent = entry.status
         if entry.status == 200 and request.method == "GET" and "Range" in request.headers:
@@ -194,13 +207,29 @@ def _reason(entry: Entry, sent: int) -> str | None:
     return entry.reason if sent == entry.status and entry.reason else None
 
 
-def error_response(name: str, code: int, reason: str, status: CacheStatus) -> web.Response:
+def merge_vary(existing: tuple[str, ...] | list[str], extra: str) -> str:
+    """A Vary value naming the fields of `existing` lines and of `extra`, once each."""
+    names = [n.strip() for line in existing for n in line.split(",") if n.strip()]
+    for name in extra.split(","):
+        if name.strip() and name.strip().lower() not in {n.lower() for n in names}:
+            names.append(name.strip())
+    return ", ".join(names)
+
+
+def error_response(
+    name: str,
+    code: int,
+    reason: str,
+    status: CacheStatus,
+    extra: dict[str, str] | None = None,
+) -> web.Response:
     """A response the edge generates itself, with the reason in the body."""
     headers = CIMultiDict(
         {
             "Content-Type": "text/plain; charset=utf-8",
             "Cache-Control": "no-store",
             "Cache-Status": status.render(name, code),
+            **(extra or {}),
         }
     )
     with_via(headers, name)

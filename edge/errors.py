@@ -10,12 +10,20 @@ class EdgeError(Exception):
     `log` is extra context for the log line, never shown to the client.
     """
 
-    def __init__(self, status: int, reason: str, detail: str, log: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        log: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.detail = detail
         self.log = log
+        self.headers = headers or {}
 
 
 class UpstreamError(EdgeError):

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import aiohttp
@@ -29,7 +29,7 @@ from yarl import URL
 from pinedge.edge.cachecontrol import Directives, request_directives, response_directives
 from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome
 from pinedge.edge.config import EdgeConfig, SiteConfig
-from pinedge.edge.deliver import Delivery, FileBody, error_response
+from pinedge.edge.deliver import Delivery, FileBody, Wire, error_response
 from pinedge.edge.entry import Entry, FreshnessSettings
 from pinedge.edge.errors import EdgeError, UpstreamError
 from pinedge.edge.freshness import (
@@ -39,8 +39,10 @@ from pinedge.edge.freshness import (
     stale_if_error,
 )
 from pinedge.edge.headers import with_via, without_hop_by_hop
+from pinedge.edge.images.model import format_of_content_type
 from pinedge.edge.key import check_target, primary_key, split_host
 from pinedge.edge.metrics import EdgeMetrics
+from pinedge.edge.negotiate import ACCEPT_CH, compressible
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.owner import StoreOwner
 from pinedge.edge.status import CacheStatus, Fwd
@@ -48,6 +50,7 @@ from pinedge.edge.storable import fields_not_to_store, no_store_reason
 from pinedge.edge.store import SharedStore
 from pinedge.edge.upstream import Timeouts, Upstream, body_error
 from pinedge.edge.validation import not_modified_applies, upstream_validators
+from pinedge.edge.variants import Variants, split_image_params
 from pinedge.edge.vary import secondary_key, vary_names
 
 log = logging.getLogger("pinedge.edge")
@@ -122,6 +125,7 @@ class Route:
     site: SiteConfig
     host: str
     target: str
+    params: dict[str, str] = field(default_factory=dict)  # the edge's own image parameters
 
 
 @dataclass(slots=True)
@@ -153,7 +157,10 @@ class Edge:
         self.settings = FreshnessSettings(
             tuple(config.targeted_fields), config.heuristic_fraction, config.heuristic_max
         )
-        self.delivery = Delivery(self.name, tuple(config.targeted_fields))
+        self.delivery = Delivery(
+            self.name, tuple(config.targeted_fields), ACCEPT_CH if config.images else None
+        )
+        self.variants = Variants(self, config)
         self.inflight = 0
         self.metrics = EdgeMetrics(owner, inflight=lambda: self.inflight)
         self.upstream: Upstream | None = None
@@ -170,6 +177,7 @@ class Edge:
         )
 
     async def close(self) -> None:
+        self.variants.close()
         for task in list(self.background):
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
@@ -194,7 +202,7 @@ class Edge:
             status.detail = status.detail or err.detail
             status.generated = status.fwd is None
             log_error(request, err)
-            response = error_response(self.name, err.status, err.reason, status)
+            response = error_response(self.name, err.status, err.reason, status, err.headers)
         finally:
             self.inflight -= 1
         self.metrics.requests.inc(label, f"{response.status // 100}xx")
@@ -320,7 +328,10 @@ class Edge:
                 f"{self.config.max_request_body}",
                 "body-too-large",
             )
-        return Route(site, host, target)
+        params: dict[str, str] = {}
+        if self.config.images:
+            target, params = split_image_params(target, self.config.image_presets)
+        return Route(site, host, target, params)
 
     # ── hash + lookup ────────────────────────────────────────────────────────
 
@@ -382,7 +393,7 @@ class Edge:
                     status.detail = "stale-while-revalidate"
                 status.ttl = entry.ttl(now)
                 self.store.hit(entry)
-                return self.deliver(request, entry, status, now)
+                return await self.respond(request, route, entry, status, now)
             fwd = Fwd.STALE if entry.ttl(now) <= 0 or must_revalidate(entry) else Fwd.REQUEST
         else:
             fwd = Fwd.VARY_MISS if other_variants else Fwd.MISS
@@ -425,7 +436,7 @@ class Edge:
                     if shared is not None:
                         status.collapsed = True
                         self.metrics.collapsed.inc()
-                        return self.deliver(request, shared, status, time.time())
+                        return await self.respond(request, plan.route, shared, status, time.time())
                     passed = await self.lead(fill, plan)
                 finally:
                     if fill.outcome is not Outcome.STREAM:
@@ -489,7 +500,7 @@ class Edge:
                 fill.settle(Outcome.ERROR, error=err)
                 return None
             entry = stale.updated(head.headers, request_time, response_time, self.settings)
-            entry.wire = self.delivery.wire(entry)
+            entry.wire = self.wire(entry)
             await self.store.replace(stale, entry)
             fill.settle(Outcome.UPDATED, head=head, entry=entry)
             return None
@@ -575,7 +586,7 @@ class Edge:
         entry = Entry.build(
             plan.key, vary, head.status, head.reason, headers, body, times, self.settings
         )
-        entry.wire = self.delivery.wire(entry)
+        entry.wire = self.wire(entry)
         try:
             return await self.store.put(entry)
         except OSError as exc:
@@ -591,8 +602,23 @@ class Edge:
         entry = Entry.build(
             meta.key, vary, meta.status, meta.reason, headers, body, times, self.settings
         )
-        entry.wire = self.delivery.wire(entry)
+        entry.wire = self.wire(entry)
         return entry
+
+    def wire(self, entry: Entry) -> Wire | None:
+        """The hit path's prepared head, unless answers from `entry` are variants
+        chosen per request (those take the general path)."""
+        if self.variants.derivable(entry):
+            return None
+        return self.delivery.wire(entry)
+
+    async def respond(
+        self, request: web.Request, route: Route, entry: Entry, status: CacheStatus, now: float
+    ) -> web.StreamResponse:
+        """Answer from a usable stored response: itself, or its variant for this request."""
+        if request.method in ("GET", "HEAD") and self.variants.derivable(entry):
+            return await self.variants.respond(request, route.params, entry, status)
+        return self.deliver(request, entry, status, now)
 
     # ── deliver a fill's outcome ─────────────────────────────────────────────
 
@@ -618,7 +644,7 @@ class Edge:
             status.ttl = fill.entry.ttl(now)
             if fill.head is not None:
                 status.fwd_status = fill.head.status
-            return self.deliver(request, fill.entry, status, now)
+            return await self.respond(request, plan.route, fill.entry, status, now)
         head = fill.head
         assert head is not None
         status.fwd_status = head.status
@@ -674,18 +700,30 @@ class Edge:
         code = self.delivery.precondition(request, head.headers, head.status)
         if code is not None:
             return self.delivery.not_modified(code, head.headers, status, upstream_age(head))
-        if "Range" in request.headers and head.status == 200:
+        if head.status == 200 and ("Range" in request.headers or self.variants_wanted(head)):
+            # Ranges and variants are cut from the stored source: wait until it is.
             async for _chunk in fill.body():
                 pass
+            await fill.released.wait()
             entry, _ = await self.lookup(plan.key, request.headers)
             if entry is not None:
-                return self.deliver(request, entry, status, time.time())
+                return await self.respond(request, plan.route, entry, status, time.time())
         out = self.delivery.client_headers(head.headers)
         self.delivery.finish_headers(out, head.headers, status, head.status, upstream_age(head))
         response = web.StreamResponse(status=head.status, reason=head.reason, headers=out)
         await response.prepare(request)
         await self.copy_body(request, response, fill.body(), status)
         return response
+
+    def variants_wanted(self, head: Head) -> bool:
+        """Whether a response with this head, once stored, is answered by variants."""
+        headers = head.headers
+        if "Content-Encoding" in headers:
+            return False
+        content_type = headers.get("Content-Type")
+        if self.config.images and format_of_content_type(content_type) is not None:
+            return True
+        return self.config.compression and compressible(content_type)
 
     # ── pass: anything not served from or stored in the cache ───────────────
 

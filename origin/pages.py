@@ -41,7 +41,9 @@ def grid_image(pin: Pin) -> str:
     return (
         f'<img src="{esc(photo.url)}?w={GRID_WIDTH}" srcset="{esc(srcset(photo.url))}" '
         f'sizes="{GRID_SIZES}" width="{GRID_WIDTH}" height="{photo.height_at(GRID_WIDTH)}" '
-        f'loading="lazy" alt="{esc(pin.title)}">'
+        f'loading="lazy" alt="{esc(pin.title)}" '
+        # A blurred placeholder (made by the edge, under 1 KB) shows until the image loads.
+        f"style=\"background-image: url('{esc(photo.url)}?lqip=1')\">"
     )
 
 

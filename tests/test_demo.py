@@ -7,6 +7,7 @@ from the edge's cache: the origin sees no new request.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -69,9 +70,10 @@ async def demo() -> AsyncIterator[Demo]:
                 await process.wait()
 
 
-async def load_in_chromium(url: str) -> str:
+async def load_in_chromium(url: str, net_log: Path | None = None) -> str:
     """The page's DOM after Chromium (a fresh profile, so nothing from its own cache)
-    has loaded it and its images."""
+    has loaded it and its images; `net_log` records what went over the network."""
+    extra = [f"--log-net-log={net_log}"] if net_log else []
     with tempfile.TemporaryDirectory() as profile:
         browser = await asyncio.create_subprocess_exec(
             CHROMIUM,
@@ -86,6 +88,7 @@ async def load_in_chromium(url: str) -> str:
             f"--user-data-dir={profile}",
             "--window-size=1280,900",
             "--virtual-time-budget=8000",
+            *extra,
             "--dump-dom",
             url,
             stdout=asyncio.subprocess.PIPE,
@@ -134,3 +137,43 @@ async def test_the_demo_stops_cleanly_on_sigterm(demo: Demo) -> None:
     async with asyncio.timeout(15):
         code = await demo.process.wait()
     assert code == 0
+
+
+def received_content_types(net_log: Path) -> dict[str, str]:
+    """URL -> Content-Type of every response Chromium read, from its net log."""
+    log = json.loads(net_log.read_text())
+    names = {number: name for name, number in log["constants"]["logEventTypes"].items()}
+    urls: dict[int, str] = {}
+    types: dict[str, str] = {}
+    for event in log["events"]:
+        kind = names.get(event["type"])
+        params = event.get("params", {})
+        source = event["source"]["id"]
+        if kind == "URL_REQUEST_START_JOB" and "url" in params:
+            urls[source] = params["url"]
+        elif kind == "HTTP_TRANSACTION_READ_RESPONSE_HEADERS" and source in urls:
+            for line in params.get("headers", []):
+                if line.lower().startswith("content-type:"):
+                    types[urls[source]] = line.split(":", 1)[1].strip()
+    return types
+
+
+async def test_the_browser_receives_avif_at_the_width_its_srcset_asked_for(
+    demo: Demo, tmp_path: Path
+) -> None:
+    net_log = tmp_path / "net.json"
+    dom = await load_in_chromium(demo.page, net_log)
+    assert re.search(r"(\d+)/\1 images loaded", dom)
+    images = {
+        url: kind
+        for url, kind in received_content_types(net_log).items()
+        if "/img/" in url and "lqip" not in url
+    }
+    assert images, "Chromium fetched no images through the edge"
+    for url, kind in images.items():
+        # A 1280 px window at DPR 1 fills the grid's 236 px slots from the 236w candidate.
+        assert url.endswith("?w=236"), url
+        if url.split("?")[0].endswith(".gif"):
+            assert kind in ("image/webp", "image/gif"), (url, kind)
+        else:
+            assert kind == "image/avif", (url, kind)

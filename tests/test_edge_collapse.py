@@ -16,7 +16,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from conftest import RunningEdge, Scripted
 
-CACHEABLE = {"Cache-Control": "max-age=60", "Content-Type": "text/plain"}
+CACHEABLE = {"Cache-Control": "max-age=60", "Content-Type": "application/octet-stream"}
 
 
 def our_entry(headers: Mapping[str, str]) -> list[str]:

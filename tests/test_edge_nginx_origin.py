@@ -38,7 +38,7 @@ events {{
 }}
 
 http {{
-    default_type text/plain;
+    default_type application/octet-stream;
     log_format counted escape=none '$request_method $request_uri $status $http_if_none_match';
     access_log {tmp}/access.log counted;
     client_body_temp_path {tmp}/client_body;

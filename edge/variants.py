@@ -1,0 +1,260 @@
+"""Variants derived at the edge from one stored source: images in the format and
+width each browser should get, text in the content coding it accepts.
+
+A source is fetched and stored as usual. When a request's answer would be a
+variant of it, the variant's key is the source's key plus the normalised
+variant (never the raw Accept); it is made once (collapsed: one transform per
+key however many ask), stored like any response, and served as a hit after.
+Responses say Vary: Accept (images) or Vary: Accept-Encoding (text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinedge.edge import compress
+from pinedge.edge.collapse import Outcome
+from pinedge.edge.config import EdgeConfig
+from pinedge.edge.deliver import merge_vary
+from pinedge.edge.entry import Entry
+from pinedge.edge.errors import EdgeError
+from pinedge.edge.images.model import (
+    CONTENT_TYPES,
+    ImageError,
+    Limits,
+    Settings,
+    Variant,
+    format_of_content_type,
+)
+from pinedge.edge.images.pipeline import transform
+from pinedge.edge.images.pool import PoolFull, TransformPool
+from pinedge.edge.negotiate import (
+    NegotiationError,
+    accepted_encoding,
+    compressible,
+    image_request,
+    image_vary,
+)
+from pinedge.edge.status import CacheStatus
+
+if TYPE_CHECKING:
+    from pinedge.edge.proxy import Edge
+
+log = logging.getLogger("pinedge.variants")
+
+IMAGE_PARAMS = ("w", "fm", "lqip")
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a request wants of a source: a derived variant (by key suffix) or the
+    source itself, and the Vary field such answers carry."""
+
+    suffix: str | None
+    vary: str
+    make: Callable[[Entry], Awaitable[tuple[bytes, CIMultiDict[str]]]] | None = None
+    detail: str = ""
+
+
+def split_image_params(
+    target: str, presets: Mapping[str, int] | None = None
+) -> tuple[str, dict[str, str]]:
+    """The target without the edge's own image parameters (and a leading preset
+    segment such as /236x/), and those parameters; a preset becomes a width."""
+    path, _, query = target.partition("?")
+    params: dict[str, str] = {}
+    if presets:
+        first, _, rest = path[1:].partition("/")
+        if first in presets and rest:
+            path = "/" + rest
+            params["w"] = str(presets[first])
+    if not query or not any(f"{name}=" in query for name in IMAGE_PARAMS):
+        return (f"{path}?{query}" if query else path), params
+    kept = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in IMAGE_PARAMS:
+            params.setdefault(name, value)
+        else:
+            kept.append((name, value))
+    return (f"{path}?{urlencode(kept)}" if kept else path), params
+
+
+class Variants:
+    def __init__(self, edge: Edge, config: EdgeConfig) -> None:
+        self.edge = edge
+        self.config = config
+        self.images = config.images
+        self.compression = config.compression
+        self.breakpoints = tuple(config.image_widths)
+        self.limits = Limits(
+            max_source_bytes=config.image_max_bytes,
+            max_pixels=config.image_max_pixels,
+            time_budget=config.image_time_budget,
+        )
+        self.settings = Settings(avif_max_width=config.avif_max_width)
+        self.image_pool = TransformPool(threads=config.image_threads, queue=config.image_queue)
+        self.text_pool = TransformPool(threads=1, queue=config.image_queue)
+
+    def close(self) -> None:
+        self.image_pool.close()
+        self.text_pool.close()
+
+    # ── which stored responses have variants ────────────────────────────────
+
+    def derivable(self, entry: Entry) -> bool:
+        """Whether answers from `entry` depend on Accept or Accept-Encoding."""
+        if entry.status != 200 or "#" in entry.key or "Content-Encoding" in entry.headers:
+            return False
+        content_type = entry.headers.get("Content-Type")
+        if self.images and format_of_content_type(content_type) is not None:
+            return "accept" not in entry.vary_names
+        return (
+            self.compression
+            and compressible(content_type)
+            and len(entry.body) >= self.config.compress_min_size
+            and "accept-encoding" not in entry.vary_names
+        )
+
+    def wanted(self, request: web.BaseRequest, params: dict[str, str], entry: Entry) -> Wanted:
+        if format_of_content_type(entry.headers.get("Content-Type")) is not None:
+            return self._wanted_image(request, params, entry)
+        encoding = accepted_encoding(", ".join(request.headers.getall("Accept-Encoding", ())))
+        if encoding is None:
+            return Wanted(None, "Accept-Encoding")
+        level = compress.level_for(encoding, entry.fresh.lifetime)
+
+        async def make(source: Entry) -> tuple[bytes, CIMultiDict[str]]:
+            body = await self.text_pool.run(compress.compress, source.body, encoding, level)
+            headers = derived_headers(source, "Accept-Encoding", encoding)
+            headers["Content-Encoding"] = encoding
+            return body, headers
+
+        return Wanted(f"enc={encoding}", "Accept-Encoding", make, "compressed")
+
+    def _wanted_image(
+        self, request: web.BaseRequest, params: dict[str, str], entry: Entry
+    ) -> Wanted:
+        try:
+            wanted, _ = image_request(params, request.headers, self.breakpoints)
+        except NegotiationError as exc:
+            raise EdgeError(400, exc.reason, "bad-image-params") from None
+        vary = image_vary(wanted.uses_hints)
+        source_format = format_of_content_type(entry.headers.get("Content-Type"))
+        if wanted.width is None and not wanted.lqip and wanted.format in (None, source_format):
+            return Wanted(None, vary)
+        variant = Variant(format=wanted.format, width=wanted.width, lqip=wanted.lqip)
+
+        async def make(source: Entry) -> tuple[bytes, CIMultiDict[str]]:
+            result = await self.image_pool.run(
+                transform, source.body, variant, self.limits, self.settings
+            )
+            headers = derived_headers(source, vary, wanted.key_suffix())
+            headers["Content-Type"] = CONTENT_TYPES[result.format]
+            return result.body, headers
+
+        return Wanted(wanted.key_suffix(), vary, make, "transformed")
+
+    # ── answering with a variant ─────────────────────────────────────────────
+
+    async def respond(
+        self,
+        request: web.BaseRequest,
+        params: dict[str, str],
+        source: Entry,
+        status: CacheStatus,
+    ) -> web.StreamResponse:
+        """The answer for this request from a fresh stored source."""
+        edge = self.edge
+        wanted = self.wanted(request, params, source)
+        now = time.time()
+        if wanted.suffix is None or wanted.make is None:
+            return edge.delivery.from_entry(
+                request, source, status, source.age(now), source.fresh.no_cache_fields, wanted.vary
+            )
+        key = f"{source.key}#{wanted.suffix}"
+        stored = await edge.store.load(key)
+        if stored and stored[0].ttl(now) > 0:
+            derived = stored[0]
+            edge.store.hit(derived)
+            status.ttl = derived.ttl(now)
+            return edge.deliver(request, derived, status, now)
+        derived = await self.derive(key, source, wanted, status)
+        if derived is None:
+            return edge.delivery.from_entry(
+                request, source, status, source.age(now), source.fresh.no_cache_fields, wanted.vary
+            )
+        now = time.time()
+        status.ttl = derived.ttl(now)
+        return edge.deliver(request, derived, status, now)
+
+    async def derive(
+        self, key: str, source: Entry, wanted: Wanted, status: CacheStatus
+    ) -> Entry | None:
+        """The variant, made once per key however many ask; None: serve the source."""
+        edge = self.edge
+        fill, leader = edge.fills.acquire(key)
+        if not leader:
+            outcome = await fill.wait(self.config.collapse_timeout)
+            if outcome is Outcome.UPDATED and fill.entry is not None:
+                status.collapsed = True
+                return fill.entry
+            return None
+        assert wanted.make is not None
+        try:
+            try:
+                body, headers = await wanted.make(source)
+            except PoolFull as exc:
+                fill.settle(Outcome.ERROR)
+                raise EdgeError(
+                    503,
+                    "the image workers are busy; try again",
+                    "image-queue-full",
+                    headers={"Retry-After": str(exc.retry_after)},
+                ) from None
+            except ImageError as exc:
+                fill.settle(Outcome.ERROR)
+                log.info("variant %s not made: %s", key, exc.reason)
+                if self.config.image_errors == "error":
+                    raise EdgeError(exc.status, exc.reason, exc.detail) from None
+                status.detail = exc.detail
+                return None
+            times = (source.fresh.request_time, source.fresh.response_time)
+            derived = Entry.build(
+                key,
+                ((), ()),
+                source.status,
+                source.reason,
+                CIMultiDictProxy(headers),
+                body,
+                times,
+                edge.settings,
+            )
+            derived.wire = edge.delivery.wire(derived)
+            status.stored = await edge.store.put(derived)
+            status.detail = wanted.detail
+            fill.settle(Outcome.UPDATED, entry=derived)
+            return derived
+        finally:
+            edge.fills.release(fill)
+
+
+def derived_headers(source: Entry, vary: str, suffix: str) -> CIMultiDict[str]:
+    """The source's fields for a variant of it: its own length, a distinct ETag,
+    and the request fields it varies on."""
+    headers = CIMultiDict(source.headers)
+    headers.pop("Content-Length", None)
+    etag = source.headers.get("ETag")
+    if etag and etag.endswith('"'):
+        tag = hashlib.sha256(suffix.encode()).hexdigest()[:8]
+        headers["ETag"] = f'{etag[:-1]}-{tag}"'
+    headers["Vary"] = merge_vary(source.headers.getall("Vary", ()), vary)
+    return headers
