@@ -210,6 +210,15 @@ class Variants:
             return None
         assert wanted.make is not None
         try:
+            # Across the node's workers too, one makes the variant and the others wait.
+            verdict = await edge.store.acquire(key, self.config.collapse_timeout)
+            if verdict == "stored":
+                made = await edge.store.load(key)
+                if made:
+                    status.collapsed = True
+                    fill.settle(Outcome.UPDATED, entry=made[0])
+                    return made[0]
+            fill.node_lock = verdict == "lead"
             try:
                 body, headers = await wanted.make(source)
             except PoolFull as exc:
@@ -239,7 +248,7 @@ class Variants:
                 edge.settings,
             )
             derived.wire = edge.delivery.wire(derived)
-            status.stored = await edge.store.put(derived)
+            status.stored = fill.stored = await edge.store.put(derived)
             status.detail = wanted.detail
             fill.settle(Outcome.UPDATED, entry=derived)
             return derived

@@ -261,3 +261,27 @@ async def test_a_worker_reporting_thousands_of_distinct_hits_at_once_keeps_runni
         await asyncio.sleep(1.5)
         assert await node.metric(client, "pinedge_worker_restarts_total") == 0
         assert (await send(client, node.url + "/many/7")).hit
+
+
+async def test_two_workers_make_a_requested_image_variant_once(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    photo = (Path(__file__).parent.parent / "origin" / "photos" / "retina.jpg").read_bytes()
+    scripted.reply(
+        "/img/retina.jpg",
+        photo,
+        headers={"Content-Type": "image/jpeg", "Cache-Control": "max-age=600"},
+    )
+    async with running_node(client, scripted.url, workers=2) as node:
+        await send(client, node.url + "/img/retina.jpg", {"Accept": "image/jpeg"})
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as many:
+            replies = await asyncio.gather(
+                *(
+                    send(many, node.url + "/img/retina.jpg?w=474", {"Accept": "image/webp"})
+                    for _ in range(40)
+                )
+            )
+        assert len({r.body for r in replies}) == 1
+        assert sum(1 for r in replies if r.cache.get("detail") == "transformed") == 1
+    assert scripted.hits["/img/retina.jpg"] == 1
