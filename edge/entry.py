@@ -54,6 +54,8 @@ class Entry:
     # An open descriptor of the stored file and the body's offset in it, for
     # sendfile on the hit path; set by the store for bodies worth it.
     file: tuple[int, int] | None = field(default=None, init=False)
+    # "image" or "text" when answers are variants of this entry (variants.py)
+    kind: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.vid = variant_id(self.key, self.vary_names, self.vary_values)

@@ -253,10 +253,11 @@ class Edge:
         headers: CIMultiDictProxy[str] | list[tuple[bytes, bytes]],
     ) -> list[bytes | FileBody] | None:
         known = self.fast_keys.get((host, target), UNKNOWN)
-        key = self.fast_key(host, target) if known is UNKNOWN else known
-        if key is None:
+        found = self.fast_key(host, target) if known is UNKNOWN else known
+        if found is None:
             return None
-        for entry in self.store.variants(key):  # type: ignore[arg-type]
+        key, params = found  # type: ignore[misc]
+        for entry in self.store.variants(key):
             if entry.vary_names:
                 if isinstance(headers, list):
                     headers = CIMultiDictProxy(
@@ -264,6 +265,10 @@ class Edge:
                     )
                 if secondary_key(entry.vary_names, headers) != entry.vary_values:
                     continue
+            if entry.kind is not None:
+                entry = self.stored_variant(entry, params, headers)  # type: ignore[assignment]
+                if entry is None:
+                    return None
             wire = entry.wire
             fresh = entry.fresh
             age = fresh.initial_age + time.time() - fresh.response_time
@@ -280,6 +285,40 @@ class Edge:
             return [head, entry.body]
         return None
 
+    def stored_variant(
+        self,
+        source: Entry,
+        params: tuple[tuple[str, str], ...],
+        headers: CIMultiDictProxy[str] | list[tuple[bytes, bytes]],
+    ) -> Entry | None:
+        """The stored variant of `source` this request gets, if it is in memory and
+        the hit path can tell which it is; otherwise None (the general path)."""
+        if source.fresh.lifetime <= source.age(time.time()):
+            return None
+        fields: dict[str, str] = {}
+        if isinstance(headers, list):
+            for name, value in headers:
+                lowered = name.lower()
+                if lowered.startswith(b"sec-ch-"):
+                    return None
+                if lowered in (b"accept", b"accept-encoding"):
+                    text = value.decode("latin-1")
+                    name_text = lowered.decode()
+                    fields[name_text] = (
+                        f"{fields[name_text]}, {text}" if name_text in fields else text
+                    )
+        else:
+            if any(name.lower().startswith("sec-ch-") for name in headers):
+                return None
+            for name in ("accept", "accept-encoding"):
+                if name in headers:
+                    fields[name] = ", ".join(headers.getall(name))
+        suffix = self.variants.fast_suffix(source, params, fields)
+        if suffix is None:
+            return None
+        derived = self.store.variants(f"{source.key}#{suffix}")
+        return derived[0] if derived else None
+
     def count_fast_hits(self) -> None:
         """Fold the hit path's plain counters into the metrics (run when scraped)."""
         hits, self.fast_hits = self.fast_hits, {}
@@ -289,10 +328,13 @@ class Edge:
             self.metrics.response_bytes.inc("hit", amount=self.fast_bytes)
             self.fast_bytes = 0
 
-    def fast_key(self, host: bytes | None, raw_target: str) -> str | None:
-        """The cache key for a Host and request target, or None where recv would not
-        simply accept them; remembered, since the same few URLs repeat."""
-        key: str | None = None
+    def fast_key(
+        self, host: bytes | None, raw_target: str
+    ) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+        """(cache key, the edge's image parameters) for a Host and request target as
+        recv would route them, or None where recv would not simply accept them;
+        remembered, since the same few URLs repeat."""
+        found: tuple[str, tuple[tuple[str, str], ...]] | None = None
         if host is not None:
             route_host = split_host(host.decode("latin-1"))
             target = origin_form(raw_target)
@@ -301,11 +343,14 @@ class Edge:
             except EdgeError:
                 target = ""
             if target and route_host in self.sites:
-                key = primary_key("http", route_host, target)
+                params: dict[str, str] = {}
+                if self.config.images:
+                    target, params = split_image_params(target, self.config.image_presets)
+                found = (primary_key("http", route_host, target), tuple(sorted(params.items())))
         if len(self.fast_keys) >= FAST_KEYS_MAX:
             self.fast_keys.clear()
-        self.fast_keys[(host, raw_target)] = key
-        return key
+        self.fast_keys[(host, raw_target)] = found
+        return found
 
     # ── recv: is this a request we serve at all? ─────────────────────────────
 
@@ -607,8 +652,9 @@ class Edge:
 
     def wire(self, entry: Entry) -> Wire | None:
         """The hit path's prepared head, unless answers from `entry` are variants
-        chosen per request (those take the general path)."""
-        if self.variants.derivable(entry):
+        chosen per request (the hit path then looks for the stored variant)."""
+        entry.kind = self.variants.kind(entry)
+        if entry.kind is not None:
             return None
         return self.delivery.wire(entry)
 

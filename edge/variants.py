@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pinedge.variants")
 
 IMAGE_PARAMS = ("w", "fm", "lqip")
+FAST_MEMO_MAX = 4096
+UNSET = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ class Variants:
         self.settings = Settings(avif_max_width=config.avif_max_width)
         self.image_pool = TransformPool(threads=config.image_threads, queue=config.image_queue)
         self.text_pool = TransformPool(threads=1, queue=config.image_queue)
+        self.fast_codings: dict[str, object] = {}
+        self.fast_images: dict[tuple[Any, ...], object] = {}
 
     def close(self) -> None:
         self.image_pool.close()
@@ -110,19 +114,67 @@ class Variants:
 
     # ── which stored responses have variants ────────────────────────────────
 
-    def derivable(self, entry: Entry) -> bool:
-        """Whether answers from `entry` depend on Accept or Accept-Encoding."""
+    def kind(self, entry: Entry) -> str | None:
+        """ "image" or "text" when answers from `entry` are variants chosen per
+        request (by Accept or Accept-Encoding); None when it is sent as it is."""
         if entry.status != 200 or "#" in entry.key or "Content-Encoding" in entry.headers:
-            return False
+            return None
         content_type = entry.headers.get("Content-Type")
         if self.images and format_of_content_type(content_type) is not None:
-            return "accept" not in entry.vary_names
-        return (
+            return "image" if "accept" not in entry.vary_names else None
+        if (
             self.compression
             and compressible(content_type)
             and len(entry.body) >= self.config.compress_min_size
             and "accept-encoding" not in entry.vary_names
-        )
+        ):
+            return "text"
+        return None
+
+    def derivable(self, entry: Entry) -> bool:
+        return self.kind(entry) is not None
+
+    def fast_suffix(
+        self,
+        entry: Entry,
+        params: tuple[tuple[str, str], ...],
+        fields: Mapping[str, str],
+    ) -> str | None:
+        """For the hit path: the key suffix of the stored variant this request gets
+        from `entry`, or None where the general path must decide (the source itself
+        is the answer, or the request's fields need more than a lookup)."""
+        if entry.kind == "text":
+            coding = fields.get("accept-encoding", "")
+            suffix = self.fast_codings.get(coding, UNSET)
+            if suffix is UNSET:
+                encoding = accepted_encoding(coding)
+                suffix = f"enc={encoding}" if encoding else None
+                self._remember(self.fast_codings, coding, suffix)
+            return suffix  # type: ignore[return-value]
+        accept = fields.get("accept", "")
+        memo_key = (params, accept, entry.headers.get("Content-Type"))
+        suffix = self.fast_images.get(memo_key, UNSET)
+        if suffix is UNSET:
+            suffix = None
+            source_format = format_of_content_type(entry.headers.get("Content-Type"))
+            try:
+                wanted, _ = image_request(
+                    dict(params), CIMultiDict({"Accept": accept}), self.breakpoints
+                )
+            except NegotiationError:
+                wanted = None
+            if wanted is not None and not wanted.uses_hints:
+                identity = wanted.width is None and not wanted.lqip
+                if not (identity and wanted.format in (None, source_format)):
+                    suffix = wanted.key_suffix()
+            self._remember(self.fast_images, memo_key, suffix)
+        return suffix  # type: ignore[return-value]
+
+    @staticmethod
+    def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(memo) >= FAST_MEMO_MAX:
+            memo.clear()
+        memo[key] = value
 
     def wanted(self, request: web.BaseRequest, params: dict[str, str], entry: Entry) -> Wanted:
         if format_of_content_type(entry.headers.get("Content-Type")) is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -186,3 +187,39 @@ async def test_odd_requests_get_the_same_answers_with_and_without_the_hit_path(
     for edge in (fast, plain):
         await send(client, edge.url + "/odd")
     assert await first_answers(fast, payload) == await first_answers(plain, payload)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "headers"),
+    [
+        ("/pic.jpg?w=236", "image/jpeg", {"Accept": "image/avif,image/webp,*/*"}),
+        ("/pic.jpg", "image/jpeg", {"Accept": "image/webp"}),
+        ("/page", "text/html", {"Accept-Encoding": "gzip, br"}),
+    ],
+    ids=["image-width-and-format", "image-format", "text-coding"],
+)
+async def test_a_stored_variant_has_the_same_answer_on_both_paths(
+    scripted: Scripted,
+    start_edge: StartEdge,
+    client: aiohttp.ClientSession,
+    path: str,
+    content_type: str,
+    headers: dict[str, str],
+) -> None:
+    photo = Path(__file__).parent.parent / "origin" / "photos" / "hubble_deep_field.jpg"
+    body = photo.read_bytes() if content_type.startswith("image/") else b"<p>pin</p>" * 500
+    scripted.reply(
+        path.split("?")[0],
+        body,
+        headers={"Content-Type": content_type, "Cache-Control": "max-age=60", "ETag": '"s"'},
+    )
+    fast = await start_edge(scripted.url, fast_path=True)
+    plain = await start_edge(scripted.url, fast_path=False)
+    seen = []
+    for edge in (fast, plain):
+        await send(client, edge.url + path, headers)
+        reply = await send(client, edge.url + path, headers)
+        assert reply.hit
+        kept = {(k.lower(), v) for k, v in reply.headers.items() if k.lower() not in IGNORED}
+        seen.append((kept, reply.body))
+    assert seen[0] == seen[1]
