@@ -40,6 +40,9 @@ _PALETTE_BITDEPTH = 4
 
 pyvips.cache_set_max(0)
 pyvips.block_untrusted_set(True)
+# The edge runs several transforms at once in its own pool; libvips' threads
+# inside each only compete with them (measured: 2-thread pool throughput +10-15%).
+pyvips.concurrency_set(1)
 pyvips.operation_block_set("VipsForeignLoad", True)
 for _loader in _LOADER_CLASSES:
     pyvips.operation_block_set(_loader, False)
