@@ -78,6 +78,12 @@ DEFAULT_ENGINES: Mapping[tuple[str, Format], str] = MappingProxyType(
         ("resize", Format.AVIF): "vips",
         ("resize", Format.PNG): "vips",
         ("animate", Format.WEBP): "vips",
+        # CMYK sources: libvips rebuilds its CMYK-to-sRGB transform on every call
+        # (about 47 of 60 ms for a 236 px variant); Pillow keeps it (bench/IMAGES.md).
+        ("cmyk", Format.JPEG): "pillow",
+        ("cmyk", Format.WEBP): "pillow",
+        ("cmyk", Format.AVIF): "pillow",
+        ("cmyk", Format.PNG): "pillow",
     }
 )
 
@@ -151,6 +157,7 @@ class SourceInfo:
     frames: int
     has_alpha: bool
     orientation: int
+    cmyk: bool = False
 
 
 @dataclass(frozen=True, slots=True)

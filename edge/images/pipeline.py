@@ -108,7 +108,7 @@ def choose_output(job: Job) -> Result | None:
 
 def pick_engine(job: Job) -> None:
     engines = job.settings.engines
-    operation = "animate" if job.pages > 1 else "resize"
+    operation = "animate" if job.pages > 1 else "cmyk" if job.info.cmyk else "resize"
     name = engines.get((operation, job.format)) or engines.get(("resize", job.format), vips.NAME)
     if name not in ENGINES:
         raise ValueError(f"unknown image engine {name!r} for {operation} to {job.format}")

@@ -41,7 +41,8 @@ def probe(data: bytes, limits: Limits) -> SourceInfo:
         )
     if orientation >= 5:
         width, height = height, width
-    return SourceInfo(fmt, width, height, frames, bool(image.hasalpha()), orientation)
+    cmyk = image.interpretation == "cmyk"
+    return SourceInfo(fmt, width, height, frames, bool(image.hasalpha()), orientation, cmyk)
 
 
 def sniff(data: bytes) -> Format | None:
