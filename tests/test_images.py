@@ -563,3 +563,19 @@ async def test_transforms_run_on_the_pool() -> None:
     finally:
         pool.close()
     assert [magic(r.body) for r in results] == [Format.WEBP, Format.JPEG, Format.AVIF]
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_further_widths_of_a_source_reuse_its_decoded_copy_and_stay_correct(
+    orientation: int,
+) -> None:
+    """A second and third variant of one source start from the upright, sRGB,
+    8-bit copy the first one kept; they must look exactly as if decoded afresh."""
+    data = stored_with_orientation(orientation)
+    for width, fmt in ((60, Format.PNG), (30, Format.WEBP), (20, Format.JPEG)):
+        result = transform(data, Variant(format=fmt, width=width), Limits(), Settings())
+        image = Image.open(io.BytesIO(result.body))
+        assert image.size == (width, round(width * 4 / 3))
+        assert near(colour_at(image, 0.2, 0.2), (255, 0, 0))
+        assert near(colour_at(image, 0.8, 0.2), (0, 255, 0))
+        assert near(colour_at(image, 0.5, 0.8), (0, 0, 255))

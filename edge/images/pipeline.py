@@ -9,7 +9,10 @@ functions, so a step is one line.
 
 from __future__ import annotations
 
+import threading
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -27,6 +30,59 @@ from pinedge.edge.images.model import (
 from pinedge.edge.images.probe import probe
 
 LQIP_WIDTH = 24
+# A source decoded for one variant is kept, upright, sRGB and 8-bit, at up to
+# this width, so its other widths and formats skip the decode (libvips images
+# are immutable and safe to share between the pool's threads).
+PREPARED_WIDTH = 1200
+PREPARED_BYTES = 64 * 1024 * 1024
+
+
+class Prepared:
+    """A small byte-bounded LRU of decoded sources."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self.images: OrderedDict[tuple[int, int], tuple[Any, int]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> Any:
+        with self.lock:
+            found = self.images.get(key)
+            if found is None:
+                return None
+            self.images.move_to_end(key)
+            return found[0]
+
+    def put(self, key: tuple[int, int], image: Any, size: int) -> None:
+        if size > self.budget:
+            return
+        with self.lock:
+            old = self.images.pop(key, None)
+            if old is not None:
+                self.size -= old[1]
+            self.images[key] = (image, size)
+            self.size += size
+            while self.size > self.budget:
+                _, (_, dropped) = self.images.popitem(last=False)
+                self.size -= dropped
+
+
+PREPARED = Prepared(PREPARED_BYTES)
+
+
+def prepared_key(job: Job) -> tuple[int, int] | None:
+    """The decoded-source cache key for jobs that can use it: still images through
+    libvips at up to PREPARED_WIDTH."""
+    if job.engine is not vips or job.pages != 1 or job.width > PREPARED_WIDTH:
+        return None
+    return zlib.crc32(job.data), len(job.data)
+
+
+def prepared_width(info: SourceInfo) -> int:
+    return min(info.width, PREPARED_WIDTH)
+
+
 LQIP_BLUR = 1.2
 LQIP_QUALITY = 40
 
@@ -66,6 +122,8 @@ class Job:
     pages: int = field(init=False)
     engine: Engine = field(init=False)
     image: Any = field(init=False)
+    prepared: bool = False  # the image came from PREPARED: upright, sRGB, 8-bit
+    prepared_key: tuple[int, int] | None = None
     encoded: tuple[bytes, int, int] = field(init=False)
 
 
@@ -116,19 +174,37 @@ def pick_engine(job: Job) -> None:
 
 
 def load(job: Job) -> None:
+    key = prepared_key(job)
+    if key is not None:
+        ready = PREPARED.get(key)
+        if ready is not None:
+            job.image = vips.shrink(ready, job.width)
+            job.prepared = True
+            return
+        job.prepared_key = key
+        job.image = job.engine.load(job.data, job.info, prepared_width(job.info), 1)
+        return
     job.image = job.engine.load(job.data, job.info, job.width, job.pages)
 
 
 def autorotate(job: Job) -> None:
-    job.image = job.engine.autorotate(job.image)
+    if not job.prepared:
+        job.image = job.engine.autorotate(job.image)
 
 
 def to_srgb(job: Job) -> None:
-    job.image = job.engine.to_srgb(job.image)
+    if not job.prepared:
+        job.image = job.engine.to_srgb(job.image)
 
 
 def to_8bit(job: Job) -> None:
+    if job.prepared:
+        return
     job.image = job.engine.to_8bit(job.image)
+    if job.prepared_key is not None:
+        ready = vips.materialise(job.image)
+        PREPARED.put(job.prepared_key, ready, ready.width * ready.height * ready.bands)
+        job.image = vips.shrink(ready, job.width)
 
 
 def resize(job: Job) -> None:

@@ -107,6 +107,19 @@ def to_8bit(image: pyvips.Image) -> pyvips.Image:
     return image.colourspace("b-w" if image.bands < 3 else "srgb").cast("uchar")
 
 
+@_translated
+def materialise(image: pyvips.Image) -> pyvips.Image:
+    """The image decoded into memory (a damaged source fails here, as ImageError)."""
+    return image.copy_memory()
+
+
+def shrink(image: pyvips.Image, width: int) -> pyvips.Image:
+    """A decoded image made `width` wide (never wider than it is)."""
+    if image.width <= width:
+        return image
+    return image.resize(width / image.width)
+
+
 def resize(image: pyvips.Image, width: int) -> pyvips.Image:
     return image  # thumbnail has resized it to `width`
 
