@@ -34,17 +34,24 @@ LQIP_WIDTH = 24
 # this width, so its other widths and formats skip the decode (libvips images
 # are immutable and safe to share between the pool's threads).
 PREPARED_WIDTH = 1200
+PREPARED_MIN_WIDTH = 736
 PREPARED_BYTES = 64 * 1024 * 1024
 
 
 class Prepared:
-    """A small byte-bounded LRU of decoded sources."""
+    """A small byte-bounded LRU of decoded sources; a wider decode of a source
+    replaces a narrower one."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
         self.images: OrderedDict[tuple[int, int], tuple[Any, int]] = OrderedDict()
         self.lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.images.clear()
+            self.size = 0
 
     def get(self, key: tuple[int, int]) -> Any:
         with self.lock:
@@ -79,8 +86,10 @@ def prepared_key(job: Job) -> tuple[int, int] | None:
     return zlib.crc32(job.data), len(job.data)
 
 
-def prepared_width(info: SourceInfo) -> int:
-    return min(info.width, PREPARED_WIDTH)
+def prepared_width(job: Job) -> int:
+    """How wide to decode a source that will be kept: wide enough for the common
+    widths below it, not so wide that the first variant pays much for the rest."""
+    return min(job.info.width, max(job.width, PREPARED_MIN_WIDTH))
 
 
 LQIP_BLUR = 1.2
@@ -177,12 +186,12 @@ def load(job: Job) -> None:
     key = prepared_key(job)
     if key is not None:
         ready = PREPARED.get(key)
-        if ready is not None:
+        if ready is not None and ready.width >= job.width:
             job.image = vips.shrink(ready, job.width)
             job.prepared = True
             return
         job.prepared_key = key
-        job.image = job.engine.load(job.data, job.info, prepared_width(job.info), 1)
+        job.image = job.engine.load(job.data, job.info, prepared_width(job), 1)
         return
     job.image = job.engine.load(job.data, job.info, job.width, job.pages)
 
