@@ -93,7 +93,7 @@ class Delivery:
         fresh = entry.fresh
         if fresh.no_cache_fields or fresh.directives.field_names("no-cache") is not None:
             return None
-        out = self.client_headers(entry.headers)
+        out = self.client_headers(entry.headers, ("Age",))
         out["Content-Length"] = str(len(entry.body))
         upstream = ", ".join(entry.headers.getall("Cache-Status", ()))
         lines = [f"HTTP/1.1 {entry.status} {entry.reason or _phrase(entry.status)}\r\n"]

@@ -22,6 +22,8 @@ def check_target(raw_path: str) -> None:
     path = raw_path.split("?", 1)[0]
     if not path.startswith("/"):
         raise EdgeError(400, "the request target must be an absolute path", "target-form")
+    if "#" in raw_path:
+        raise EdgeError(400, "a request target cannot carry a fragment ('#')", "fragment")
     if _ENCODED_UNSAFE.search(raw_path) or _UNSAFE_BYTES.search(
         raw_path.encode("utf-8", "replace")
     ):

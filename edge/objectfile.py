@@ -108,11 +108,15 @@ def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
     final = object_path(root, meta.variant_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = root / "tmp" / f"{meta.variant_id}.{os.getpid()}.{id(body)}"
-    with open(temporary, "wb") as handle:
-        handle.write(header)
-        handle.write(meta_bytes)
-        handle.write(body)
-    os.replace(temporary, final)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(header)
+            handle.write(meta_bytes)
+            handle.write(body)
+        os.replace(temporary, final)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
     return meta
 
 

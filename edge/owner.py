@@ -83,6 +83,7 @@ class StoreOwner:
         self.by_key: dict[str, set[str]] = {}
         self.generations = Generations()
         self.fetching: dict[str, Waiters] = {}
+        self.derived: dict[str, set[str]] = {}  # source key -> keys of its variants
         self.evictions = 0
         self.dropped = 0
         self.size = 0
@@ -120,6 +121,9 @@ class StoreOwner:
             self.size -= old.file_size
         self.records[vid] = meta
         self.by_key.setdefault(meta.key, set()).add(vid)
+        source, mark, _ = meta.key.partition("#")
+        if mark:
+            self.derived.setdefault(source, set()).add(meta.key)
         self.size += meta.file_size
         self.generations.bump(meta.key)
         evicted = self.policy.admit(vid, meta.file_size)
@@ -134,8 +138,11 @@ class StoreOwner:
                 self.policy.hit(vid)
 
     def remove_key(self, key: str) -> int:
-        """Drop every variant of `key` (invalidation, purge); the number dropped."""
+        """Drop every stored response of `key` and every variant derived from it
+        (invalidation, purge); the number dropped."""
         vids = list(self.by_key.get(key, ()))
+        for derived in self.derived.pop(key, ()):
+            vids.extend(self.by_key.get(derived, ()))
         for vid in vids:
             self.policy.remove(vid)
             self._forget(vid, unlink=True)

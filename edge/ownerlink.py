@@ -17,6 +17,7 @@ from pinedge.edge.owner import StoreOwner
 
 log = logging.getLogger("pinedge.store")
 
+CALL_TIMEOUT = 10.0  # seconds an owner call may take beyond its own timeout
 MESSAGE_LIMIT = 1 << 26  # one JSON line: a lookup of a key with many large-header variants
 
 
@@ -95,7 +96,7 @@ class OwnerServer:
         try:
             while line := await reader.readline():
                 message = json.loads(line)
-                task = asyncio.create_task(self._answer(message, who, writer))
+                task = asyncio.create_task(self._answer_safely(message, who, writer))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         except (ConnectionError, ValueError) as exc:
@@ -106,6 +107,19 @@ class OwnerServer:
             for task in tasks:
                 task.cancel()
             writer.close()
+
+    async def _answer_safely(
+        self, message: dict[str, Any], who: object, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer, or tell the worker the call failed rather than leave it waiting."""
+        try:
+            await self._answer(message, who, writer)
+        except Exception as exc:
+            log.exception("store owner: %s failed", message.get("op"))
+            if message.get("id") is not None:
+                data = json.dumps({"id": message["id"], "error": repr(exc)}) + "\n"
+                with contextlib.suppress(ConnectionError):
+                    writer.write(data.encode())
 
     async def _answer(
         self, message: dict[str, Any], who: object, writer: asyncio.StreamWriter
@@ -159,7 +173,11 @@ class RemoteLink:
             while line := await reader.readline():
                 message = json.loads(line)
                 future = self.pending.pop(message["id"], None)
-                if future is not None and not future.done():
+                if future is None or future.done():
+                    continue
+                if "error" in message:
+                    future.set_exception(OSError(f"store owner: {message['error']}"))
+                else:
                     future.set_result(message["result"])
         finally:
             for future in self.pending.values():
@@ -179,7 +197,11 @@ class RemoteLink:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[ident] = future
         self._send({"id": ident, "op": op, **fields})
-        return await future
+        try:
+            return await asyncio.wait_for(future, CALL_TIMEOUT + float(fields.get("timeout", 0)))
+        except TimeoutError:
+            self.pending.pop(ident, None)
+            raise OSError(f"store owner: no answer to {op}") from None
 
     async def lookup(self, key: str) -> list[Meta]:
         return [Meta.from_json(item) for item in await self._call("lookup", key=key)]

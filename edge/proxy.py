@@ -50,7 +50,7 @@ from pinedge.edge.storable import fields_not_to_store, no_store_reason
 from pinedge.edge.store import SharedStore
 from pinedge.edge.upstream import Timeouts, Upstream, body_error
 from pinedge.edge.validation import not_modified_applies, upstream_validators
-from pinedge.edge.variants import Variants, split_image_params
+from pinedge.edge.variants import Variants, derived_key, split_image_params
 from pinedge.edge.vary import secondary_key, vary_names
 
 log = logging.getLogger("pinedge.edge")
@@ -77,6 +77,8 @@ FAST_PATH_BLOCKERS = frozenset(
     )
 )
 FAST_KEYS_MAX = 65536
+FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
+PLAIN_MAX = 4096  # larger requests go to the general parser and its limits
 FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
 UNKNOWN = object()  # a fast_keys miss, distinct from None (known not to be fast-servable)
 PLAIN_HEAD = re.compile(
@@ -92,6 +94,8 @@ def plain_request(data: bytes) -> tuple[bool, bytes | None, str, list[tuple[byte
     """(HEAD?, Host, target, fields) when `data` is exactly one bodiless GET/HEAD in
     plain HTTP/1.1 (visible ASCII, at most 15 fields, each once for Host, none that
     changes how the request is answered); None for anything else."""
+    if len(data) > PLAIN_MAX:
+        return None
     match = PLAIN_HEAD.fullmatch(data)
     if match is None:
         return None
@@ -224,7 +228,7 @@ class Edge:
         method = message.method
         if (method != "GET" and method != "HEAD") or message.version != HTTP11:
             return None
-        if message.should_close:
+        if message.should_close or not message.path.startswith("/"):
             return None
         host = None
         for name, value in message.raw_headers:
@@ -316,7 +320,7 @@ class Edge:
         suffix = self.variants.fast_suffix(source, params, fields)
         if suffix is None:
             return None
-        derived = self.store.variants(f"{source.key}#{suffix}")
+        derived = self.store.variants(derived_key(source, suffix))
         return derived[0] if derived else None
 
     def count_fast_hits(self) -> None:
@@ -347,9 +351,10 @@ class Edge:
                 if self.config.images:
                     target, params = split_image_params(target, self.config.image_presets)
                 found = (primary_key("http", route_host, target), tuple(sorted(params.items())))
-        if len(self.fast_keys) >= FAST_KEYS_MAX:
-            self.fast_keys.clear()
-        self.fast_keys[(host, raw_target)] = found
+        if len(raw_target) <= FAST_TARGET_MAX:
+            if len(self.fast_keys) >= FAST_KEYS_MAX:
+                self.fast_keys.clear()
+            self.fast_keys[(host, raw_target)] = found
         return found
 
     # ── recv: is this a request we serve at all? ─────────────────────────────
@@ -546,7 +551,11 @@ class Edge:
                 return None
             entry = stale.updated(head.headers, request_time, response_time, self.settings)
             entry.wire = self.wire(entry)
-            await self.store.replace(stale, entry)
+            try:
+                await self.store.replace(stale, entry)
+            except OSError as exc:
+                self.metrics.not_stored.inc("store-error")
+                log.error("could not store the refreshed %s: %s", plan.key, exc)
             fill.settle(Outcome.UPDATED, head=head, entry=entry)
             return None
         reason = self.why_not_store(plan, head, response.content_length)
@@ -686,6 +695,12 @@ class Edge:
             raise err
         if fill.outcome is Outcome.UPDATED:
             assert fill.entry is not None
+            entry = fill.entry
+            if entry.vary_names and (
+                secondary_key(entry.vary_names, request.headers) != entry.vary_values
+            ):
+                # The fill refreshed another Vary variant than this request selects.
+                return await self.pass_through(request, plan.route, status, status.fwd)
             now = time.time()
             status.ttl = fill.entry.ttl(now)
             if fill.head is not None:

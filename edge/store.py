@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from pinedge.edge.entry import Entry
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.owner import Generations, slot_of
 from pinedge.edge.ownerlink import OwnerLink
+
+log = logging.getLogger("pinedge.store")
 
 BuildEntry = Callable[[Meta, bytes], Entry]
 EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
@@ -99,7 +102,11 @@ class SharedStore:
         if local is not None and local.generation == generation:
             metas = local.metas
         else:
-            metas = await self.link.lookup(key)
+            try:
+                metas = await self.link.lookup(key)
+            except OSError as exc:
+                log.error("store lookup of %s failed, treating it as a miss: %s", key, exc)
+                return []
         entries = []
         for meta in metas:
             body = await self._read(meta)
@@ -148,14 +155,23 @@ class SharedStore:
         await self.put(new)
 
     async def remove(self, key: str) -> int:
-        removed = await self.link.remove_key(key)
         self._forget(key)
-        return removed
+        try:
+            return await self.link.remove_key(key)
+        except OSError as exc:
+            log.error("store removal of %s failed: %s", key, exc)
+            return 0
 
     # ── node-wide collapsed forwarding ───────────────────────────────────────
 
     async def acquire(self, key: str, timeout: float) -> str:
-        return await self.link.acquire(key, timeout)
+        """The node-wide verdict for fetching `key`; "timeout" (fetch alone) if the
+        owner cannot be asked."""
+        try:
+            return await self.link.acquire(key, timeout)
+        except OSError as exc:
+            log.error("store owner unreachable for %s: %s", key, exc)
+            return "timeout"
 
     def release(self, key: str, outcome: str) -> None:
         self.link.release(key, outcome)
@@ -202,6 +218,11 @@ class SharedStore:
         try:
             fd = os.open(objectfile.object_path(self.root, meta.variant_id), os.O_RDONLY)
         except OSError:
+            return
+        # Another worker may have rewritten the file since: only the file this
+        # meta describes may be sent from.
+        if os.fstat(fd).st_size != meta.file_size:
+            os.close(fd)
             return
         entry.file = (fd, meta.body_offset)
 

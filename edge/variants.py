@@ -232,7 +232,7 @@ class Variants:
             return edge.delivery.from_entry(
                 request, source, status, source.age(now), source.fresh.no_cache_fields, wanted.vary
             )
-        key = f"{source.key}#{wanted.suffix}"
+        key = derived_key(source, wanted.suffix)
         stored = await edge.store.load(key)
         if stored and stored[0].ttl(now) > 0:
             derived = stored[0]
@@ -300,12 +300,25 @@ class Variants:
                 edge.settings,
             )
             derived.wire = edge.delivery.wire(derived)
-            status.stored = fill.stored = await edge.store.put(derived)
+            try:
+                status.stored = fill.stored = await edge.store.put(derived)
+            except OSError as exc:
+                edge.metrics.not_stored.inc("store-error")
+                log.error("could not store the variant %s: %s", key, exc)
             status.detail = wanted.detail
             fill.settle(Outcome.UPDATED, entry=derived)
             return derived
         finally:
             edge.fills.release(fill)
+
+
+def derived_key(source: Entry, suffix: str) -> str:
+    """The key of a variant of `source`: the source's key, which stored response it
+    was made from (its Vary selection and version), then the variant. A '#' cannot
+    occur in a request's own key (recv refuses fragments)."""
+    version = source.headers.get("ETag") or repr(source.fresh.response_time)
+    made_from = hashlib.sha256(f"{source.vid}|{version}".encode()).hexdigest()[:12]
+    return f"{source.key}#{made_from}#{suffix}"
 
 
 def derived_headers(source: Entry, vary: str, suffix: str) -> CIMultiDict[str]:

@@ -1,0 +1,141 @@
+"""Regressions found in review; each test names what went wrong before."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from conftest import RunningEdge, Scripted, send
+
+PAGE = b"<p>" + b"pins " * 800 + b"</p>"
+
+
+async def raw(edge: RunningEdge, payload: bytes) -> bytes:
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    head = b""
+    async with asyncio.timeout(3):
+        head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return head
+
+
+async def test_a_compressed_variant_follows_the_sources_vary(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: the gzip variant of the 'en' page was served to 'fr' readers."""
+
+    async def by_language(request: web.Request) -> web.Response:
+        language = request.headers.get("Accept-Language", "none")
+        return web.Response(
+            body=f"LANG={language}".encode() + PAGE,
+            headers={
+                "Content-Type": "text/html",
+                "Cache-Control": "max-age=600",
+                "Vary": "Accept-Language",
+            },
+        )
+
+    scripted.handle("/lang", by_language)
+    for language in ("en", "fr", "en", "fr"):
+        reply = await send(
+            client,
+            edge.url + "/lang",
+            {"Accept-Language": language, "Accept-Encoding": "identity"},
+        )
+        assert reply.body.startswith(f"LANG={language}".encode())
+        gz = await send(
+            client, edge.url + "/lang", {"Accept-Language": language, "Accept-Encoding": "gzip"}
+        )
+        import gzip
+
+        assert gzip.decompress(gz.body).startswith(f"LANG={language}".encode())
+
+
+async def test_an_unsafe_request_also_retires_the_sources_variants(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: after a POST, the old gzip variant was still served as a fresh hit."""
+    version = {"n": 1}
+
+    async def mutable(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            version["n"] += 1
+            return web.Response(text="ok")
+        return web.Response(
+            body=f"VERSION={version['n']}".encode() + PAGE,
+            headers={"Content-Type": "text/html", "Cache-Control": "max-age=600"},
+        )
+
+    scripted.handle("/mutable", mutable)
+    import gzip
+
+    first = await send(client, edge.url + "/mutable", {"Accept-Encoding": "gzip"})
+    assert gzip.decompress(first.body).startswith(b"VERSION=1")
+    await send(client, edge.url + "/mutable", method="POST", data=b"x")
+    after = await send(client, edge.url + "/mutable", {"Accept-Encoding": "gzip"})
+    assert gzip.decompress(after.body).startswith(b"VERSION=2")
+
+
+async def test_a_fragment_in_the_target_is_refused_and_cannot_take_a_variants_key(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: GET /page#enc=gzip stored the plain page under the gzip variant's key."""
+    scripted.reply(
+        "/frag", PAGE, headers={"Content-Type": "text/html", "Cache-Control": "max-age=60"}
+    )
+    head = await raw(edge, b"GET /frag#enc=gzip HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    reply = await send(client, edge.url + "/frag", {"Accept-Encoding": "gzip"})
+    assert reply.headers.get("Content-Encoding") == "gzip"
+
+
+async def test_a_hit_on_a_response_that_came_with_age_carries_one_age(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: the hit path sent the upstream Age and its own (RFC 9111 §5.1)."""
+    scripted.reply("/aged", b"x", headers={"Cache-Control": "max-age=600", "Age": "5"})
+    await send(client, edge.url + "/aged")
+    reply = await send(client, edge.url + "/aged")
+    assert reply.hit
+    assert len(reply.headers.getall("Age")) == 1 and int(reply.headers["Age"]) >= 5
+
+
+async def test_an_absolute_form_target_is_routed_by_its_authority_on_every_path(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: the hit path keyed on Host and served a hit the general path refuses."""
+    scripted.reply("/abs", b"x", headers={"Cache-Control": "max-age=600"})
+    await send(client, edge.url + "/abs")
+    head = await raw(edge, b"GET http://elsewhere.test/abs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 421")
+
+
+async def test_a_collapsed_follower_never_gets_another_vary_variant_after_a_304(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: an 'fr' reader waiting on an 'en' revalidation was handed 'en'."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.5)
+        language = request.headers.get("Accept-Language", "none")
+        headers = {
+            "Cache-Control": "max-age=1",
+            "Vary": "Accept-Language",
+            "ETag": f'"{language}"',
+        }
+        if request.headers.get("If-None-Match") == f'"{language}"':
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=f"LANG={language}".encode(), headers=headers)
+
+    scripted.handle("/slowvary", slow)
+    await send(client, edge.url + "/slowvary", {"Accept-Language": "en"})
+    await asyncio.sleep(1.2)
+    en = asyncio.create_task(send(client, edge.url + "/slowvary", {"Accept-Language": "en"}))
+    await asyncio.sleep(0.1)
+    fr = await send(client, edge.url + "/slowvary", {"Accept-Language": "fr"})
+    assert fr.body == b"LANG=fr"
+    assert (await en).body == b"LANG=en"
