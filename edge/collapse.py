@@ -47,8 +47,15 @@ class Fill:
         self.stored = False
         self.request_headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
         self.followers = 0
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes | None] = []  # None: read by every reader, let go
         self.received = 0
+        # Once a body is too large to store it is no longer kept whole: chunks every
+        # reader has passed are dropped, and the fetch waits while the slowest
+        # reader is more than OVERSIZED_WINDOW behind.
+        self.oversized = False
+        self.held = 0
+        self.positions: dict[object, int] = {}
+        self._consumed = asyncio.Event()
         self.done = False
         self.body_error: BaseException | None = None
         self._settled = asyncio.Event()
@@ -91,7 +98,26 @@ class Fill:
     def feed(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
         self.received += len(chunk)
+        self.held += len(chunk)
         self._wake()
+
+    def let_go(self) -> None:
+        """Drop the chunks every reader has passed (an oversized body's memory)."""
+        self.oversized = True
+        upto = min(self.positions.values(), default=len(self.chunks))
+        for index in range(upto):
+            chunk = self.chunks[index]
+            if chunk is None:
+                continue
+            self.held -= len(chunk)
+            self.chunks[index] = None
+
+    async def until_read(self, window: int) -> None:
+        """Wait while more than `window` bytes wait for the slowest reader."""
+        while self.positions and self.held > window:
+            self._consumed.clear()
+            await self._consumed.wait()
+            self.let_go()
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
@@ -102,20 +128,35 @@ class Fill:
 
     async def body(self) -> AsyncIterator[bytes]:
         """Every chunk from the first, waiting for more until the fetch ends."""
+        reader = object()
         index = 0
-        while True:
-            while index < len(self.chunks):
-                yield self.chunks[index]
-                index += 1
-            if self.done:
-                if self.body_error is not None:
-                    raise self.body_error
-                return
-            await self._progress.wait()
+        self.positions[reader] = 0
+        try:
+            while True:
+                while index < len(self.chunks):
+                    chunk = self.chunks[index]
+                    if chunk is None:
+                        raise TruncatedFill("this reader joined after the body was let go")
+                    yield chunk
+                    index += 1
+                    self.positions[reader] = index
+                    self._consumed.set()
+                if self.done:
+                    if self.body_error is not None:
+                        raise self.body_error
+                    return
+                await self._progress.wait()
+        finally:
+            del self.positions[reader]
+            self._consumed.set()
 
     def _wake(self) -> None:
         self._progress.set()
         self._progress = asyncio.Event()
+
+
+class TruncatedFill(Exception):
+    """A reader that came too late for an oversized body's first chunks."""
 
 
 class CollapseTable:
@@ -129,7 +170,8 @@ class CollapseTable:
     def acquire(self, key: str) -> tuple[Fill, bool]:
         """(fill, True) if the caller leads a new fetch, (fill, False) if it should wait."""
         fill = self._fills.get(key)
-        if fill is not None and fill.outcome in (None, Outcome.STREAM) and not fill.done:
+        joinable = fill is not None and not fill.oversized and not fill.done
+        if fill is not None and joinable and fill.outcome in (None, Outcome.STREAM):
             fill.followers += 1
             self.collapsed += 1
             return fill, False

@@ -12,6 +12,7 @@ built from a CacheStatus record the stages fill in, never by hand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -27,7 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from pinedge.edge.cachecontrol import Directives, request_directives, response_directives
-from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome
+from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome, TruncatedFill
 from pinedge.edge.config import EdgeConfig, SiteConfig
 from pinedge.edge.deliver import Delivery, FileBody, Wire, error_response
 from pinedge.edge.entry import Entry, FreshnessSettings
@@ -77,6 +78,7 @@ FAST_PATH_BLOCKERS = frozenset(
     )
 )
 FAST_KEYS_MAX = 65536
+OVERSIZED_WINDOW = 4 * 1024 * 1024  # bytes a too-large body may run ahead of its reader
 FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
 PLAIN_MAX = 4096  # larger requests go to the general parser and its limits
 FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
@@ -608,6 +610,13 @@ class Edge:
                 if storing and fill.received > limit:
                     storing = False
                     self.metrics.not_stored.inc("too-large")
+                if not storing:
+                    # Too large to store: keep only what the readers still need,
+                    # and read no faster than the slowest of them.
+                    fill.let_go()
+                    await fill.until_read(OVERSIZED_WINDOW)
+                    if not fill.positions:
+                        break  # nobody is reading and nothing will be stored
         except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
             err = body_error(exc)
             self.metrics.upstream_errors.inc(plan.route.site.name, err.detail)
@@ -843,13 +852,21 @@ class Edge:
         so the client sees a truncated response rather than a complete wrong one."""
         sent = 0
         try:
-            async for chunk in chunks:
-                await response.write(chunk)
-                sent += len(chunk)
+            # A fill's body is an async generator: close it, so the fill sees its
+            # reader leave even when the client went away mid-body.
+            closing = (
+                contextlib.aclosing(chunks)  # type: ignore[type-var]
+                if hasattr(chunks, "aclose")
+                else contextlib.nullcontext()
+            )
+            async with closing:
+                async for chunk in chunks:
+                    await response.write(chunk)
+                    sent += len(chunk)
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass
-        except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
+        except (aiohttp.ClientError, TimeoutError, UpstreamError, TruncatedFill) as exc:
             log.warning(
                 "%s %s: upstream body broke off after %d bytes: %r",
                 request.method,

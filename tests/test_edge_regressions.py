@@ -139,3 +139,36 @@ async def test_a_collapsed_follower_never_gets_another_vary_variant_after_a_304(
     fr = await send(client, edge.url + "/slowvary", {"Accept-Language": "fr"})
     assert fr.body == b"LANG=fr"
     assert (await en).body == b"LANG=en"
+
+
+async def test_a_body_too_large_to_store_reaches_a_slow_reader_whole_and_is_not_kept(
+    scripted: Scripted, start_edge: object, client: aiohttp.ClientSession
+) -> None:
+    """Before: a body past max_object_size was still buffered whole in memory, as fast
+    as the origin sent it. Now it streams at the slowest reader's pace; every byte
+    still arrives, and nothing is stored."""
+    import hashlib
+    import os
+
+    payload = os.urandom(6 * 1024 * 1024)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Cache-Control": "max-age=600"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(payload), 256 * 1024):
+            await response.write(payload[start : start + 256 * 1024])
+        await response.write_eof()
+        return response
+
+    scripted.handle("/huge", chunked)
+    edge = await start_edge(scripted.url, max_object_size="1MiB")  # type: ignore[operator]
+    digest = hashlib.sha256()
+    async with client.get(edge.url + "/huge") as response:
+        async for part in response.content.iter_chunked(512 * 1024):
+            digest.update(part)
+            await asyncio.sleep(0.005)
+    assert digest.digest() == hashlib.sha256(payload).digest()
+    again = await send(client, edge.url + "/huge")
+    assert not again.hit and len(again.body) == len(payload)
+    assert scripted.hits["/huge"] == 2
