@@ -35,6 +35,7 @@ class EdgeConnection(RequestHandler):
     limits = ""
     fast_hit: FastHit | None = None
     fast_hit_bytes: Callable[[bytes], list[bytes | FileBody] | None] | None = None
+    count_error: Callable[[int], None] | None = None
     _parser_used = False
     _socket_fd = -1
     _socket: socket.socket | None = None
@@ -166,6 +167,8 @@ class EdgeConnection(RequestHandler):
         else:
             reason = "malformed request: " + str(exc.message).splitlines()[0][:120]
         log.info("%s: %d %s", request.remote, status, reason)
+        if self.count_error is not None:
+            self.count_error(status)
         headers = CIMultiDict(
             {
                 "Content-Type": "text/plain; charset=utf-8",
@@ -189,6 +192,7 @@ class EdgeHTTPServer(web.Server):
         limits: str,
         fast_hit: FastHit | None,
         fast_hit_bytes: Callable[[bytes], list[bytes | FileBody] | None] | None = None,
+        count_error: Callable[[int], None] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
@@ -197,6 +201,7 @@ class EdgeHTTPServer(web.Server):
             "limits": limits,
             "fast_hit": staticmethod(fast_hit),
             "fast_hit_bytes": staticmethod(fast_hit_bytes) if fast_hit_bytes else None,
+            "count_error": staticmethod(count_error) if count_error else None,
         }
         self.connection_class = type("Connection", (EdgeConnection,), attributes)
 

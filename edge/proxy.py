@@ -325,6 +325,10 @@ class Edge:
         derived = self.store.variants(derived_key(source, suffix))
         return derived[0] if derived else None
 
+    def count_parse_error(self, status: int) -> None:
+        """A request the parser refused is still a request answered (with an error)."""
+        self.metrics.requests.inc("error", f"{status // 100}xx")
+
     def count_fast_hits(self) -> None:
         """Fold the hit path's plain counters into the metrics (run when scraped)."""
         hits, self.fast_hits = self.fast_hits, {}

@@ -84,6 +84,7 @@ class EdgeServer:
             f"{config.max_header_size} bytes",
             self.edge.fast_hit if config.fast_path else None,
             self.edge.fast_hit_bytes if config.fast_path else None,
+            self.edge.count_parse_error,
             max_line_size=config.max_request_line,
             max_field_size=config.max_header_size,
             auto_decompress=False,

@@ -172,3 +172,13 @@ async def test_a_body_too_large_to_store_reaches_a_slow_reader_whole_and_is_not_
     again = await send(client, edge.url + "/huge")
     assert not again.hit and len(again.body) == len(payload)
     assert scripted.hits["/huge"] == 2
+
+
+async def test_requests_the_parser_refuses_are_counted_as_errors(
+    edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: malformed requests got their 400 but never showed in the metrics."""
+    head = await raw(edge, b"GARBAGE\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") or head.startswith(b"HTTP/1.0 400")
+    metrics = await edge.metrics(client)
+    assert 'pinedge_requests_total{cache="error",code="4xx"} 1' in metrics
