@@ -56,6 +56,7 @@ class Entry:
     file: tuple[int, int] | None = field(default=None, init=False)
     # "image" or "text" when answers are variants of this entry (variants.py)
     kind: str | None = field(default=None, init=False)
+    used: bool = field(default=False, init=False)  # hit since the worker last looked
 
     def __post_init__(self) -> None:
         self.vid = variant_id(self.key, self.vary_names, self.vary_values)

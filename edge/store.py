@@ -120,6 +120,7 @@ class SharedStore:
         return entries
 
     def hit(self, entry: Entry) -> None:
+        entry.used = True
         hits = self.pending_hits
         hits[entry.vid] = hits.get(entry.vid, 0) + 1
 
@@ -199,6 +200,13 @@ class SharedStore:
         while self.local_size > self.local_budget and self.resident:
             oldest, _ = self.resident.popitem(last=False)
             victim = self.local[oldest]
+            if victim.entries and any(e.used for e in victim.entries) and oldest != key:
+                # Used since it came in or was last passed over: a second chance (CLOCK),
+                # so hot bodies stay without reordering anything on the hit path.
+                for entry in victim.entries:
+                    entry.used = False
+                self.resident[oldest] = None
+                continue
             self.local_size -= victim.size
             _close_files(victim.entries)
             victim.entries, victim.size = None, 0
