@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import shutil
 import signal
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from pinedge.edge.store import SharedStore
 
 log = logging.getLogger("pinedge.edge")
 
+SHM_RESERVE = 8 * 1024 * 1024  # the generation table and other shared memory
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerContext:
@@ -39,7 +42,26 @@ def store_location(config: EdgeConfig) -> tuple[Path, int, bool]:
     """(directory, byte budget, persistent) of the node's store."""
     if config.cache_dir is not None:
         return Path(config.cache_dir), config.cache_disk, True
-    return memory_root(config.name), config.cache_mem, False
+    root = memory_root(config.name)
+    return root, memory_budget(root, config.cache_mem), False
+
+
+def memory_budget(root: Path, wanted: int) -> int:
+    """`wanted`, or what the memory filesystem can hold if that is less (a
+    container's /dev/shm is 64 MB unless it is given more), with a warning."""
+    stats = os.statvfs(root.parent)
+    room = int(stats.f_blocks * stats.f_frsize * 0.9) - SHM_RESERVE
+    if room >= wanted:
+        return wanted
+    log.warning(
+        "cache_mem is %d bytes but %s holds only %d: using %d (give the container "
+        "more with --shm-size, or use --cache-dir)",
+        wanted,
+        root.parent,
+        room + SHM_RESERVE,
+        max(room, 0),
+    )
+    return max(room, 0)
 
 
 class EdgeServer:
