@@ -9,7 +9,13 @@ function countLoaded() {
     const done = images.filter((img) => img.complete && img.naturalWidth > 0).length;
     out.textContent = `${done}/${images.length} images loaded`;
   };
-  images.forEach((img) => img.addEventListener("load", show));
+  // The blurred placeholder behind an image goes once the image is in, so it
+  // never shows through transparent pixels.
+  const clear = (img) => { img.style.backgroundImage = "none"; };
+  images.forEach((img) => {
+    if (img.complete && img.naturalWidth > 0) clear(img);
+    img.addEventListener("load", () => { clear(img); show(); });
+  });
   show();
 }
 
