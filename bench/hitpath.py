@@ -21,16 +21,13 @@ With `--workers-run` it repeats 3-6 with pinedge `--workers 2` against nginx
 from __future__ import annotations
 
 import argparse
-import contextlib
 import grp
-import http.client
 import json
 import os
 import pwd
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +36,8 @@ import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from procs import BenchError, Server, free_ports, http_get, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 NGINX = "/usr/sbin/nginx"
@@ -50,10 +49,6 @@ MB = 1000 * 1000
 # Issue 3, "Targets": minimum ratio pinedge/nginx in hits per second, by object size.
 REQS_TARGET = {1 * KiB: 1.0, 50 * KiB: 1.0, 1 * MiB: 0.8}
 RSS_ALLOWANCE = 80 * MB  # peak RSS per worker may exceed the memory budget by this much
-
-
-class BenchError(Exception):
-    """Set-up failed (a server did not start, or a warmed object is not a hit)."""
 
 
 # ---------------------------------------------------------------------------- sizes
@@ -90,20 +85,6 @@ def size_label(size: int) -> str:
 
 
 # ---------------------------------------------------------------------------- processes
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out on loopback; all held open together so they differ."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def proc_stat_ppid(pid: int) -> int | None:
@@ -153,100 +134,6 @@ def proc_memory(pid: int) -> dict[str, int]:
         if name in wanted:
             out[name] = int(value.split()[0]) * KiB  # the kernel reports kB (KiB)
     return out
-
-
-class Server:
-    """A server started in its own session, so that it and its children stop together."""
-
-    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict | None = None):
-        self.name = name
-        self.argv = argv
-        self.log_path = workdir / f"{name}.stderr"
-        self.proc: subprocess.Popen | None = None
-        self.env = env
-
-    def start(self) -> None:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=self.env,
-        )
-        log.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def output(self, limit: int = 4000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return text[-limit:].strip()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout)
-        # Whatever is left in the group (a child that ignored SIGTERM, or outlived its
-        # parent) goes now.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-
-
-def wait_http(
-    server: Server, port: int, path: str, timeout: float = 30.0, any_status: bool = False
-) -> None:
-    """Until GET path answers 200 (or anything, with any_status), the server exits, or time
-    runs out."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        code = server.exited()
-        if code is not None:
-            raise BenchError(
-                f"{server.name} exited with status {code} during start-up:\n"
-                + textwrap.indent(server.output() or "(no output)", "    ")
-            )
-        try:
-            status, _, _ = http_get(port, path, timeout=2.0)
-            if status == 200 or any_status:
-                return
-            last = f"status {status}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise BenchError(
-        f"{server.name} not ready on port {port} after {timeout:.0f}s ({last}):\n"
-        + textwrap.indent(server.output() or "(no output)", "    ")
-    )
-
-
-def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """One GET on a fresh connection (so that with SO_REUSEPORT it may land on any worker)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        headers = {k.lower(): v for k, v in resp.getheaders()}
-        return resp.status, headers, body
-    finally:
-        conn.close()
 
 
 def ensure_tool(path_or_name: str, package: str) -> str:

@@ -38,7 +38,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,12 +47,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import PIL
 import pyvips
+from procs import BenchError, Server, free_ports, http_get, wait_http
 
 from pinedge.edge.images import Format, Limits, Result, Settings, Variant, probe, transform
 from pinedge.edge.images.model import DEFAULT_ENGINES
@@ -103,10 +102,6 @@ BYTES_FORMATS = (Format.AVIF, Format.WEBP, Format.JPEG)
 DEMO_TARGET = 0.40
 CHROMIUM_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 VIEWPORT = (1280, 900)
-
-
-class BenchError(Exception):
-    """A set-up step failed: a server did not start, or a response was not what was asked."""
 
 
 # ---------------------------------------------------------------------------- output
@@ -164,115 +159,6 @@ def verdict(ok: bool) -> str:
 
 
 # ---------------------------------------------------------------------------- processes
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-class Server:
-    """A process started in its own session, so that it and its children stop together."""
-
-    running: ClassVar[list[Server]] = []
-
-    def __init__(
-        self, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
-    ) -> None:
-        self.name = name
-        self.argv = argv
-        self.log_path = workdir / f"{name}.log"
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Server:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=self.env,
-                cwd=REPO,
-            )
-        Server.running.append(self)
-        return self
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def output(self, limit: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:].strip()
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever outlived the parent
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        if self in Server.running:
-            Server.running.remove(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for server in reversed(list(cls.running)):
-            server.stop()
-
-
-def http_get(
-    port: int, target: str, headers: dict[str, str] | None = None, timeout: float = 30.0
-) -> tuple[int, dict[str, str], bytes]:
-    """One GET on a new connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", target, headers=headers or {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
-
-
-def wait_http(server: Server, port: int, target: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        code = server.exited()
-        if code is not None:
-            raise BenchError(
-                f"{server.name} exited with status {code} while starting:\n"
-                + textwrap.indent(server.output() or "(no output)", "    ")
-            )
-        try:
-            status, _, _ = http_get(port, target, timeout=2.0)
-            if status == 200:
-                return
-            last = f"status {status}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise BenchError(
-        f"{server.name} not ready on port {port} after {timeout:.0f}s ({last}):\n"
-        + textwrap.indent(server.output() or "(no output)", "    ")
-    )
 
 
 def pinedge_argv() -> list[str]:
