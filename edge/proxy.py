@@ -40,10 +40,9 @@ from pinedge.edge.freshness import (
     stale_if_error,
 )
 from pinedge.edge.headers import with_via, without_hop_by_hop
-from pinedge.edge.images.model import format_of_content_type
 from pinedge.edge.key import check_target, primary_key, split_host
 from pinedge.edge.metrics import EdgeMetrics
-from pinedge.edge.negotiate import ACCEPT_CH, compressible
+from pinedge.edge.negotiate import ACCEPT_CH
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.owner import StoreOwner
 from pinedge.edge.status import CacheStatus, Fwd
@@ -684,7 +683,7 @@ class Edge:
         self, request: web.Request, route: Route, entry: Entry, status: CacheStatus, now: float
     ) -> web.StreamResponse:
         """Answer from a usable stored response: itself, or its variant for this request."""
-        if request.method in ("GET", "HEAD") and self.variants.derivable(entry):
+        if request.method in ("GET", "HEAD") and entry.kind is not None:
             return await self.variants.respond(request, route.params, entry, status)
         return self.deliver(request, entry, status, now)
 
@@ -774,7 +773,8 @@ class Edge:
         code = self.delivery.precondition(request, head.headers, head.status)
         if code is not None:
             return self.delivery.not_modified(code, head.headers, status, upstream_age(head))
-        if head.status == 200 and ("Range" in request.headers or self.variants_wanted(head)):
+        wants_variant = self.variants.kind_of_type(head.headers) is not None
+        if head.status == 200 and ("Range" in request.headers or wants_variant):
             # Ranges and variants are cut from the stored source: wait until it is.
             async for _chunk in fill.body():
                 pass
@@ -788,16 +788,6 @@ class Edge:
         await response.prepare(request)
         await self.copy_body(request, response, fill.body(), status)
         return response
-
-    def variants_wanted(self, head: Head) -> bool:
-        """Whether a response with this head, once stored, is answered by variants."""
-        headers = head.headers
-        if "Content-Encoding" in headers:
-            return False
-        content_type = headers.get("Content-Type")
-        if self.config.images and format_of_content_type(content_type) is not None:
-            return True
-        return self.config.compression and compressible(content_type)
 
     # ── pass: anything not served from or stored in the cache ───────────────
 

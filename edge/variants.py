@@ -117,22 +117,30 @@ class Variants:
     def kind(self, entry: Entry) -> str | None:
         """ "image" or "text" when answers from `entry` are variants chosen per
         request (by Accept or Accept-Encoding); None when it is sent as it is."""
-        if entry.status != 200 or "#" in entry.key or "Content-Encoding" in entry.headers:
+        if entry.status != 200 or "#" in entry.key:
             return None
-        content_type = entry.headers.get("Content-Type")
-        if self.images and format_of_content_type(content_type) is not None:
-            return "image" if "accept" not in entry.vary_names else None
+        kind = self.kind_of_type(entry.headers)
+        if kind == "image":
+            return kind if "accept" not in entry.vary_names else None
         if (
-            self.compression
-            and compressible(content_type)
+            kind == "text"
             and len(entry.body) >= self.config.compress_min_size
             and "accept-encoding" not in entry.vary_names
         ):
-            return "text"
+            return kind
         return None
 
-    def derivable(self, entry: Entry) -> bool:
-        return self.kind(entry) is not None
+    def kind_of_type(self, headers: CIMultiDictProxy[str]) -> str | None:
+        """What kind of variants a response of this content type and coding has,
+        as far as its head tells (kind() then checks the stored response itself)."""
+        if "Content-Encoding" in headers:
+            return None
+        content_type = headers.get("Content-Type")
+        if self.images and format_of_content_type(content_type) is not None:
+            return "image"
+        if self.compression and compressible(content_type):
+            return "text"
+        return None
 
     def fast_suffix(
         self,
@@ -299,7 +307,7 @@ class Variants:
                 times,
                 edge.settings,
             )
-            derived.wire = edge.delivery.wire(derived)
+            derived.wire = edge.wire(derived)
             try:
                 status.stored = fill.stored = await edge.store.put(derived)
             except OSError as exc:
