@@ -345,17 +345,13 @@ class Edge:
         remembered, since the same few URLs repeat."""
         found: tuple[str, tuple[tuple[str, str], ...]] | None = None
         if host is not None:
-            route_host = split_host(host.decode("latin-1"))
-            target = origin_form(raw_target)
             try:
-                check_target(target)
+                route = self.route(host.decode("latin-1"), raw_target)
             except EdgeError:
-                target = ""
-            if target and route_host in self.sites:
-                params: dict[str, str] = {}
-                if self.config.images:
-                    target, params = split_image_params(target, self.config.image_presets)
-                found = (primary_key("http", route_host, target), tuple(sorted(params.items())))
+                pass
+            else:
+                key = primary_key("http", route.host, route.target)
+                found = (key, tuple(sorted(route.params.items())))
         if len(raw_target) <= FAST_TARGET_MAX:
             if len(self.fast_keys) >= FAST_KEYS_MAX:
                 self.fast_keys.clear()
@@ -369,12 +365,7 @@ class Edge:
             raise EdgeError(400, "HTTP/0.9 requests are not supported", "http-version")
         if request.version >= aiohttp.HttpVersion11 and "Host" not in request.headers:
             raise EdgeError(400, "an HTTP/1.1 request needs a Host header", "no-host")
-        target = origin_form(request.raw_path)
-        check_target(target)
-        host = split_host(request.host or "")
-        site = self.sites.get(host)
-        if site is None:
-            raise EdgeError(421, f"this node does not serve the host {host!r}", "unknown-host")
+        route = self.route(request.host or "", request.raw_path)
         length = request.content_length
         if length is not None and length > self.config.max_request_body:
             raise EdgeError(
@@ -383,6 +374,17 @@ class Edge:
                 f"{self.config.max_request_body}",
                 "body-too-large",
             )
+        return route
+
+    def route(self, host_field: str, raw_target: str) -> Route:
+        """The site, host and origin-form target (less the edge's image parameters)
+        a request goes to; the same for recv and for the hit path's keys."""
+        target = origin_form(raw_target)
+        check_target(target)
+        host = split_host(host_field)
+        site = self.sites.get(host)
+        if site is None:
+            raise EdgeError(421, f"this node does not serve the host {host!r}", "unknown-host")
         params: dict[str, str] = {}
         if self.config.images:
             target, params = split_image_params(target, self.config.image_presets)
