@@ -559,7 +559,7 @@ class Edge:
             entry = stale.updated(head.headers, request_time, response_time, self.settings)
             entry.wire = self.wire(entry)
             try:
-                await self.store.replace(stale, entry)
+                await self.store.put(entry)  # same variant: replaces the stale one
             except OSError as exc:
                 self.metrics.not_stored.inc("store-error")
                 log.error("could not store the refreshed %s: %s", plan.key, exc)

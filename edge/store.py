@@ -152,9 +152,6 @@ class SharedStore:
             self._forget(entry.key)
         return True
 
-    async def replace(self, old: Entry, new: Entry) -> None:
-        await self.put(new)
-
     async def remove(self, key: str) -> int:
         self._forget(key)
         try:
