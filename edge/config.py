@@ -115,6 +115,11 @@ class EdgeConfig:
     )
     image_time_budget: float = duration_field("5s", doc="time allowed for one transform")
     avif_max_width: int = setting(1200, doc="wider variants are WebP instead of AVIF")
+    image_shared_decodes: int = size_field(
+        "64MiB",
+        doc="with several workers: decoded sources they share in memory, so each source "
+        "is decoded once for all its widths and formats (0: each worker decodes its own)",
+    )
     image_threads: int = setting(2, doc="threads transforming images (both engines free the GIL)")
     image_queue: int = setting(16, doc="transforms waiting at most; beyond, 503 with Retry-After")
     image_errors: Literal["source", "error"] = setting(

@@ -77,6 +77,30 @@ class EdgeMetrics:
                 "Stored responses removed after unsafe requests.",
             )
         )
+        self.variants = add(
+            Counter(
+                "pinedge_variants_total",
+                "Variants derived from stored sources, by kind (image, text) and result "
+                "(made, busy when the pool was full, or the error's detail).",
+                ("kind", "result"),
+            )
+        )
+        self.transform_duration = add(
+            Histogram(
+                "pinedge_transform_seconds",
+                "Time to make one variant on the transform pool, waiting included.",
+                LATENCY_BUCKETS,
+                ("kind",),
+            )
+        )
+        self.image_decodes = add(
+            Counter(
+                "pinedge_image_decodes_total",
+                "Image variants by where their pixels came from: source (decoded from "
+                "its bytes), kept (this worker's decoded copy), shared (another worker's).",
+                ("source",),
+            )
+        )
         if owner is not None:
             add_store_metrics(self.registry, owner)
         add(Gauge("pinedge_inflight_requests", "Client requests in progress.", inflight))

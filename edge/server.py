@@ -17,6 +17,7 @@ from pinedge.core.config import parse_hostport
 from pinedge.edge.admin import Admin
 from pinedge.edge.config import EdgeConfig
 from pinedge.edge.entry import Entry
+from pinedge.edge.images.pipeline import share_decodes
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.owner import Generations, StoreOwner, memory_root
 from pinedge.edge.ownerlink import LocalLink, OwnerLink
@@ -36,29 +37,49 @@ class WorkerContext:
     root: Path
     link: OwnerLink
     generations: Generations
+    decodes: tuple[Path, int] | None = None  # where workers share decoded images, and budget
 
 
-def store_location(config: EdgeConfig) -> tuple[Path, int, bool]:
-    """(directory, byte budget, persistent) of the node's store."""
+def store_location(config: EdgeConfig, reserve: int = 0) -> tuple[Path, int, bool]:
+    """(directory, byte budget, persistent) of the node's store; a store in
+    memory leaves `reserve` bytes of the memory filesystem to other uses."""
     if config.cache_dir is not None:
         return Path(config.cache_dir), config.cache_disk, True
     root = memory_root(config.name)
-    return root, memory_budget(root, config.cache_mem), False
+    return root, memory_budget(root, config.cache_mem, "cache_mem", reserve), False
 
 
-def memory_budget(root: Path, wanted: int) -> int:
+def decodes_location(config: EdgeConfig) -> tuple[Path, int] | None:
+    """(directory, byte budget) in memory where a node's workers share decoded
+    image sources; None when they cannot (no images, or turned off). At most a
+    quarter of the memory filesystem, so that the store keeps the rest."""
+    if not config.images or config.image_shared_decodes <= 0:
+        return None
+    root = memory_root(f"{config.name}-decodes")
+    room = memory_room(root)
+    budget = memory_budget(root, config.image_shared_decodes, "image_shared_decodes", room * 3 // 4)
+    return (root, budget) if budget > 0 else None
+
+
+def memory_room(root: Path) -> int:
+    """What the memory filesystem under `root` can be given, beside SHM_RESERVE."""
+    stats = os.statvfs(root.parent)
+    return int(stats.f_blocks * stats.f_frsize * 0.9) - SHM_RESERVE
+
+
+def memory_budget(root: Path, wanted: int, setting: str, reserve: int = 0) -> int:
     """`wanted`, or what the memory filesystem can hold if that is less (a
     container's /dev/shm is 64 MB unless it is given more), with a warning."""
-    stats = os.statvfs(root.parent)
-    room = int(stats.f_blocks * stats.f_frsize * 0.9) - SHM_RESERVE
+    room = memory_room(root) - reserve
     if room >= wanted:
         return wanted
     log.warning(
-        "cache_mem is %d bytes but %s holds only %d: using %d (give the container "
+        "%s is %d bytes but %s holds only %d for it: using %d (give the container "
         "more with --shm-size, or use --cache-dir)",
+        setting,
         wanted,
         root.parent,
-        room + SHM_RESERVE,
+        max(room, 0),
         max(room, 0),
     )
     return max(room, 0)
@@ -81,6 +102,8 @@ class EdgeServer:
         else:
             root, link, generations = worker.root, worker.link, worker.generations
             self.persistent = True
+            if worker.decodes is not None and config.workers > 1:
+                share_decodes(*worker.decodes)
         self.store = SharedStore(root, link, generations, config.hot_memory, self._entry)
         self.edge = Edge(config, self.store, self.owner)
         self.admin = Admin(self.edge) if worker is None else None

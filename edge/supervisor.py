@@ -30,7 +30,13 @@ from pinedge.edge.config import EdgeConfig
 from pinedge.edge.metrics import add_store_metrics
 from pinedge.edge.owner import Generations, StoreOwner
 from pinedge.edge.ownerlink import OwnerServer, RemoteLink
-from pinedge.edge.server import EdgeServer, WorkerContext, asyncio_run, store_location
+from pinedge.edge.server import (
+    EdgeServer,
+    WorkerContext,
+    asyncio_run,
+    decodes_location,
+    store_location,
+)
 
 log = logging.getLogger("pinedge.supervisor")
 
@@ -42,14 +48,25 @@ REPORT_EVERY = 1.0
 
 
 def worker_main(
-    config: EdgeConfig, root: str, socket_path: str, generations: str, log_level: str | None
+    config: EdgeConfig,
+    root: str,
+    socket_path: str,
+    generations: str,
+    decodes: tuple[Path, int] | None,
+    log_level: str | None,
 ) -> None:
     """A worker process: one EdgeServer on the shared port and the shared store."""
     logs.setup(log_level)
-    asyncio_run(_worker(config, Path(root), Path(socket_path), generations))
+    asyncio_run(_worker(config, Path(root), Path(socket_path), generations, decodes))
 
 
-async def _worker(config: EdgeConfig, root: Path, socket_path: Path, generations: str) -> None:
+async def _worker(
+    config: EdgeConfig,
+    root: Path,
+    socket_path: Path,
+    generations: str,
+    decodes: tuple[Path, int] | None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -58,7 +75,7 @@ async def _worker(config: EdgeConfig, root: Path, socket_path: Path, generations
     await link.connect()
     link.on_lost = stop.set
     shared = Generations(generations)
-    server = EdgeServer(config, WorkerContext(root, link, shared))
+    server = EdgeServer(config, WorkerContext(root, link, shared, decodes))
     await server.start()
 
     async def report() -> None:
@@ -88,7 +105,10 @@ class Supervisor:
         self.config = config
         self.reload_config = reload
         self.log_level = log_level
-        root, budget, self.persistent = store_location(config)
+        # Workers share their decoded images only when there are several of them.
+        self.decodes = decodes_location(config) if config.workers > 1 else None
+        reserve = self.decodes[1] if self.decodes is not None else 0
+        root, budget, self.persistent = store_location(config, reserve)
         self.owner = StoreOwner(root, budget, config.eviction)
         self.socket_dir = Path(tempfile.mkdtemp(prefix="pinedge-"))
         self.link_server = OwnerServer(self.owner, self.socket_dir / "owner.sock")
@@ -143,6 +163,7 @@ class Supervisor:
                 str(self.owner.root),
                 str(self.link_server.path),
                 self.owner.generations.name,
+                self.decodes,
                 self.log_level,
             ),
             name="pinedge-worker",
@@ -225,6 +246,8 @@ class Supervisor:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
         if not self.persistent:
             shutil.rmtree(self.owner.root, ignore_errors=True)
+        if self.decodes is not None:
+            shutil.rmtree(self.decodes[0], ignore_errors=True)
 
     # ── admin ────────────────────────────────────────────────────────────────
 

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageCms, ImageOps, ImageStat
+from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
 
 from pinedge.edge.images import (
     CONTENT_TYPES,
@@ -294,6 +294,17 @@ def test_a_png_with_alpha_keeps_it_and_never_becomes_jpeg(engine: str, fmt: Form
     alpha = image.convert("RGBA").getchannel("A")
     assert alpha.getextrema() == (0, 255)
     assert alpha.getpixel((1, 1)) == 0  # the corner stays transparent
+
+
+def test_webp_alpha_is_within_a_level_of_the_lossless_png_alpha(engine: str) -> None:
+    # WebP's alpha plane is quantised (webp_alpha_quality 80) to halve encoding time:
+    # no pixel's transparency may move by more than one level of 255.
+    _, webp = make(read(ALPHA_PNG), engine, Format.WEBP, 736)
+    _, lossless = make(read(ALPHA_PNG), engine, Format.PNG, 736)
+    alpha = webp.convert("RGBA").getchannel("A")
+    reference = lossless.convert("RGBA").getchannel("A")
+    _, high = ImageChops.difference(alpha, reference).getextrema()
+    assert high <= 1
 
 
 @pytest.mark.parametrize(("colour_type", "channels"), [(2, 3), (0, 1)], ids=["rgb", "grey"])

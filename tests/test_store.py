@@ -263,15 +263,19 @@ async def test_a_worker_reporting_thousands_of_distinct_hits_at_once_keeps_runni
         assert (await send(client, node.url + "/many/7")).hit
 
 
-async def test_two_workers_make_a_requested_image_variant_once(
-    scripted: Scripted, client: aiohttp.ClientSession
-) -> None:
-    photo = (Path(__file__).parent.parent / "origin" / "photos" / "retina.jpg").read_bytes()
+def serve_photo(scripted: Scripted, name: str) -> None:
+    photo = (Path(__file__).parent.parent / "origin" / "photos" / name).read_bytes()
     scripted.reply(
-        "/img/retina.jpg",
+        f"/img/{name}",
         photo,
         headers={"Content-Type": "image/jpeg", "Cache-Control": "max-age=600"},
     )
+
+
+async def test_two_workers_make_a_requested_image_variant_once(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    serve_photo(scripted, "retina.jpg")
     async with running_node(client, scripted.url, workers=2) as node:
         await send(client, node.url + "/img/retina.jpg", {"Accept": "image/jpeg"})
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -285,3 +289,34 @@ async def test_two_workers_make_a_requested_image_variant_once(
         assert len({r.body for r in replies}) == 1
         assert sum(1 for r in replies if r.cache.get("detail") == "transformed") == 1
     assert scripted.hits["/img/retina.jpg"] == 1
+
+
+async def test_two_workers_decode_a_source_once_for_all_its_widths_and_formats(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    serve_photo(scripted, "retina.jpg")
+    wanted = [(w, fm) for w in (236, 474, 736) for fm in ("webp", "jpeg", "avif")]
+    async with running_node(client, scripted.url, workers=2) as node:
+        await send(client, node.url + "/img/retina.jpg")
+        connector = aiohttp.TCPConnector(force_close=True)  # a new connection each: both workers
+        async with aiohttp.ClientSession(connector=connector) as fresh:
+            for width, fmt in wanted:
+                reply = await send(fresh, f"{node.url}/img/retina.jpg?w={width}&fm={fmt}")
+                assert reply.status == 200 and reply.cache.get("detail") == "transformed"
+                assert reply.headers["Content-Type"] == f"image/{fmt}"
+        # Workers report their metrics to the supervisor every second.
+        async with asyncio.timeout(10):
+            while True:
+                async with client.get(node.admin + "/metrics") as response:
+                    text = await response.text()
+                counts = re.findall(
+                    r'^pinedge_image_decodes_total{source="(\w+)"} (\S+)$', text, re.M
+                )
+                decodes = {source: float(count) for source, count in counts}
+                if sum(decodes.values()) >= len(wanted):
+                    break
+                await asyncio.sleep(0.2)
+    assert decodes.get("source", 0) == 1
+    assert decodes.get("kept", 0) + decodes.get("shared", 0) == len(wanted) - 1
+    made = re.search(r'^pinedge_variants_total{kind="image",result="made"} (\S+)$', text, re.M)
+    assert made and float(made.group(1)) == len(wanted)

@@ -13,7 +13,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache, wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pyvips
 from PIL import Image, ImageCms, ImageFilter, ImageSequence
@@ -184,6 +184,42 @@ def resize(frames: Frames, width: int) -> Frames:
     return frames.each(one)
 
 
+def prepare(frames: Frames, width: int) -> Frames:
+    """The frames at most `width` wide, without the source's metadata (the
+    fields the steps need are kept beside them)."""
+    ready = shrink(frames, width)
+    for image in ready.images:
+        image.info.clear()
+    return ready
+
+
+def bytes_of(frames: Frames) -> int:
+    return sum(image.width * image.height * len(image.getbands()) for image in frames.images)
+
+
+def shrink(frames: Frames, width: int) -> Frames:
+    """Frames made `width` wide (never wider than they are)."""
+    return frames if width_of(frames) <= width else resize(frames, width)
+
+
+def width_of(frames: Frames) -> int:
+    return frames.images[0].width
+
+
+def to_raw(frames: Frames) -> tuple[dict[str, Any], bytes]:
+    """A prepared still image as its pixels and what it takes to read them back."""
+    image = frames.images[0]
+    meta = {"mode": image.mode, "width": image.width, "height": image.height}
+    return meta | {"copyright": frames.copyright}, image.tobytes()
+
+
+@_translated
+def from_raw(meta: dict[str, Any], pixels: memoryview) -> Frames:
+    mode, size = meta["mode"], (meta["width"], meta["height"])
+    image = Image.frombuffer(mode, size, pixels, "raw", mode, 0, 1)
+    return Frames([image], [], 0, 1, None, meta.get("copyright"))
+
+
 def blur(frames: Frames, sigma: float) -> Frames:
     return frames.each(lambda image: image.filter(ImageFilter.GaussianBlur(sigma)))
 
@@ -222,6 +258,7 @@ def encode(
             out,
             "WEBP",
             quality=settings.webp_quality,
+            alpha_quality=settings.webp_alpha_quality,
             method=settings.webp_effort,
             exif=exif,
             **options,

@@ -9,12 +9,14 @@ functions, so a step is one line.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from pinedge.edge.images import pillow, vips
@@ -28,14 +30,17 @@ from pinedge.edge.images.model import (
     timeout,
 )
 from pinedge.edge.images.probe import probe
+from pinedge.edge.images.shared import SharedDecodes
 
 LQIP_WIDTH = 24
 # A source decoded for one variant is kept, upright, sRGB and 8-bit, at up to
-# this width, so its other widths and formats skip the decode (libvips images
-# are immutable and safe to share between the pool's threads).
+# this width, so its other widths and formats skip the decode (decoded images
+# are only read once kept, so the pool's threads can share them).
 PREPARED_WIDTH = 1200
 PREPARED_MIN_WIDTH = 736
 PREPARED_BYTES = 64 * 1024 * 1024
+
+PreparedKey = tuple[str, int, int]
 
 
 class Prepared:
@@ -45,7 +50,7 @@ class Prepared:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
-        self.images: OrderedDict[tuple[int, int], tuple[Any, int]] = OrderedDict()
+        self.images: OrderedDict[PreparedKey, tuple[Any, int]] = OrderedDict()
         self.lock = threading.Lock()
 
     def clear(self) -> None:
@@ -53,7 +58,7 @@ class Prepared:
             self.images.clear()
             self.size = 0
 
-    def get(self, key: tuple[int, int]) -> Any:
+    def get(self, key: PreparedKey) -> Any:
         with self.lock:
             found = self.images.get(key)
             if found is None:
@@ -61,7 +66,7 @@ class Prepared:
             self.images.move_to_end(key)
             return found[0]
 
-    def put(self, key: tuple[int, int], image: Any, size: int) -> None:
+    def put(self, key: PreparedKey, image: Any, size: int) -> None:
         if size > self.budget:
             return
         with self.lock:
@@ -76,14 +81,23 @@ class Prepared:
 
 
 PREPARED = Prepared(PREPARED_BYTES)
+# Set in each worker of a node with several (share_decodes): the workers' decodes.
+SHARED: SharedDecodes | None = None
 
 
-def prepared_key(job: Job) -> tuple[int, int] | None:
-    """The decoded-source cache key for jobs that can use it: still images through
-    libvips at up to PREPARED_WIDTH."""
-    if job.engine is not vips or job.pages != 1 or job.width > PREPARED_WIDTH:
+def share_decodes(root: Path | None, budget: int) -> None:
+    """Share decoded sources with the node's other workers through files under
+    `root` (None: keep them to this process)."""
+    global SHARED
+    SHARED = SharedDecodes(root, budget) if root is not None and budget > 0 else None
+
+
+def prepared_key(job: Job) -> PreparedKey | None:
+    """The decoded-source cache key for jobs that can use it: still images at up
+    to PREPARED_WIDTH. Each engine keeps its own decodes."""
+    if job.pages != 1 or job.width > PREPARED_WIDTH:
         return None
-    return zlib.crc32(job.data), len(job.data)
+    return job.engine.NAME, zlib.crc32(job.data), len(job.data)
 
 
 def prepared_width(job: Job) -> int:
@@ -102,6 +116,12 @@ class Engine(Protocol):
     NAME: str
 
     def load(self, data: bytes, info: SourceInfo, width: int, pages: int) -> Any: ...
+    def prepare(self, image: Any, width: int) -> Any: ...
+    def bytes_of(self, image: Any) -> int: ...
+    def shrink(self, image: Any, width: int) -> Any: ...
+    def width_of(self, image: Any) -> int: ...
+    def to_raw(self, image: Any) -> tuple[dict[str, Any], bytes]: ...
+    def from_raw(self, meta: dict[str, Any], pixels: memoryview) -> Any: ...
     def autorotate(self, image: Any) -> Any: ...
     def to_srgb(self, image: Any) -> Any: ...
     def to_8bit(self, image: Any) -> Any: ...
@@ -132,7 +152,9 @@ class Job:
     engine: Engine = field(init=False)
     image: Any = field(init=False)
     prepared: bool = False  # the image came from PREPARED: upright, sRGB, 8-bit
-    prepared_key: tuple[int, int] | None = None
+    prepared_key: PreparedKey | None = None
+    decoded: str = "source"  # where the pixels came from: source, kept or shared
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     encoded: tuple[bytes, int, int] = field(init=False)
 
 
@@ -142,12 +164,13 @@ Step = Callable[[Job], Result | None]
 def transform(data: bytes, variant: Variant, limits: Limits, settings: Settings) -> Result:
     """The variant of `data`; raises ImageError (413, 415, 422, 504) when it cannot."""
     job = Job(data, variant, limits, settings, time.monotonic() + limits.time_budget)
-    for step in STEPS:
-        result = step(job)
-        if result is not None:
-            return result
-        if time.monotonic() > job.deadline:
-            raise timeout(log=f"over {limits.time_budget}s after {step.__name__}")
+    with job.held:
+        for step in STEPS:
+            result = step(job)
+            if result is not None:
+                return result
+            if time.monotonic() > job.deadline:
+                raise timeout(log=f"over {limits.time_budget}s after {step.__name__}")
     raise AssertionError("the last step returns a Result")
 
 
@@ -184,16 +207,47 @@ def pick_engine(job: Job) -> None:
 
 def load(job: Job) -> None:
     key = prepared_key(job)
-    if key is not None:
-        ready = PREPARED.get(key)
-        if ready is not None and ready.width >= job.width:
-            job.image = vips.shrink(ready, job.width)
-            job.prepared = True
-            return
-        job.prepared_key = key
-        job.image = job.engine.load(job.data, job.info, prepared_width(job), 1)
+    if key is None:
+        job.image = job.engine.load(job.data, job.info, job.width, job.pages)
         return
-    job.image = job.engine.load(job.data, job.info, job.width, job.pages)
+    if take_prepared(job, key):
+        return
+    shared = shared_for(job)
+    # Another worker (or thread) may be decoding this source: wait for its copy.
+    waited = shared is not None and job.held.enter_context(
+        shared.turn(shared_name(key), job.deadline)
+    )
+    if waited and take_prepared(job, key):
+        return
+    job.prepared_key = key
+    job.image = job.engine.load(job.data, job.info, prepared_width(job), 1)
+
+
+def take_prepared(job: Job, key: PreparedKey) -> bool:
+    """Start from a kept decode of the source wide enough for the job, if any."""
+    engine = job.engine
+    ready, job.decoded = PREPARED.get(key), "kept"
+    if ready is None or engine.width_of(ready) < job.width:
+        shared = shared_for(job)
+        ready = shared.get(shared_name(key), engine.from_raw) if shared is not None else None
+        if ready is None or engine.width_of(ready) < job.width:
+            job.decoded = "source"
+            return False
+        PREPARED.put(key, ready, engine.bytes_of(ready))
+        job.decoded = "shared"
+    job.image = engine.shrink(ready, job.width)
+    job.prepared = True
+    return True
+
+
+def shared_for(job: Job) -> SharedDecodes | None:
+    # The raw pixels carry no metadata; a copyright to keep stays with each worker.
+    return None if job.settings.keep_copyright else SHARED
+
+
+def shared_name(key: PreparedKey) -> str:
+    engine, crc, length = key
+    return f"{engine}-{crc:08x}-{length}"
 
 
 def autorotate(job: Job) -> None:
@@ -210,10 +264,17 @@ def to_8bit(job: Job) -> None:
     if job.prepared:
         return
     job.image = job.engine.to_8bit(job.image)
-    if job.prepared_key is not None:
-        ready = vips.materialise(job.image)
-        PREPARED.put(job.prepared_key, ready, ready.width * ready.height * ready.bands)
-        job.image = vips.shrink(ready, job.width)
+    key = job.prepared_key
+    if key is not None:
+        engine = job.engine
+        ready = engine.prepare(job.image, prepared_width(job))
+        shared = shared_for(job)
+        if shared is not None and shared.put(shared_name(key), ready, engine.to_raw):
+            # Keep the mapped copy: one copy of the pixels per node, not per worker.
+            ready = shared.get(shared_name(key), engine.from_raw) or ready
+        job.held.close()  # others waiting for this decode may go on
+        PREPARED.put(key, ready, engine.bytes_of(ready))
+        job.image = engine.shrink(ready, job.width)
 
 
 def resize(job: Job) -> None:
@@ -243,7 +304,7 @@ def prefer_smaller(job: Job) -> Result:
     same_format = job.format is job.info.format
     if same_format and not job.variant.lqip and len(body) >= len(job.data):
         return source_result(job, engine=job.engine.NAME)
-    return Result(body, job.format, width, height, job.engine.NAME, served_source=False)
+    return Result(body, job.format, width, height, job.engine.NAME, False, job.decoded)
 
 
 STEPS: tuple[Step, ...] = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pyvips
 
@@ -108,9 +108,40 @@ def to_8bit(image: pyvips.Image) -> pyvips.Image:
 
 
 @_translated
-def materialise(image: pyvips.Image) -> pyvips.Image:
-    """The image decoded into memory (a damaged source fails here, as ImageError)."""
-    return image.copy_memory()
+def prepare(image: pyvips.Image, width: int) -> pyvips.Image:
+    """The image decoded into memory, at most `width` wide (a damaged source
+    fails here, as ImageError)."""
+    return shrink(image, width).copy_memory()
+
+
+def width_of(image: pyvips.Image) -> int:
+    return image.width
+
+
+def bytes_of(image: pyvips.Image) -> int:
+    return image.width * image.height * image.bands
+
+
+@_translated
+def to_raw(image: pyvips.Image) -> tuple[dict[str, Any], bytes]:
+    """A prepared image as its pixels and what it takes to read them back."""
+    meta = {
+        "width": image.width,
+        "height": image.height,
+        "bands": image.bands,
+        "interpretation": image.interpretation,
+        "xres": image.xres,
+        "yres": image.yres,
+    }
+    return meta, image.write_to_memory()
+
+
+@_translated
+def from_raw(meta: dict[str, Any], pixels: memoryview) -> pyvips.Image:
+    image = pyvips.Image.new_from_memory(
+        pixels, meta["width"], meta["height"], meta["bands"], "uchar"
+    )
+    return image.copy(interpretation=meta["interpretation"], xres=meta["xres"], yres=meta["yres"])
 
 
 def shrink(image: pyvips.Image, width: int) -> pyvips.Image:
@@ -155,7 +186,10 @@ def encode(
         body = image.jpegsave_buffer(Q=settings.jpeg_quality, optimize_coding=True, keep=keep)
     elif fmt is Format.WEBP:
         body = image.webpsave_buffer(
-            Q=settings.webp_quality, effort=settings.webp_effort, keep=keep
+            Q=settings.webp_quality,
+            alpha_q=settings.webp_alpha_quality,
+            effort=settings.webp_effort,
+            keep=keep,
         )
     elif fmt is Format.AVIF:
         body = image.heifsave_buffer(
