@@ -10,6 +10,7 @@ Responses say Vary: Accept (images) or Vary: Accept-Encoding (text).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -22,7 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinedge.edge import compress
-from pinedge.edge.collapse import Outcome
+from pinedge.edge.collapse import Fill, Outcome
 from pinedge.edge.config import EdgeConfig
 from pinedge.edge.deliver import merge_vary
 from pinedge.edge.entry import Entry
@@ -65,6 +66,7 @@ class Wanted:
     vary: str
     make: Callable[[Entry], Awaitable[tuple[bytes, CIMultiDict[str]]]] | None = None
     detail: str = ""
+    kind: str = ""
 
 
 def split_image_params(
@@ -105,6 +107,7 @@ class Variants:
         self.settings = Settings(avif_max_width=config.avif_max_width)
         self.image_pool = TransformPool(threads=config.image_threads, queue=config.image_queue)
         self.text_pool = TransformPool(threads=1, queue=config.image_queue)
+        self.storing: dict[str, Entry] = {}  # made and sent, being written to the store
         self.fast_codings: dict[str, object] = {}
         self.fast_images: dict[tuple[Any, ...], object] = {}
 
@@ -193,12 +196,14 @@ class Variants:
         level = compress.level_for(encoding, entry.fresh.lifetime)
 
         async def make(source: Entry) -> tuple[bytes, CIMultiDict[str]]:
+            started = time.perf_counter()
             body = await self.text_pool.run(compress.compress, source.body, encoding, level)
+            self.edge.metrics.transform_duration.observe(time.perf_counter() - started, "text")
             headers = derived_headers(source, "Accept-Encoding", encoding)
             headers["Content-Encoding"] = encoding
             return body, headers
 
-        return Wanted(f"enc={encoding}", "Accept-Encoding", make, "compressed")
+        return Wanted(f"enc={encoding}", "Accept-Encoding", make, "compressed", "text")
 
     def _wanted_image(
         self, request: web.BaseRequest, params: dict[str, str], entry: Entry
@@ -214,14 +219,18 @@ class Variants:
         variant = Variant(format=wanted.format, width=wanted.width, lqip=wanted.lqip)
 
         async def make(source: Entry) -> tuple[bytes, CIMultiDict[str]]:
+            metrics, started = self.edge.metrics, time.perf_counter()
             result = await self.image_pool.run(
                 transform, source.body, variant, self.limits, self.settings
             )
+            metrics.transform_duration.observe(time.perf_counter() - started, "image")
+            if result.decoded != "none":
+                metrics.image_decodes.inc(result.decoded)
             headers = derived_headers(source, vary, wanted.key_suffix())
             headers["Content-Type"] = CONTENT_TYPES[result.format]
             return result.body, headers
 
-        return Wanted(wanted.key_suffix(), vary, make, "transformed")
+        return Wanted(wanted.key_suffix(), vary, make, "transformed", "image")
 
     # ── answering with a variant ─────────────────────────────────────────────
 
@@ -241,12 +250,14 @@ class Variants:
                 request, source, status, source.age(now), source.fresh.no_cache_fields, wanted.vary
             )
         key = derived_key(source, wanted.suffix)
-        stored = await edge.store.load(key)
-        if stored and stored[0].ttl(now) > 0:
-            derived = stored[0]
-            edge.store.hit(derived)
-            status.ttl = derived.ttl(now)
-            return edge.deliver(request, derived, status, now)
+        made = self.storing.get(key)
+        if made is None:
+            stored = await edge.store.load(key)
+            made = stored[0] if stored else None
+        if made is not None and made.ttl(now) > 0:
+            edge.store.hit(made)
+            status.ttl = made.ttl(now)
+            return edge.deliver(request, made, status, now)
         derived = await self.derive(key, source, wanted, status)
         if derived is None:
             return edge.delivery.from_entry(
@@ -269,6 +280,7 @@ class Variants:
                 return fill.entry
             return None
         assert wanted.make is not None
+        storing = False
         try:
             # Across the node's workers too, one makes the variant and the others wait.
             verdict = await edge.store.acquire(key, self.config.collapse_timeout)
@@ -282,6 +294,7 @@ class Variants:
             try:
                 body, headers = await wanted.make(source)
             except PoolFull as exc:
+                edge.metrics.variants.inc(wanted.kind, "busy")
                 fill.settle(Outcome.ERROR)
                 raise EdgeError(
                     503,
@@ -290,12 +303,14 @@ class Variants:
                     headers={"Retry-After": str(exc.retry_after)},
                 ) from None
             except ImageError as exc:
+                edge.metrics.variants.inc(wanted.kind, exc.detail)
                 fill.settle(Outcome.ERROR)
                 log.info("variant %s not made: %s", key, exc.reason)
                 if self.config.image_errors == "error":
                     raise EdgeError(exc.status, exc.reason, exc.detail) from None
                 status.detail = exc.detail
                 return None
+            edge.metrics.variants.inc(wanted.kind, "made")
             times = (source.fresh.request_time, source.fresh.response_time)
             derived = Entry.build(
                 key,
@@ -308,15 +323,31 @@ class Variants:
                 edge.settings,
             )
             derived.wire = edge.wire(derived)
-            try:
-                status.stored = fill.stored = await edge.store.put(derived)
-            except OSError as exc:
-                edge.metrics.not_stored.inc("store-error")
-                log.error("could not store the variant %s: %s", key, exc)
+            # Written to the store after it is sent: the client does not wait
+            # for the write, and until it is done this worker serves it from here.
+            status.stored = True
             status.detail = wanted.detail
             fill.settle(Outcome.UPDATED, entry=derived)
+            self.storing[key] = derived
+            task = asyncio.create_task(self.store(derived, fill))
+            edge.background.add(task)
+            task.add_done_callback(edge.background.discard)
+            storing = True
             return derived
         finally:
+            if not storing:
+                edge.fills.release(fill)
+
+    async def store(self, derived: Entry, fill: Fill) -> None:
+        """Write a made variant to the store, then let the node's waiters have it."""
+        edge = self.edge
+        try:
+            fill.stored = await edge.store.put(derived)
+        except OSError as exc:
+            edge.metrics.not_stored.inc("store-error")
+            log.error("could not store the variant %s: %s", derived.key, exc)
+        finally:
+            self.storing.pop(derived.key, None)
             edge.fills.release(fill)
 
 
