@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -94,6 +94,22 @@ class Entry:
             body=body,
             fresh=compute_freshness(status, headers, times[0], times[1], settings),
             tags=parse_tags(headers),
+        )
+
+    def derive(self, key: str, headers: CIMultiDictProxy[str], body: bytes) -> Entry:
+        """An entry made from this one (another format, width or coding): its own
+        key, headers and body; this one's freshness and tags, which its headers
+        (this one's, with another ETag, Vary and type) would give again."""
+        return Entry(
+            key=key,
+            vary_names=(),
+            vary_values=(),
+            status=self.status,
+            reason=self.reason,
+            headers=headers,
+            body=body,
+            fresh=replace(self.fresh, etag=headers.get("ETag")),
+            tags=self.tags,
         )
 
     def updated(

@@ -311,17 +311,7 @@ class Variants:
                 status.detail = exc.detail
                 return None
             edge.metrics.variants.inc(wanted.kind, "made")
-            times = (source.fresh.request_time, source.fresh.response_time)
-            derived = Entry.build(
-                key,
-                ((), ()),
-                source.status,
-                source.reason,
-                CIMultiDictProxy(headers),
-                body,
-                times,
-                edge.settings,
-            )
+            derived = source.derive(key, CIMultiDictProxy(headers), body)
             derived.wire = edge.wire(derived)
             # Written to the store after it is sent: the client does not wait
             # for the write, and until it is done this worker serves it from here.
