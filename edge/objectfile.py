@@ -106,14 +106,17 @@ def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
     meta = Meta.from_json(probe)
     header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
     final = object_path(root, meta.variant_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
     temporary = root / "tmp" / f"{meta.variant_id}.{os.getpid()}.{id(body)}"
     try:
         with open(temporary, "wb") as handle:
             handle.write(header)
             handle.write(meta_bytes)
             handle.write(body)
-        os.replace(temporary, final)
+        try:
+            os.replace(temporary, final)
+        except FileNotFoundError:  # the first object in its directory
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temporary, final)
     except OSError:
         temporary.unlink(missing_ok=True)
         raise
