@@ -36,6 +36,11 @@ class SiteConfig:
         self.hosts = [h.lower().rstrip(".") for h in self.hosts]
 
 
+IMAGE_OPERATIONS = ("resize", "animate", "cmyk")
+IMAGE_FORMATS = ("avif", "webp", "jpeg", "png")
+IMAGE_ENGINES = ("vips", "pillow")
+
+
 def default_name() -> str:
     return "pinedge-" + socket.gethostname().split(".")[0]
 
@@ -120,6 +125,11 @@ class EdgeConfig:
         doc="with several workers: decoded sources they share in memory, so each source "
         "is decoded once for all its widths and formats (0: each worker decodes its own)",
     )
+    image_engines: dict[str, str] = setting(
+        {},
+        doc="engine per operation and output format, over the measured defaults: "
+        '{"resize.webp" = "pillow"}; operations resize, animate, cmyk; engines vips, pillow',
+    )
     image_threads: int = setting(2, doc="threads transforming images (both engines free the GIL)")
     image_queue: int = setting(16, doc="transforms waiting at most; beyond, 503 with Retry-After")
     image_errors: Literal["source", "error"] = setting(
@@ -148,6 +158,15 @@ class EdgeConfig:
             raise ValueError("control: the control plane is not supported in this version")
         if not 0.0 <= self.heuristic_fraction <= 1.0:
             raise ValueError("heuristic_fraction: must be between 0 and 1")
+        for name, engine in self.image_engines.items():
+            operation, _, fmt = name.partition(".")
+            if operation not in IMAGE_OPERATIONS or fmt not in IMAGE_FORMATS:
+                raise ValueError(
+                    f"image_engines: {name!r} is not OPERATION.FORMAT with OPERATION one of "
+                    f"{', '.join(IMAGE_OPERATIONS)} and FORMAT one of {', '.join(IMAGE_FORMATS)}"
+                )
+            if engine not in IMAGE_ENGINES:
+                raise ValueError(f"image_engines: {name} = {engine!r} is not vips or pillow")
         if self.origin is None and not self.sites:
             raise ValueError("give --origin URL or at least one [[sites]] table")
         if self.origin is not None and self.sites:

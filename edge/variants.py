@@ -30,6 +30,8 @@ from pinedge.edge.entry import Entry
 from pinedge.edge.errors import EdgeError
 from pinedge.edge.images.model import (
     CONTENT_TYPES,
+    DEFAULT_ENGINES,
+    Format,
     ImageError,
     Limits,
     Settings,
@@ -104,7 +106,11 @@ class Variants:
             max_pixels=config.image_max_pixels,
             time_budget=config.image_time_budget,
         )
-        self.settings = Settings(avif_max_width=config.avif_max_width)
+        engines = dict(DEFAULT_ENGINES)
+        for name, engine in config.image_engines.items():
+            operation, _, fmt = name.partition(".")
+            engines[(operation, Format(fmt))] = engine
+        self.settings = Settings(avif_max_width=config.avif_max_width, engines=engines)
         self.image_pool = TransformPool(threads=config.image_threads, queue=config.image_queue)
         self.text_pool = TransformPool(threads=1, queue=config.image_queue)
         self.storing: dict[str, Entry] = {}  # made and sent, being written to the store

@@ -54,6 +54,19 @@ def test_a_bad_value_is_refused_naming_the_key_and_reason(tmp_path, line, key, r
     assert reason in message
 
 
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        pytest.param('image_engines = {"shrink.webp" = "vips"}', "OPERATION.FORMAT", id="op"),
+        pytest.param('image_engines = {"resize.webp" = "magick"}', "not vips", id="engine"),
+    ],
+)
+def test_a_bad_image_engine_is_refused_naming_the_entry(tmp_path, line, reason):
+    message = refusal(tmp_path, ORIGIN + line + "\n")
+    assert "image_engines: " in message
+    assert reason in message
+
+
 def test_a_bad_origin_url_is_refused_naming_the_key(tmp_path):
     message = refusal(tmp_path, 'origin = "not a url"\n')
     assert message.startswith("origin: ")

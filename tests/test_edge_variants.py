@@ -13,8 +13,10 @@ import aiohttp
 import brotli
 import pytest
 import zstandard
-from conftest import RunningEdge, Scripted, send
+from conftest import RunningEdge, Scripted, StartEdge, send
 from PIL import Image
+
+from pinedge.edge.images import Format, Limits, Settings, Variant, transform
 
 PHOTOS = Path(__file__).parent.parent / "origin" / "photos"
 CHROME_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
@@ -105,6 +107,25 @@ async def test_fm_forces_a_format_and_many_variants_share_one_origin_fetch(
             assert MAGIC[fmt](reply.body)
             assert width_of(reply.body) == width
     assert scripted.hits["/img/retina.jpg"] == 1
+
+
+async def test_the_configured_engine_makes_the_variant(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    data = serve_photo(scripted, "retina.jpg")
+    edge = await start_edge(scripted.url, image_engines={"resize.webp": "pillow"})
+    reply = await send(client, f"{edge.url}/img/retina.jpg?w=474&fm=webp")
+    by_engine = {
+        engine: transform(
+            data,
+            Variant(Format.WEBP, 474),
+            Limits(),
+            Settings(engines={("resize", Format.WEBP): engine}),
+        ).body
+        for engine in ("pillow", "vips")
+    }
+    assert by_engine["pillow"] != by_engine["vips"]
+    assert reply.body == by_engine["pillow"]
 
 
 async def test_an_image_is_never_upscaled(
