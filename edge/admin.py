@@ -1,22 +1,29 @@
-"""The admin listener: liveness, readiness and metrics, on a separate (private) port."""
+"""The admin listener of a one-process node: liveness, readiness, metrics and
+purge, on a separate (private) port. A node of several workers has its
+supervisor answer instead (supervisor.py), with the same endpoints."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from pinedge.edge.config import EdgeConfig
+from pinedge.edge.owner import StoreOwner
 from pinedge.edge.proxy import Edge
+from pinedge.edge.purge import PurgeEndpoint
 
 
 class Admin:
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, owner: StoreOwner) -> None:
         self.edge = edge
         self.ready = False
+        self.purge = purge_endpoint(edge.config, owner)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/purge", self.purge.handle)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -38,3 +45,9 @@ class Admin:
             charset="utf-8",
             headers={"Cache-Control": "no-store"},
         )
+
+
+def purge_endpoint(config: EdgeConfig, owner: StoreOwner) -> PurgeEndpoint:
+    """POST /purge, applied by the node's store owner."""
+    hosts = [host for site in config.site_list() for host in site.hosts]
+    return PurgeEndpoint(config.admin_token, hosts, owner.purge)

@@ -14,10 +14,11 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinedge.edge import ranges
-from pinedge.edge.entry import TAG_FIELDS, Entry
+from pinedge.edge.entry import Entry
 from pinedge.edge.freshness import parse_http_date
 from pinedge.edge.headers import with_via, without_hop_by_hop
 from pinedge.edge.status import CacheStatus, append_entry
+from pinedge.edge.tags import TAG_FIELDS
 from pinedge.edge.validation import evaluate_preconditions, not_modified_response_headers
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]

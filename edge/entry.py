@@ -11,9 +11,9 @@ from pinedge.edge import freshness
 from pinedge.edge.cachecontrol import Directives, response_directives
 from pinedge.edge.objectfile import variant_id
 from pinedge.edge.storable import fields_needing_validation
+from pinedge.edge.tags import tags_of
 from pinedge.edge.validation import merge_not_modified
 
-TAG_FIELDS = ("Surrogate-Key", "Cache-Tag")
 HEADER_OVERHEAD = 64  # per stored field line, for the byte budget
 
 
@@ -93,7 +93,7 @@ class Entry:
             headers=headers,
             body=body,
             fresh=compute_freshness(status, headers, times[0], times[1], settings),
-            tags=parse_tags(headers),
+            tags=tags_of(headers.items()),
         )
 
     def derive(self, key: str, headers: CIMultiDictProxy[str], body: bytes) -> Entry:
@@ -165,13 +165,3 @@ def compute_freshness(
         last_modified=freshness.parse_http_date(headers.get("Last-Modified")),
         date=freshness.parse_http_date(headers.get("Date")),
     )
-
-
-def parse_tags(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
-    """Tags from Surrogate-Key (space-separated) and Cache-Tag (comma-separated)."""
-    tags: set[str] = set()
-    for value in headers.getall("Surrogate-Key", ()):
-        tags.update(value.split())
-    for value in headers.getall("Cache-Tag", ()):
-        tags.update(t.strip() for t in value.split(",") if t.strip())
-    return frozenset(tags)

@@ -123,6 +123,30 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
             kind="counter",
         )
     )
+    purges = add(
+        Gauge(
+            "pinedge_purges_total",
+            "Purges applied, by what they named (tag, url, prefix, all) and mode (hard, soft).",
+            labels=("kind", "mode"),
+            kind="counter",
+        )
+    )
+    purged = add(
+        Gauge(
+            "pinedge_purged_objects_total",
+            "Stored responses covered by purges, by mode (hard: removed, soft: made stale).",
+            labels=("mode",),
+            kind="counter",
+        )
+    )
+
+    def count_purges() -> None:
+        for (kind, mode), count in owner.purges.items():
+            purges.set(count, kind, mode)
+        for mode, count in owner.purged.items():
+            purged.set(count, mode)
+
+    registry.collectors.append(count_purges)
     add(
         Gauge(
             "pinedge_store_dropped_total",

@@ -37,6 +37,9 @@ class Meta:
     body_length: int
     body_crc: int
     body_offset: int
+    # Set by the owner, never written: when a soft purge made this response
+    # stale (the worker serves it as stale from then on).
+    purged_at: float | None = None
 
     @property
     def variant_id(self) -> str:
@@ -59,7 +62,7 @@ class Meta:
             "body_length": self.body_length,
             "body_crc": self.body_crc,
             "body_offset": self.body_offset,
-        }
+        } | ({"purged_at": self.purged_at} if self.purged_at is not None else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Meta:
@@ -75,6 +78,7 @@ class Meta:
             body_length=int(data["body_length"]),
             body_crc=int(data["body_crc"]),
             body_offset=int(data["body_offset"]),
+            purged_at=data.get("purged_at"),
         )
 
 

@@ -19,18 +19,26 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from multiprocessing import shared_memory
 from pathlib import Path
 
 from pinedge.edge import objectfile
 from pinedge.edge.eviction import make_policy
 from pinedge.edge.objectfile import Meta
+from pinedge.edge.purge import Ban, Selection
+from pinedge.edge.tags import tags_of
 
 log = logging.getLogger("pinedge.store")
 
 SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only cost a reload
+# A purge also covers responses fetched before it and stored within this long
+# after it (fills and variants in flight); longer than any fill may take.
+BAN_SECONDS = 600.0
+CLEAN_BATCH = 4096  # purged objects forgotten per turn of the event loop
 
 
 def slot_of(key: str) -> int:
@@ -84,8 +92,16 @@ class StoreOwner:
         self.generations = Generations()
         self.fetching: dict[str, Waiters] = {}
         self.derived: dict[str, set[str]] = {}  # source key -> keys of its variants
+        self.tags: dict[str, set[str]] = {}  # tag -> variant ids
+        self.tags_of: dict[str, frozenset[str]] = {}  # variant id -> its tags
+        self.doomed: set[str] = set()  # hard-purged: unreachable, files not yet removed
+        self.stale_since: dict[str, float] = {}  # soft-purged: variant id -> when
+        self.bans: list[Ban] = []
+        self._cleaning: asyncio.Task[None] | None = None
         self.evictions = 0
         self.dropped = 0
+        self.purges: dict[tuple[str, str], int] = {}  # (kind, mode) -> purges
+        self.purged: dict[str, int] = {}  # mode -> stored responses covered
         self.size = 0
 
     # ── start-up: what a warm directory already holds ───────────────────────
@@ -111,15 +127,41 @@ class StoreOwner:
     # ── the index ────────────────────────────────────────────────────────────
 
     def lookup(self, key: str) -> list[Meta]:
-        return [self.records[vid] for vid in self.by_key.get(key, ())]
+        metas = []
+        for vid in self.by_key.get(key, ()):
+            if vid in self.doomed:
+                continue
+            meta = self.records[vid]
+            since = self.stale_since.get(vid)
+            metas.append(meta if since is None else replace(meta, purged_at=since))
+        return metas
 
     def admit(self, meta: Meta) -> list[str]:
         """Index a file a worker wrote; returns the variant ids evicted for it."""
         vid = meta.variant_id
+        if vid in self.doomed:  # stored again before the purged one was cleaned up
+            self.policy.remove(vid)
+            self._forget(vid, unlink=False)
+        tags = tags_of(meta.headers)
+        ban = self._ban_for(meta, tags)
+        if ban is not None and not ban.soft:
+            # Fetched before a purge that covers it: as if purged with the rest.
+            self.policy.remove(vid)
+            self._forget(vid, unlink=False)
+            objectfile.object_path(self.root, vid).unlink(missing_ok=True)
+            return []
         old = self.records.get(vid)
         if old is not None:
             self.size -= old.file_size
+            self._untag(vid)
         self.records[vid] = meta
+        self.stale_since.pop(vid, None)
+        if ban is not None:
+            self.stale_since[vid] = ban.at
+        if tags:
+            self.tags_of[vid] = tags
+            for tag in tags:
+                self.tags.setdefault(tag, set()).add(vid)
         self.by_key.setdefault(meta.key, set()).add(vid)
         source, mark, _ = meta.key.partition("#")
         if mark:
@@ -148,6 +190,89 @@ class StoreOwner:
             self._forget(vid, unlink=True)
         return len(vids)
 
+    # ── purge ────────────────────────────────────────────────────────────────
+
+    def purge(self, selection: Selection, soft: bool, now: float | None = None) -> int:
+        """Purge what `selection` covers; the number of stored responses covered.
+
+        Hard: they are unreachable when this returns (lookups skip them and every
+        worker's copy is invalidated through the generations); their index entries
+        and files are removed in the background. Soft: they are stale from now on.
+        Either way the purge is remembered for BAN_SECONDS, for responses fetched
+        before it that are stored after it."""
+        now = time.time() if now is None else now
+        vids = self._select(selection)
+        records, bump = self.records, self.generations.bump
+        if soft:
+            stale_since = self.stale_since
+            for vid in vids:
+                stale_since.setdefault(vid, now)
+                bump(records[vid].key)
+        else:
+            self.doomed.update(vids)
+            for vid in vids:
+                bump(records[vid].key)
+            self._clean_later()
+        self.bans = [ban for ban in self.bans if now - ban.at < BAN_SECONDS]
+        self.bans.append(Ban(now, selection, soft))
+        mode = "soft" if soft else "hard"
+        for kind in selection.kinds:
+            self.purges[kind, mode] = self.purges.get((kind, mode), 0) + 1
+        self.purged[mode] = self.purged.get(mode, 0) + len(vids)
+        return len(vids)
+
+    def _select(self, selection: Selection) -> Iterable[str]:
+        if selection.everything:
+            return [vid for vid in self.records if vid not in self.doomed]
+        found: set[str] = set()
+        for tag in selection.tags:
+            found.update(self.tags.get(tag, ()))
+        for key in selection.keys:
+            found.update(self.by_key.get(key, ()))
+            for derived in self.derived.get(key, ()):
+                found.update(self.by_key.get(derived, ()))
+        if selection.prefixes:
+            for key, vids in self.by_key.items():
+                if key.startswith(selection.prefixes):
+                    found.update(vids)
+        return found - self.doomed if self.doomed else found
+
+    def _ban_for(self, meta: Meta, tags: frozenset[str]) -> Ban | None:
+        """The latest purge that covers this response and came after its request was
+        sent (the response may predate what the purge is for)."""
+        for ban in reversed(self.bans):
+            if ban.at > meta.request_time and ban.selection.matches(meta.key, tags):
+                return ban
+        return None
+
+    def _clean_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            _unlink_all(self._clean_some(len(self.doomed)))
+            return
+        if self._cleaning is None or self._cleaning.done():
+            self._cleaning = loop.create_task(self._clean())
+
+    async def _clean(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.doomed:
+            paths = self._clean_some(CLEAN_BATCH)
+            # A file removed here may, rarely, already be the object's next
+            # version (fetched again, written, not yet admitted): a worker then
+            # finds it missing, drops it and fetches it again.
+            await loop.run_in_executor(None, _unlink_all, paths)
+
+    def _clean_some(self, count: int) -> list[Path]:
+        """Forget up to `count` purged objects; the paths of their files."""
+        paths = []
+        for _ in range(min(count, len(self.doomed))):
+            vid = self.doomed.pop()
+            self.policy.remove(vid)
+            self._forget(vid, unlink=False)
+            paths.append(objectfile.object_path(self.root, vid))
+        return paths
+
     def drop(self, vid: str) -> None:
         """A worker found this file damaged: it must not be served again."""
         if vid in self.records:
@@ -160,6 +285,9 @@ class StoreOwner:
         if meta is None:
             return
         self.size -= meta.file_size
+        self._untag(vid)
+        self.stale_since.pop(vid, None)
+        self.doomed.discard(vid)
         siblings = self.by_key.get(meta.key)
         if siblings is not None:
             siblings.discard(vid)
@@ -168,6 +296,14 @@ class StoreOwner:
         self.generations.bump(meta.key)
         if unlink:
             objectfile.object_path(self.root, vid).unlink(missing_ok=True)
+
+    def _untag(self, vid: str) -> None:
+        for tag in self.tags_of.pop(vid, ()):
+            holders = self.tags.get(tag)
+            if holders is not None:
+                holders.discard(vid)
+                if not holders:
+                    del self.tags[tag]
 
     # ── node-wide collapsed forwarding ───────────────────────────────────────
 
@@ -201,7 +337,16 @@ class StoreOwner:
             self.release(key, "abandoned", who)
 
     def close(self) -> None:
+        if self._cleaning is not None:
+            self._cleaning.cancel()
+        # What a hard purge left must not come back when a kept store is scanned.
+        _unlink_all(self._clean_some(len(self.doomed)))
         self.generations.close()
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def memory_root(name: str) -> Path:

@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import aiohttp
@@ -670,6 +670,11 @@ class Edge:
         entry = Entry.build(
             meta.key, vary, meta.status, meta.reason, headers, body, times, self.settings
         )
+        if meta.purged_at is not None:  # soft-purged: stale from that moment on
+            entry.fresh = replace(
+                entry.fresh,
+                lifetime=min(entry.fresh.lifetime, entry.age(meta.purged_at)),
+            )
         entry.wire = self.wire(entry)
         return entry
 

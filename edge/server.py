@@ -106,7 +106,7 @@ class EdgeServer:
                 share_decodes(*worker.decodes)
         self.store = SharedStore(root, link, generations, config.hot_memory, self._entry)
         self.edge = Edge(config, self.store, self.owner)
-        self.admin = Admin(self.edge) if worker is None else None
+        self.admin = Admin(self.edge, self.owner) if self.owner is not None else None
         self._runners: list[web.BaseRunner] = []
         self.port = 0
         self.admin_port = 0

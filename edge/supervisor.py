@@ -26,6 +26,7 @@ from aiohttp import web
 from pinedge.core import logs
 from pinedge.core.config import ConfigError, parse_hostport
 from pinedge.core.metrics import Counter, Gauge, Registry, merge, snapshot
+from pinedge.edge.admin import purge_endpoint
 from pinedge.edge.config import EdgeConfig
 from pinedge.edge.metrics import add_store_metrics
 from pinedge.edge.owner import Generations, StoreOwner
@@ -256,6 +257,7 @@ class Supervisor:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/purge", purge_endpoint(self.config, self.owner).handle)
         self.admin_runner = web.AppRunner(app, access_log=None)
         await self.admin_runner.setup()
         host, port = parse_hostport(self.config.admin)
