@@ -19,21 +19,53 @@ from pinedge.core.config import (
 
 
 @dataclass(kw_only=True)
+class OriginConfig:
+    """One origin server of a site's pool."""
+
+    url: str = url_field(doc="origin URL, e.g. http://10.0.0.1:8090")
+    weight: int = setting(1, doc="share of requests among the primaries (1-100)")
+    backup: bool = setting(False, doc="used only when every primary is failing")
+
+    def __post_init__(self) -> None:
+        if self.url is None:
+            raise ValueError("url: every origin needs one")
+        if not 1 <= self.weight <= 100:
+            raise ValueError("weight: must be between 1 and 100")
+
+
+@dataclass(kw_only=True)
 class SiteConfig:
-    """One site: the host names it answers for and the origin behind it."""
+    """One site: the host names it answers for and the origin(s) behind it."""
 
     name: str = setting(doc="a label for logs and metrics")
     hosts: list[str] = setting([], doc="host names (without port) this site answers for")
-    origin: str = setting(doc="origin URL, e.g. http://127.0.0.1:8090")
+    origin: str | None = url_field(doc="origin URL, e.g. http://127.0.0.1:8090 (or origins)")
+    origins: list[OriginConfig] = setting(
+        [], doc="[[sites.origins]] tables (url, weight, backup): a pool instead of origin"
+    )
     preserve_host: bool = setting(
         False, doc="send the client's Host upstream instead of the origin's host"
     )
+    probe_path: str = setting(
+        "/", doc="path GET every probe_interval from each origin (an answer under 500 is up)"
+    )
 
     def __post_init__(self) -> None:
-        self.origin = parse_url(self.origin)
         if not self.hosts:
             raise ValueError(f"site {self.name!r} needs at least one entry in hosts")
         self.hosts = [h.lower().rstrip(".") for h in self.hosts]
+        if (self.origin is None) == (not self.origins):
+            raise ValueError(f"site {self.name!r}: give either origin or [[sites.origins]]")
+        if not any(not origin.backup for origin in self.origins) and self.origins:
+            raise ValueError(f"site {self.name!r}: at least one origin must not be a backup")
+        if not self.probe_path.startswith("/"):
+            raise ValueError(f"probe_path: {self.probe_path!r} must start with /")
+
+    def pool(self) -> list[tuple[str, int, bool]]:
+        """(url, weight, backup) of each origin."""
+        if self.origin is not None:
+            return [(self.origin, 1, False)]
+        return [(o.url, o.weight, o.backup) for o in self.origins]
 
 
 IMAGE_OPERATIONS = ("resize", "animate", "cmyk")
@@ -57,8 +89,27 @@ class EdgeConfig:
         [], doc="extra host names the single site answers for (besides localhost and listen)"
     )
     sites: list[SiteConfig] = setting([], doc="[[sites]] tables: name, hosts, origin")
-    role: Literal["edge", "shield"] = setting("edge", doc="edge or shield")
-    shield: list[str] = setting([], doc="shield URLs (not yet supported)")
+    role: Literal["edge", "shield"] = setting(
+        "edge", doc="edge, or shield: a node other edges send their misses to"
+    )
+    shield: list[str] = setting(
+        [], doc="shield URLs; each cache key goes to one, by rendezvous hashing"
+    )
+    shield_fallback: Literal["origin", "none"] = setting(
+        "origin", doc="when every shield of a key fails: go to the origin, or answer 502"
+    )
+    breaker_failures: int = setting(
+        5, doc="failures in a row (errors, timeouts, 5xx) that open an upstream's breaker"
+    )
+    breaker_cooldown: float = duration_field(
+        "10s", doc="how long an open breaker skips its upstream before one trial request"
+    )
+    probe_interval: float = duration_field(
+        "5s", doc="active health probes of each origin and shield (0: passive checks only)"
+    )
+    upstream_tries: int = setting(
+        3, doc="upstreams tried for one request when connecting fails (idempotent requests)"
+    )
     workers: int = setting(
         1, doc="worker processes sharing the port (SO_REUSEPORT) and one store, supervised"
     )
@@ -150,8 +201,16 @@ class EdgeConfig:
         self.name = self.name or default_name()
         if not 1 <= self.workers <= 64:
             raise ValueError("workers: must be between 1 and 64")
-        if self.shield:
-            raise ValueError("shield: shields are not supported in this version")
+        self.shield = [parse_url(url) for url in self.shield]
+        if self.shield and self.role == "shield":
+            raise ValueError("shield: a shield goes to the origin; it has no shields of its own")
+        if self.role == "shield":
+            # A shield keeps what the origin sent; its edges make the variants.
+            self.images = self.compression = False
+        if self.breaker_failures < 1:
+            raise ValueError("breaker_failures: must be at least 1")
+        if not 1 <= self.upstream_tries <= 10:
+            raise ValueError("upstream_tries: must be between 1 and 10")
         if self.cache_dir is not None and self.cache_disk <= 0:
             raise ValueError("cache_disk: give the disk store a budget, e.g. 10GiB")
         if self.control is not None:
@@ -184,4 +243,4 @@ class EdgeConfig:
         return [SiteConfig(name="default", hosts=unique, origin=self.origin)]
 
 
-__all__ = ["ConfigError", "EdgeConfig", "SiteConfig"]
+__all__ = ["ConfigError", "EdgeConfig", "OriginConfig", "SiteConfig"]

@@ -73,10 +73,17 @@ class Delivery:
     """What every response to a client gets: our Via and Cache-Status entries."""
 
     def __init__(
-        self, name: str, targeted_fields: tuple[str, ...], accept_ch: str | None = None
+        self,
+        name: str,
+        targeted_fields: tuple[str, ...],
+        accept_ch: str | None = None,
+        shield: bool = False,
     ) -> None:
         self.name = name
-        self.private_fields = (*TAG_FIELDS, *targeted_fields, "Cache-Status")
+        # A shield's clients are edges: they need the tags (to purge) and the
+        # fields aimed at CDN caches as much as the shield did.
+        kept_for_edges = () if shield else (*TAG_FIELDS, *targeted_fields)
+        self.private_fields = (*kept_for_edges, "Cache-Status")
         self.accept_ch = accept_ch
 
     def client_headers(self, headers: Headers, also: tuple[str, ...] = ()) -> CIMultiDict[str]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from pinedge.core.metrics import Counter, Gauge, Histogram, Registry
 from pinedge.edge.owner import StoreOwner
+from pinedge.edge.upstreams import Target
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -39,15 +40,17 @@ class EdgeMetrics:
         self.upstream_requests = add(
             Counter(
                 "pinedge_upstream_requests_total",
-                "Requests sent upstream, by site and response status class.",
-                ("site", "code"),
+                "Requests answered upstream, by site, upstream (origin or shield URL) and "
+                "response status class.",
+                ("site", "upstream", "code"),
             )
         )
         self.upstream_errors = add(
             Counter(
                 "pinedge_upstream_errors_total",
-                "Upstream requests that failed (connect, timeout, broken body), by kind.",
-                ("site", "kind"),
+                "Upstream requests that failed (connect, timeout, broken body), by upstream "
+                "and kind.",
+                ("site", "upstream", "kind"),
             )
         )
         self.upstream_latency = add(
@@ -56,6 +59,28 @@ class EdgeMetrics:
                 "Time from sending an upstream request to its response headers.",
                 LATENCY_BUCKETS,
                 ("site",),
+            )
+        )
+        self.probes = add(
+            Counter(
+                "pinedge_upstream_probes_total",
+                "Active health probes of upstreams, by upstream and result (up, down).",
+                ("upstream", "result"),
+            )
+        )
+        self.breakers = add(
+            Gauge(
+                "pinedge_upstream_breaker_state",
+                "Each upstream's circuit breaker: 0 closed, 1 half-open, 2 open.",
+                labels=("upstream",),
+            )
+        )
+        self.breaker_opens = add(
+            Gauge(
+                "pinedge_upstream_breaker_opens_total",
+                "Times each upstream's circuit breaker opened.",
+                labels=("upstream",),
+                kind="counter",
             )
         )
         self.collapsed = add(
@@ -104,6 +129,14 @@ class EdgeMetrics:
         if owner is not None:
             add_store_metrics(self.registry, owner)
         add(Gauge("pinedge_inflight_requests", "Client requests in progress.", inflight))
+
+    def watch_breakers(self, upstreams: list[Target]) -> None:
+        def read() -> None:
+            for upstream in upstreams:
+                self.breakers.set(int(upstream.breaker.state), upstream.label)
+                self.breaker_opens.set(upstream.breaker.opens, upstream.label)
+
+        self.registry.collectors.append(read)
 
     def render(self) -> str:
         return self.registry.render()

@@ -49,6 +49,7 @@ from pinedge.edge.status import CacheStatus, Fwd
 from pinedge.edge.storable import fields_not_to_store, no_store_reason
 from pinedge.edge.store import SharedStore
 from pinedge.edge.upstream import Timeouts, Upstream, body_error
+from pinedge.edge.upstreams import BreakerState, Target, Upstreams
 from pinedge.edge.validation import not_modified_applies, upstream_validators
 from pinedge.edge.variants import Variants, derived_key, split_image_params
 from pinedge.edge.vary import secondary_key, vary_names
@@ -56,6 +57,14 @@ from pinedge.edge.vary import secondary_key, vary_names
 log = logging.getLogger("pinedge.edge")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+IDEMPOTENT_METHODS = SAFE_METHODS | {"PUT", "DELETE"}
+# Connection failures: the request can be sent again to another upstream when it
+# is idempotent (RFC 9110 §9.2.2), as nothing of its answer reached the client.
+RETRYABLE = frozenset(
+    {"upstream-connect", "upstream-connect-timeout", "upstream-closed", "upstream-error"}
+)
+# Answers that count against an origin's breaker (a shield's 5xx relays its origin's).
+BREAKER_STATUSES = frozenset({500, 502, 503, 504})
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
 CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 RANGE_FIELDS = ("Range", "If-Range")
@@ -131,6 +140,7 @@ class Route:
     host: str
     target: str
     params: dict[str, str] = field(default_factory=dict)  # the edge's own image parameters
+    request_host: str = ""  # the Host field as the client sent it (a shield needs it)
 
 
 @dataclass(slots=True)
@@ -139,10 +149,11 @@ class FetchPlan:
 
     key: str
     route: Route
-    url: str
+    target: str  # path and query sent upstream
     headers: CIMultiDict[str]
     request_headers: CIMultiDictProxy[str]
     stale: Entry | None
+    upstream: str = ""  # the label of the upstream that answered
 
 
 class Edge:
@@ -154,16 +165,23 @@ class Edge:
         self.config = config
         self.name = config.name
         self.sites = {host: site for site in config.site_list() for host in site.hosts}
-        self.origin_hosts = {
-            site.name: URL(site.origin).raw_authority for site in config.site_list()
-        }
+        self.upstreams = Upstreams(
+            config.shield,
+            {site.name: site.pool() for site in config.site_list()},
+            config.shield_fallback == "origin",
+            config.breaker_failures,
+            config.breaker_cooldown,
+        )
         self.store = store
         self.fills = CollapseTable(on_release=self.release_node_fetch)
         self.settings = FreshnessSettings(
             tuple(config.targeted_fields), config.heuristic_fraction, config.heuristic_max
         )
         self.delivery = Delivery(
-            self.name, tuple(config.targeted_fields), ACCEPT_CH if config.images else None
+            self.name,
+            tuple(config.targeted_fields),
+            ACCEPT_CH if config.images else None,
+            shield=config.role == "shield",
         )
         self.variants = Variants(self, config)
         self.inflight = 0
@@ -174,12 +192,17 @@ class Edge:
         self.fast_hits: dict[int, int] = {}
         self.fast_bytes = 0
         self.metrics.registry.collectors.append(self.count_fast_hits)
+        self.metrics.watch_breakers(self.upstreams.all())
 
     async def start(self) -> None:
         config = self.config
         self.upstream = Upstream(
             Timeouts(config.connect_timeout, config.first_byte_timeout, config.total_timeout)
         )
+        if config.probe_interval > 0:
+            task = asyncio.create_task(self.probe_upstreams())
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     async def close(self) -> None:
         self.variants.close()
@@ -388,7 +411,7 @@ class Edge:
         params: dict[str, str] = {}
         if self.config.images:
             target, params = split_image_params(target, self.config.image_presets)
-        return Route(site, host, target, params)
+        return Route(site, host, target, params, host_field)
 
     # ── hash + lookup ────────────────────────────────────────────────────────
 
@@ -474,8 +497,7 @@ class Edge:
         headers = self.upstream_headers(request, route.site, (*CLIENT_VALIDATORS, *RANGE_FIELDS))
         if stale is not None:
             headers.update(upstream_validators(stale.headers))
-        url = route.site.origin + route.target
-        return FetchPlan(key, route, url, headers, request.headers, stale)
+        return FetchPlan(key, route, route.target, headers, request.headers, stale)
 
     async def fetch(
         self, request: web.Request, plan: FetchPlan, status: CacheStatus
@@ -541,8 +563,8 @@ class Edge:
         is returned when it will not be stored (Outcome.PASS)."""
         assert self.upstream is not None
         try:
-            response, request_time, response_time = await self.send(
-                plan.route.site, "GET", plan.url, plan.headers
+            response, request_time, response_time, plan.upstream = await self.send(
+                plan.route, "GET", plan.target, plan.headers, key=plan.key
             )
         except UpstreamError as err:
             fill.settle(Outcome.ERROR, error=err)
@@ -624,8 +646,8 @@ class Edge:
                         break  # nobody is reading and nothing will be stored
         except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
             err = body_error(exc)
-            self.metrics.upstream_errors.inc(plan.route.site.name, err.detail)
-            log.warning("upstream body for %s broke off: %s", plan.url, err.log)
+            self.metrics.upstream_errors.inc(plan.route.site.name, plan.upstream, err.detail)
+            log.warning("upstream body for %s broke off: %s", plan.target, err.log)
             fill.finish(err)
             self.fills.release(fill)
             return
@@ -806,8 +828,8 @@ class Edge:
         headers = self.upstream_headers(request, site)
         body = RequestBody(request, self.config.max_request_body) if request.body_exists else None
         try:
-            response, _request_time, response_time = await self.send(
-                site, request.method, site.origin + route.target, headers, body
+            response, _request_time, response_time, _ = await self.send(
+                route, request.method, route.target, headers, body
             )
         except UpstreamError:
             if body is not None and body.too_large is not None:
@@ -933,8 +955,8 @@ class Edge:
     def upstream_headers(
         self, request: web.Request, site: SiteConfig, also: tuple[str, ...] = ()
     ) -> CIMultiDict[str]:
+        """The client's end-to-end fields for upstream; send() sets Host per upstream."""
         headers = without_hop_by_hop(request.headers, also=("Host", "Expect", *also))
-        headers["Host"] = request.host if site.preserve_host else self.origin_hosts[site.name]
         remote = request.remote or ""
         forwarded_for = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{forwarded_for}, {remote}" if forwarded_for else remote
@@ -945,26 +967,98 @@ class Edge:
 
     async def send(
         self,
-        site: SiteConfig,
+        route: Route,
         method: str,
-        url: str,
+        target: str,
         headers: CIMultiDict[str],
         body: RequestBody | None = None,
-    ) -> tuple[aiohttp.ClientResponse, float, float]:
+        key: str | None = None,
+    ) -> tuple[aiohttp.ClientResponse, float, float, str]:
+        """Send the request to the first upstream that takes it (shields by the
+        key's ranking, then origins), skipping upstreams whose breaker is open.
+        Only a request that can be sent again (idempotent, no body) goes on to
+        the next upstream, and only when the connection failed: nothing reached
+        the upstream, and nothing has been sent to the client. Returns the
+        response, when the request was sent and answered, and who answered."""
+        assert self.upstream is not None
+        site = route.site
+        replayable = body is None and method in IDEMPOTENT_METHODS
+        tries = self.config.upstream_tries
+        failed: UpstreamError | None = None
+        for upstream in self.upstreams.order(site.name, key or route.host + target):
+            if tries == 0:
+                break
+            if not upstream.breaker.allows(time.monotonic()):
+                continue
+            tries -= 1
+            client_host = upstream.kind == "shield" or site.preserve_host
+            headers["Host"] = route.request_host if client_host else upstream.host
+            try:
+                response, request_time, response_time = await self.upstream.request(
+                    method,
+                    upstream.url + target,
+                    headers,
+                    body.chunks() if body is not None else None,
+                )
+            except UpstreamError as err:
+                if body is not None and body.too_large is not None:
+                    raise
+                upstream.breaker.failed(time.monotonic())
+                self.metrics.upstream_errors.inc(site.name, upstream.label, err.detail)
+                log.warning(
+                    "%s %s%s failed: %s", method, upstream.url, target, err.log or err.reason
+                )
+                failed = err
+                if replayable and err.detail in RETRYABLE:
+                    continue
+                raise
+            if response.status in BREAKER_STATUSES and upstream.kind == "origin":
+                upstream.breaker.failed(time.monotonic())
+            else:
+                upstream.breaker.succeeded()
+            code = f"{response.status // 100}xx"
+            self.metrics.upstream_requests.inc(site.name, upstream.label, code)
+            self.metrics.upstream_latency.observe(response_time - request_time, site.name)
+            return response, request_time, response_time, upstream.label
+        if failed is not None:
+            raise failed
+        raise UpstreamError(
+            503,
+            "every upstream of this site is failing (its circuit breakers are open)",
+            "upstream-unavailable",
+        )
+
+    async def probe_upstreams(self) -> None:
+        """Active health checks: GET each upstream's probe path every probe_interval;
+        an answer under 500 is healthy (and closes an open breaker)."""
+        assert self.upstream is not None
+        interval = self.config.probe_interval
+        probes = []
+        for site in self.config.site_list():
+            for upstream in self.upstreams.origins[site.name]:
+                host = site.hosts[0] if site.preserve_host else upstream.host
+                probes.append((upstream, site.probe_path, host))
+        for upstream in self.upstreams.shields:
+            probes.append((upstream, "/", self.config.site_list()[0].hosts[0]))
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.gather(*(self.probe(*probe) for probe in probes))
+
+    async def probe(self, upstream: Target, path: str, host: str) -> None:
         assert self.upstream is not None
         try:
-            response, request_time, response_time = await self.upstream.request(
-                method, url, headers, body.chunks() if body is not None else None
-            )
-        except UpstreamError as err:
-            if body is not None and body.too_large is not None:
-                raise
-            self.metrics.upstream_errors.inc(site.name, err.detail)
-            log.warning("upstream %s %s failed: %s", method, url, err.log or err.reason)
-            raise
-        self.metrics.upstream_requests.inc(site.name, f"{response.status // 100}xx")
-        self.metrics.upstream_latency.observe(response_time - request_time, site.name)
-        return response, request_time, response_time
+            response, _, _ = await self.upstream.request("GET", upstream.url + path, {"Host": host})
+            response.release()
+            healthy = response.status < 500
+        except UpstreamError:
+            healthy = False
+        if healthy:
+            if upstream.breaker.state is not BreakerState.CLOSED:
+                log.info("%s answers its probe again: closing its breaker", upstream.label)
+            upstream.breaker.succeeded()
+        else:
+            upstream.breaker.failed(time.monotonic())
+        self.metrics.probes.inc(upstream.label, "up" if healthy else "down")
 
 
 class RequestBody:

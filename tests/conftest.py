@@ -156,6 +156,7 @@ async def start_edge(request: pytest.FixtureRequest) -> AsyncIterator[StartEdge]
             "name": "pinedge-test",
             "drain_time": "2s",
             "fast_path": fast_path,
+            "probe_interval": "0s",  # tests of probes turn them on
         }
         if origin is not None:
             values["origin"] = origin

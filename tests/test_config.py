@@ -83,6 +83,42 @@ def test_both_origin_and_sites_is_refused(tmp_path):
     assert "both" in message
 
 
+SITE = '[[sites]]\nname = "a"\nhosts = ["a.test"]\n'
+POOL = '[[sites.origins]]\nurl = "http://127.0.0.1:9001"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        pytest.param(SITE, "give either origin or [[sites.origins]]", id="no-origin"),
+        pytest.param(
+            SITE + 'origin = "http://127.0.0.1:9000"\n' + POOL,
+            "give either origin or [[sites.origins]]",
+            id="origin-and-pool",
+        ),
+        pytest.param(SITE + POOL + "backup = true\n", "must not be a backup", id="all-backup"),
+        pytest.param(SITE + POOL + "weight = 0\n", "between 1 and 100", id="weight"),
+        pytest.param(
+            'role = "shield"\nshield = ["http://127.0.0.1:9300"]\n' + ORIGIN,
+            "no shields of its own",
+            id="shield-of-a-shield",
+        ),
+        pytest.param('shield = ["nowhere"]\n' + ORIGIN, "not an http", id="shield-url"),
+    ],
+)
+def test_a_bad_upstream_setting_is_refused_with_its_reason(tmp_path, text, reason):
+    assert reason in refusal(tmp_path, text)
+
+
+def test_a_site_takes_a_pool_of_weighted_origins_and_backups(tmp_path):
+    text = SITE + POOL + "weight = 3\n" + POOL.replace("9001", "9002") + "backup = true\n"
+    config = load(EdgeConfig, write(tmp_path, text))
+    assert config.sites[0].pool() == [
+        ("http://127.0.0.1:9001", 3, False),
+        ("http://127.0.0.1:9002", 1, True),
+    ]
+
+
 def test_neither_origin_nor_sites_is_refused_with_a_hint(tmp_path):
     message = refusal(tmp_path, 'listen = "127.0.0.1:8080"\n')
     assert "--origin" in message
