@@ -14,6 +14,7 @@ directly. Files are written by workers and removed only here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -21,7 +22,6 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -38,7 +38,7 @@ SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only co
 # A purge also covers responses fetched before it and stored within this long
 # after it (fills and variants in flight); longer than any fill may take.
 BAN_SECONDS = 600.0
-CLEAN_BATCH = 4096  # purged objects forgotten per turn of the event loop
+CLEAN_BATCH = 1024  # purged objects forgotten per turn of the event loop
 
 
 def slot_of(key: str) -> int:
@@ -64,7 +64,9 @@ class Generations:
         return self.memory.name
 
     def bump(self, key: str) -> None:
-        slot = slot_of(key)
+        self.bump_slot(slot_of(key))
+
+    def bump_slot(self, slot: int) -> None:
         self.counters[slot] = (self.counters[slot] + 1) & 0xFFFFFFFF
 
     def close(self) -> None:
@@ -92,7 +94,7 @@ class StoreOwner:
         self.generations = Generations()
         self.fetching: dict[str, Waiters] = {}
         self.derived: dict[str, set[str]] = {}  # source key -> keys of its variants
-        self.tags: dict[str, set[str]] = {}  # tag -> variant ids
+        self.tags: dict[str, dict[str, int]] = {}  # tag -> {variant id: its key's slot}
         self.tags_of: dict[str, frozenset[str]] = {}  # variant id -> its tags
         self.doomed: set[str] = set()  # hard-purged: unreachable, files not yet removed
         self.stale_since: dict[str, float] = {}  # soft-purged: variant id -> when
@@ -160,8 +162,9 @@ class StoreOwner:
             self.stale_since[vid] = ban.at
         if tags:
             self.tags_of[vid] = tags
+            slot = slot_of(meta.key)
             for tag in tags:
-                self.tags.setdefault(tag, set()).add(vid)
+                self.tags.setdefault(tag, {})[vid] = slot
         self.by_key.setdefault(meta.key, set()).add(vid)
         source, mark, _ = meta.key.partition("#")
         if mark:
@@ -201,41 +204,46 @@ class StoreOwner:
         Either way the purge is remembered for BAN_SECONDS, for responses fetched
         before it that are stored after it."""
         now = time.time() if now is None else now
-        vids = self._select(selection)
-        records, bump = self.records, self.generations.bump
+        found = self._select(selection)
         if soft:
             stale_since = self.stale_since
-            for vid in vids:
+            for vid in found:
                 stale_since.setdefault(vid, now)
-                bump(records[vid].key)
         else:
-            self.doomed.update(vids)
-            for vid in vids:
-                bump(records[vid].key)
+            self.doomed.update(found)
             self._clean_later()
+        bump = self.generations.bump_slot
+        for slot in set(found.values()):
+            bump(slot)
         self.bans = [ban for ban in self.bans if now - ban.at < BAN_SECONDS]
         self.bans.append(Ban(now, selection, soft))
         mode = "soft" if soft else "hard"
         for kind in selection.kinds:
             self.purges[kind, mode] = self.purges.get((kind, mode), 0) + 1
-        self.purged[mode] = self.purged.get(mode, 0) + len(vids)
-        return len(vids)
+        self.purged[mode] = self.purged.get(mode, 0) + len(found)
+        return len(found)
 
-    def _select(self, selection: Selection) -> Iterable[str]:
+    def _select(self, selection: Selection) -> dict[str, int]:
+        """The stored responses `selection` covers (not already purged), each with
+        its key's generation slot."""
+        records = self.records
+        found: dict[str, int] = {}
         if selection.everything:
-            return [vid for vid in self.records if vid not in self.doomed]
-        found: set[str] = set()
+            found = {vid: slot_of(meta.key) for vid, meta in records.items()}
         for tag in selection.tags:
-            found.update(self.tags.get(tag, ()))
-        for key in selection.keys:
-            found.update(self.by_key.get(key, ()))
-            for derived in self.derived.get(key, ()):
-                found.update(self.by_key.get(derived, ()))
+            found.update(self.tags.get(tag, {}))
+        keys = [
+            *selection.keys,
+            *(derived for key in selection.keys for derived in self.derived.get(key, ())),
+        ]
         if selection.prefixes:
-            for key, vids in self.by_key.items():
-                if key.startswith(selection.prefixes):
-                    found.update(vids)
-        return found - self.doomed if self.doomed else found
+            keys += [key for key in self.by_key if key.startswith(selection.prefixes)]
+        for key in keys:
+            slot = slot_of(key)
+            found.update((vid, slot) for vid in self.by_key.get(key, ()))
+        for vid in self.doomed.intersection(found) if self.doomed else ():
+            del found[vid]
+        return found
 
     def _ban_for(self, meta: Meta, tags: frozenset[str]) -> Ban | None:
         """The latest purge that covers this response and came after its request was
@@ -263,14 +271,15 @@ class StoreOwner:
             # finds it missing, drops it and fetches it again.
             await loop.run_in_executor(None, _unlink_all, paths)
 
-    def _clean_some(self, count: int) -> list[Path]:
+    def _clean_some(self, count: int) -> list[str]:
         """Forget up to `count` purged objects; the paths of their files."""
+        objects = str(objectfile.object_path(self.root, "00").parent.parent)
         paths = []
         for _ in range(min(count, len(self.doomed))):
             vid = self.doomed.pop()
             self.policy.remove(vid)
             self._forget(vid, unlink=False)
-            paths.append(objectfile.object_path(self.root, vid))
+            paths.append(f"{objects}/{vid[:2]}/{vid}")
         return paths
 
     def drop(self, vid: str) -> None:
@@ -301,7 +310,7 @@ class StoreOwner:
         for tag in self.tags_of.pop(vid, ()):
             holders = self.tags.get(tag)
             if holders is not None:
-                holders.discard(vid)
+                holders.pop(vid, None)
                 if not holders:
                     del self.tags[tag]
 
@@ -344,9 +353,10 @@ class StoreOwner:
         self.generations.close()
 
 
-def _unlink_all(paths: list[Path]) -> None:
+def _unlink_all(paths: list[str]) -> None:
     for path in paths:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def memory_root(name: str) -> Path:
