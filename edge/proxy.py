@@ -564,7 +564,7 @@ class Edge:
         assert self.upstream is not None
         try:
             response, request_time, response_time, plan.upstream = await self.send(
-                plan.route, "GET", plan.target, plan.headers, key=plan.key
+                plan.route, "GET", plan.target, plan.headers, None, plan.key
             )
         except UpstreamError as err:
             fill.settle(Outcome.ERROR, error=err)
@@ -829,7 +829,7 @@ class Edge:
         body = RequestBody(request, self.config.max_request_body) if request.body_exists else None
         try:
             response, _request_time, response_time, _ = await self.send(
-                route, request.method, route.target, headers, body
+                route, request.method, route.target, headers, body, self.hash(request, route)
             )
         except UpstreamError:
             if body is not None and body.too_large is not None:
@@ -971,11 +971,12 @@ class Edge:
         method: str,
         target: str,
         headers: CIMultiDict[str],
-        body: RequestBody | None = None,
-        key: str | None = None,
+        body: RequestBody | None,
+        key: str,
     ) -> tuple[aiohttp.ClientResponse, float, float, str]:
-        """Send the request to the first upstream that takes it (shields by the
-        key's ranking, then origins), skipping upstreams whose breaker is open.
+        """Send the request to the first upstream that takes it (shields ranked by
+        the cache key, the same for every method, then origins), skipping
+        upstreams whose breaker is open.
         Only a request that can be sent again (idempotent, no body) goes on to
         the next upstream, and only when the connection failed: nothing reached
         the upstream, and nothing has been sent to the client. Returns the
@@ -985,7 +986,7 @@ class Edge:
         replayable = body is None and method in IDEMPOTENT_METHODS
         tries = self.config.upstream_tries
         failed: UpstreamError | None = None
-        for upstream in self.upstreams.order(site.name, key or route.host + target):
+        for upstream in self.upstreams.order(site.name, key):
             if tries == 0:
                 break
             if not upstream.breaker.allows(time.monotonic()):

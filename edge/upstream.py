@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from pinedge.edge.errors import UpstreamError
 
@@ -51,7 +52,7 @@ class Upstream:
         try:
             response = await self.session.request(
                 method,
-                url,
+                URL(url, encoded=True),  # as the client sent it: yarl would re-quote
                 headers=headers,
                 data=body,
                 allow_redirects=False,

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
-from conftest import RunningEdge, Scripted, send
+from conftest import RunningEdge, Scripted, StartEdge, send
 
 PAGE = b"<p>" + b"pins " * 800 + b"</p>"
 
@@ -182,3 +182,37 @@ async def test_requests_the_parser_refuses_are_counted_as_errors(
     assert head.startswith(b"HTTP/1.1 400") or head.startswith(b"HTTP/1.0 400")
     metrics = await edge.metrics(client)
     assert 'pinedge_requests_total{cache="error",code="4xx"} 1' in metrics
+
+
+async def test_the_target_reaches_the_origin_byte_for_byte(
+    scripted: Scripted, edge: RunningEdge
+) -> None:
+    """Before: the upstream client re-quoted the path (%28 arrived as '(')."""
+    seen: list[str] = []
+
+    async def origin(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.Response(text="ok", headers={"Cache-Control": "no-store"})
+
+    scripted.handle("/a%28b%29%3Bc", origin)
+    scripted.handle("/a(b);c", origin)
+    head = await raw(edge, b"GET /a%28b%29%3Bc?x=%40 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert seen == ["/a%28b%29%3Bc?x=%40"]
+
+
+async def test_a_head_miss_goes_to_the_shield_its_get_went_to(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    """Before: pass-through requests ranked the shields by host and path, not by the
+    cache key, so a HEAD missing at an edge went to the other shield half the time."""
+    shields = [await start_edge(scripted.url, role="shield", name=f"shield-{n}") for n in "ab"]
+    urls = [s.url for s in shields]
+    first, second = [await start_edge(scripted.url, shield=urls, name=n) for n in ("e1", "e2")]
+    for index in range(8):
+        path = f"/pin/{index}"
+        scripted.reply(path, "pin", headers={"Cache-Control": "max-age=600"})
+        assert (await send(client, first.url + path)).status == 200
+        head = await send(client, second.url + path, method="HEAD")  # a miss at e2
+        assert head.status == 200 and "e2; fwd=miss" in head.headers["Cache-Status"]
+        assert scripted.hits[path] == 1, head.headers["Cache-Status"]
