@@ -151,11 +151,18 @@ def compute_freshness(
         heuristic_max=settings.heuristic_max,
         now=response_time,
     )
+    initial_age = freshness.corrected_initial_age(headers, request_time, response_time)
+    remaining = upstream_ttl(headers)
+    if remaining is not None:
+        # A cache upstream (a shield) said how long this stays fresh; it may know
+        # better (it served it stale, or it was purged there), so it can only
+        # shorten the lifetime, never lengthen it.
+        lifetime = min(lifetime, initial_age + remaining)
     return Freshness(
         directives=directives,
         targeted=targeted,
         lifetime=lifetime,
-        initial_age=freshness.corrected_initial_age(headers, request_time, response_time),
+        initial_age=initial_age,
         request_time=request_time,
         response_time=response_time,
         may_serve_stale=freshness.may_serve_stale(directives),
@@ -165,3 +172,20 @@ def compute_freshness(
         last_modified=freshness.parse_http_date(headers.get("Last-Modified")),
         date=freshness.parse_http_date(headers.get("Date")),
     )
+
+
+def upstream_ttl(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> float | None:
+    """The `ttl` of the last Cache-Status entry (RFC 9211: the cache nearest to
+    this one), or None."""
+    values = headers.getall("Cache-Status", ())
+    if not values:
+        return None
+    last = values[-1].rsplit(",", 1)[-1]
+    for parameter in last.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        if name.lower() == "ttl":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
