@@ -65,6 +65,7 @@ RETRYABLE = frozenset(
 )
 # Answers that count against an origin's breaker (a shield's 5xx relays its origin's).
 BREAKER_STATUSES = frozenset({500, 502, 503, 504})
+BROKEN_BODY = (aiohttp.ClientError, TimeoutError, UpstreamError, TruncatedFill)
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
 CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 RANGE_FIELDS = ("Range", "If-Range")
@@ -805,18 +806,42 @@ class Edge:
         wants_variant = self.variants.kind_of_type(head.headers) is not None
         if head.status == 200 and ("Range" in request.headers or wants_variant):
             # Ranges and variants are cut from the stored source: wait until it is.
-            async for _chunk in fill.body():
-                pass
+            try:
+                async for _chunk in fill.body():
+                    pass
+            except BROKEN_BODY:
+                return await self.fetch_again(request, plan, status)
             await fill.released.wait()
             entry, _ = await self.lookup(plan.key, request.headers)
             if entry is not None:
                 return await self.respond(request, plan.route, entry, status, time.time())
+        chunks = fill.body()
+        try:
+            # Nothing goes to the client before the first byte of the body has come:
+            # an upstream that breaks off before it costs the client nothing.
+            first = await anext(chunks, None)
+        except BROKEN_BODY:
+            await chunks.aclose()
+            return await self.fetch_again(request, plan, status)
         out = self.delivery.client_headers(head.headers)
         self.delivery.finish_headers(out, head.headers, status, head.status, upstream_age(head))
         response = web.StreamResponse(status=head.status, reason=head.reason, headers=out)
         await response.prepare(request)
-        await self.copy_body(request, response, fill.body(), status)
+        await self.copy_body(request, response, _after(first, chunks), status)
         return response
+
+    async def fetch_again(
+        self, request: web.Request, plan: FetchPlan, status: CacheStatus
+    ) -> web.StreamResponse:
+        """The fill's upstream broke off before anything reached this client: fetch
+        again (the broken upstream's breaker has counted it, and the key's next
+        upstream is asked if it is down); a second break goes through as a pass."""
+        log.warning("%s %s: the fill broke off; asking upstream again", request.method, plan.target)
+        status.stored = False
+        if status.detail == "refetched":
+            return await self.pass_through(request, plan.route, status, status.fwd)
+        status.detail = "refetched"
+        return await self.fetch(request, plan, status)
 
     # ── pass: anything not served from or stored in the cache ───────────────
 
@@ -1120,3 +1145,14 @@ def log_error(request: web.Request, err: EdgeError) -> None:
         err.reason,
         f" ({err.log})" if err.log else "",
     )
+
+
+async def _after(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`first`, then the rest of the chunks (closing them when closed)."""
+    try:
+        if first is not None:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
