@@ -302,6 +302,9 @@ class Variants:
             except PoolFull as exc:
                 edge.metrics.variants.inc(wanted.kind, "busy")
                 fill.settle(Outcome.ERROR)
+                if wanted.kind == "text":
+                    status.detail = "compression-busy"
+                    return None  # the uncompressed source is a fine answer
                 raise EdgeError(
                     503,
                     "the image workers are busy; try again",
