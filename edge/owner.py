@@ -34,6 +34,7 @@ from pinedge.edge.tags import tags_of
 
 log = logging.getLogger("pinedge.store")
 
+GENERATIONS_PREFIX = "pinedge-generations-"
 SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only cost a reload
 # A purge also covers responses fetched before it and stored within this long
 # after it (fills and variants in flight); longer than any fill may take.
@@ -50,7 +51,11 @@ class Generations:
 
     def __init__(self, name: str | None = None) -> None:
         if name is None:
-            self.memory = shared_memory.SharedMemory(create=True, size=SLOTS * 4)
+            # Named after this process, so that a node started after one that was
+            # killed can remove what it left.
+            _remove_leftover_segments()
+            name = f"{GENERATIONS_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            self.memory = shared_memory.SharedMemory(name=name, create=True, size=SLOTS * 4)
             self.owned = True
         else:
             self.memory = shared_memory.SharedMemory(name=name)
@@ -351,6 +356,13 @@ class StoreOwner:
         # What a hard purge left must not come back when a kept store is scanned.
         _unlink_all(self._clean_some(len(self.doomed)))
         self.generations.close()
+
+
+def _remove_leftover_segments() -> None:
+    for segment in Path("/dev/shm").glob(f"{GENERATIONS_PREFIX}*"):
+        pid = segment.name.removeprefix(GENERATIONS_PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            segment.unlink(missing_ok=True)
 
 
 def _unlink_all(paths: list[str]) -> None:
