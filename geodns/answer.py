@@ -16,17 +16,16 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 
-from dnslib import AAAA, CNAME, QTYPE, RD, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import AAAA, CNAME, QTYPE, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 from pinedge.geodns import wire
 from pinedge.geodns.config import DnsConfig, PopConfig, SteeredConfig
 from pinedge.geodns.steer import Address, Choice, Location, Locator, Steering, weighted_pick
 from pinedge.geodns.wire import ClientSubnet, Query
-from pinedge.geodns.zone import Outcome, Zones, label
+from pinedge.geodns.zone import Outcome, Zones, labels_of
 
 CLASS_IN, CLASS_ANY = 1, 255
 TYPE_ANY, TYPE_AXFR, TYPE_IXFR = 255, 252, 251
-RFC8482 = RD(b"\x07RFC8482\x00")  # HINFO "RFC8482" "": the answer to ANY (RFC 8482)
 COUNTS = slice(6, 12)
 MAX_PREPARED = 100_000
 MAX_DECISIONS = 200_000
@@ -57,7 +56,7 @@ class Answerer:
         # (name, client or client subnet) -> (decision, choice, prefix)
         self.decisions: dict[tuple[object, ...], tuple[str, Choice, int]] = {}
         self.steered = {
-            _wire(name): steered for zone in zones.zones for name, steered in zone.steered.items()
+            name: steered for zone in zones.zones for name, steered in zone.steered.items()
         }
         self.counts: Counter[tuple[str, str, str]] = Counter()  # (qtype, rcode, region)
         self.pop_answers: Counter[str] = Counter()
@@ -105,20 +104,26 @@ class Answerer:
         steered name asked from `client` or for the client subnet `ecs`."""
         where = ecs.network() if ecs is not None else ipaddress.ip_address(client)
         location = self.locator.locate(where)
-        choice = self.choose(key, steered, location, where)
+        choice, bits = self.choose(key, steered, location, where)
         decision = choice.failover or (choice.pop.name if choice.pop else "")
-        return decision, choice, location.prefix
+        # The scope covers every bit that decided the answer (RFC 7871 §7.2.1).
+        return decision, choice, max(location.prefix, bits)
 
     def choose(
         self, key: bytes, steered: SteeredConfig, location: Location, where: Address
-    ) -> Choice:
+    ) -> tuple[Choice, int]:
+        """The choice, and how many leading bits of the client's address picked
+        it among equally near POPs (0 when there was only one)."""
         near_key = (key, location.latitude, location.longitude, location.region)
         near = self.near.get(near_key)
         if near is None:
             near = self.near[near_key] = self.steering.candidates(steered, location)
         if isinstance(near, str):
-            return Choice(None, near)
-        return Choice(weighted_pick(near, _network(where, location.prefix)))
+            return Choice(None, near), 0
+        if len(near) == 1:
+            return Choice(near[0]), 0
+        network, bits = _network(where, location.prefix)
+        return Choice(weighted_pick(near, network)), bits
 
     def finish(self, query: Query, prepared: Prepared, scope: int, limit: int) -> bytes:
         edns = query.edns
@@ -151,7 +156,7 @@ class Answerer:
     # ── the slow path: building an answer the first time ───────────────────
 
     def prepare(self, query: Query, decision: str, choice: Choice | None) -> Prepared:
-        name = label(query.key)
+        name = DNSLabel(labels_of(query.key))
         qtype, qclass = query.qtype, query.qclass
         answers: list[RR] = []
         authority: list[RR] = []
@@ -166,15 +171,15 @@ class Answerer:
         elif qtype in (TYPE_AXFR, TYPE_IXFR):
             rcode, aa = wire.REFUSED, False
         else:
-            found = self.zones.find(name, qtype)
+            found = self.zones.find(query.key, qtype)
             zone = found.zone
             if found.outcome is Outcome.REFUSED:
                 rcode, aa = wire.REFUSED, False
-            elif qtype == TYPE_ANY:
-                answers = [RR(name, QTYPE.HINFO, rdata=RFC8482, ttl=3600)]
             elif found.outcome is Outcome.STEERED:
                 assert choice is not None and found.steered is not None and zone is not None
-                ttl = found.steered.ttl or self.config.steered_ttl
+                ttl = found.steered.ttl
+                if ttl is None:
+                    ttl = self.config.steered_ttl
                 if choice.failover is not None:
                     answers = [RR(name, QTYPE.CNAME, rdata=CNAME(choice.failover), ttl=ttl)]
                     region = pop = "failover"
@@ -208,8 +213,9 @@ class Answerer:
         region: str,
         pop: str,
     ) -> Prepared:
-        question = DNSQuestion(DNSLabel(_labels(query.key)), query.qtype, query.qclass)
-        header = DNSHeader(id=0, qr=1, aa=int(aa), ra=0, rcode=rcode & 0xF)
+        question = DNSQuestion(DNSLabel(labels_of(query.key)), query.qtype, query.qclass)
+        # RD clear here: finish() copies the query's (dnslib would set it).
+        header = DNSHeader(id=0, qr=1, aa=int(aa), rd=0, ra=0, rcode=rcode & 0xF)
         record = DNSRecord(header, q=question)
         for rr in answers:
             record.add_answer(rr)
@@ -219,7 +225,7 @@ class Answerer:
             record.add_ar(rr)
         full = record.pack()
         short = DNSRecord(
-            DNSHeader(id=0, qr=1, aa=int(aa), ra=0, rcode=rcode & 0xF, tc=1), q=question
+            DNSHeader(id=0, qr=1, aa=int(aa), rd=0, ra=0, rcode=rcode & 0xF, tc=1), q=question
         )
         counted = (_type_name(query.qtype), _rcode_name(rcode), region)
         return Prepared(full, short.pack(), len(additional), rcode, region, pop, counted)
@@ -259,30 +265,13 @@ def _addresses(name: str, qtype: int, choice: Choice, most: int, ttl: int) -> li
     return out[:most]
 
 
-def _network(address: Address, prefix: int) -> bytes:
-    """The client's network at the decided prefix (at least /24, /48): what picks
-    among equally near POPs."""
-    cut = max(prefix, 24 if address.version == 4 else 48)
+def _network(address: Address, prefix: int) -> tuple[bytes, int]:
+    """The client's network at the decided prefix, at least /24 (IPv4) or /48
+    (IPv6), and that prefix: what picks among equally near POPs."""
+    bits = max(prefix, 24 if address.version == 4 else 48)
     size = 4 if address.version == 4 else 16
-    number = int(address) >> (size * 8 - cut)
-    return number.to_bytes(size, "big") + bytes([cut])
-
-
-def _labels(name: bytes) -> list[bytes]:
-    labels = []
-    position = 0
-    while name[position]:
-        size = name[position]
-        labels.append(name[position + 1 : position + 1 + size])
-        position += 1 + size
-    return labels
-
-
-def _wire(name: str) -> bytes:
-    return (
-        b"".join(bytes([len(part)]) + part.encode() for part in name.rstrip(".").split(".") if part)
-        + b"\x00"
-    )
+    number = int(address) >> (size * 8 - bits)
+    return number.to_bytes(size, "big") + bytes([bits]), bits
 
 
 # Types counted by name in the metrics; any other is "other", so that odd queries

@@ -23,7 +23,7 @@ def absolute(name: str, zone: str) -> str:
         return zone
     if name.endswith("."):
         return name
-    return f"{name}.{zone}"
+    return f"{name}." if zone == "." else f"{name}.{zone}"
 
 
 @dataclass(kw_only=True)
@@ -69,6 +69,8 @@ class ZoneConfig:
         self.name = absolute(self.name, ".")
         if self.name == ".":
             raise ValueError("name: a zone cannot be the root")
+        if not self.name.isascii():
+            raise ValueError(f"name: {self.name!r}: write names in ASCII (IDNA: xn--)")
 
 
 @dataclass(kw_only=True)

@@ -124,18 +124,25 @@ class DnsServer:
         config = self.state.config
         host, port = parse_hostport(config.listen)
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        udp_socket = socket.socket(family, socket.SOCK_DGRAM)
-        if self.reuse_port:
-            udp_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        udp_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        udp_socket.bind((host, port))
-        self.port = udp_socket.getsockname()[1]
+        for attempt in range(20):
+            udp_socket = self.udp_socket(host, port)
+            self.port = udp_socket.getsockname()[1]
+            try:
+                self.tcp = await asyncio.start_server(
+                    self.serve_tcp,
+                    host,
+                    self.port,
+                    reuse_port=self.reuse_port or None,
+                    backlog=1024,
+                )
+                break
+            except OSError:
+                udp_socket.close()
+                if port or attempt == 19:
+                    raise  # a port given (or every try taken): say so
+                # port 0: the UDP port the kernel chose is taken for TCP; another
         self.udp, _ = await loop.create_datagram_endpoint(
             lambda: UdpProtocol(self), sock=udp_socket
-        )
-        self.tcp = await asyncio.start_server(
-            self.serve_tcp, host, self.port, reuse_port=self.reuse_port or None, backlog=1024
         )
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=config.probe_timeout)
@@ -145,6 +152,15 @@ class DnsServer:
         log.info(
             "dns listening on %s:%d (udp, tcp), %d zone(s)", host, self.port, len(config.zones)
         )
+
+    def udp_socket(self, host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        udp_socket = socket.socket(family, socket.SOCK_DGRAM)
+        if self.reuse_port:
+            udp_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        udp_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        udp_socket.bind((host, port))
+        return udp_socket
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -317,5 +333,5 @@ def truncated(answer: bytes) -> bytes:
     _, position = wire.read_name(answer, 12)
     head = bytearray(answer[: position + 4])
     head[2] |= 0x02  # TC
-    head[6:12] = b"\x00\x01\x00\x00\x00\x00"
+    head[6:12] = bytes(6)  # no answer, authority or additional records
     return bytes(head)

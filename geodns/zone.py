@@ -11,11 +11,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from dnslib import AAAA, CNAME, NS, QTYPE, RR, SOA, TXT, A, DNSLabel
+from dnslib import AAAA, CNAME, NS, QTYPE, RD, RR, SOA, TXT, A, DNSLabel
 
 from pinedge.geodns.config import DnsConfig, SteeredConfig, ZoneConfig, absolute
 
 RDATA = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "TXT": TXT, "NS": NS}
+TYPE_ANY = 255
+RFC8482 = RD(b"\x07RFC8482\x00")  # HINFO "RFC8482" "": the answer to ANY (RFC 8482)
 
 
 class Outcome(enum.Enum):
@@ -37,62 +39,73 @@ class Found:
 
 @dataclass(slots=True)
 class Zone:
-    apex: str
+    """A zone, its names in wire form (lower case), so that a dot inside a label
+    is never taken for a label boundary."""
+
+    apex: bytes
     soa: RR
     negative_ttl: int
-    records: dict[str, dict[int, list[RR]]]
-    steered: dict[str, SteeredConfig]
-    names: set[str]  # every owner name and the empty non-terminals above them
+    records: dict[bytes, dict[int, list[RR]]]
+    steered: dict[bytes, SteeredConfig]
+    names: set[bytes]  # every owner name and the empty non-terminals above them
 
     @classmethod
     def build(cls, config: ZoneConfig, steered_ttl: int) -> Zone:
-        apex = config.name
-        records: dict[str, dict[int, list[RR]]] = {}
+        apex_text = config.name
+        apex = to_wire(apex_text)
+        records: dict[bytes, dict[int, list[RR]]] = {}
 
-        def add(name: str, rtype: str, value: str, ttl: int) -> None:
+        def add(owner: str, rtype: str, value: str, ttl: int) -> None:
             if rtype in ("CNAME", "NS"):
-                rdata = RDATA[rtype](absolute(value, apex))
+                rdata = RDATA[rtype](absolute(value, apex_text))
+            elif rtype == "TXT":
+                # One character-string holds 255 bytes at most: longer text
+                # (a DKIM key) is split into several, as zone files do.
+                raw = value.encode()
+                rdata = TXT([raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""])
             else:
                 rdata = RDATA[rtype](value)
-            record = RR(name, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl)
-            records.setdefault(name, {}).setdefault(getattr(QTYPE, rtype), []).append(record)
+            record = RR(owner, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl)
+            key = to_wire(owner)
+            records.setdefault(key, {}).setdefault(getattr(QTYPE, rtype), []).append(record)
 
         soa = RR(
-            apex,
+            apex_text,
             QTYPE.SOA,
             rdata=SOA(
-                absolute(config.primary, apex),
-                absolute(config.hostmaster, apex),
+                absolute(config.primary, apex_text),
+                absolute(config.hostmaster, apex_text),
                 (config.serial, 3600, 600, 604800, config.negative_ttl),
             ),
             ttl=config.ttl,
         )
         records.setdefault(apex, {})[QTYPE.SOA] = [soa]
         for server in config.ns:
-            add(apex, "NS", server, config.ttl)
+            add(apex_text, "NS", server, config.ttl)
         for record in config.records:
-            add(absolute(record.name, apex), record.type, record.value, record.ttl or config.ttl)
+            ttl = config.ttl if record.ttl is None else record.ttl
+            add(absolute(record.name, apex_text), record.type, record.value, ttl)
         steered = {}
         for name in config.steered:
-            owner = absolute(name.name, apex)
             if name.ttl is None:
                 name.ttl = steered_ttl
-            steered[owner] = name
+            steered[to_wire(absolute(name.name, apex_text))] = name
         for owner, types in records.items():
             if QTYPE.CNAME in types and len(types) > 1:
-                raise ValueError(f"{owner}: a CNAME cannot sit beside other records")
-            if not owner.endswith(apex):
-                raise ValueError(f"{owner} is outside its zone {apex}")
+                raise ValueError(f"{owner!r}: a CNAME cannot sit beside other records")
+        for owner in [*records, *steered]:
+            if not _within(owner, apex):
+                raise ValueError(f"{from_wire(owner)} is outside its zone {apex_text}")
         clash = set(steered) & set(records)
         if clash:
-            raise ValueError(f"steered names cannot also have records: {sorted(clash)}")
-        names: set[str] = set()
+            names = sorted(from_wire(name) for name in clash)
+            raise ValueError(f"steered names cannot also have records: {names}")
+        names: set[bytes] = set()
         for owner in [*records, *steered]:
-            labels = owner.split(".")
-            for index in range(len(labels)):
-                suffix = ".".join(labels[index:])
-                if suffix.endswith(apex) or suffix == apex:
-                    names.add(suffix)
+            position = 0
+            while len(owner) - position >= len(apex):
+                names.add(owner[position:])
+                position += owner[position] + 1
         return cls(apex, soa, config.negative_ttl, records, steered, names)
 
     def negative_soa(self) -> RR:
@@ -104,24 +117,32 @@ class Zone:
 
 class Zones:
     def __init__(self, config: DnsConfig) -> None:
-        self.zones = [Zone.build(zone, config.steered_ttl) for zone in config.zones]
-        # Longest apex first: a name belongs to the most specific zone.
-        self.zones.sort(key=lambda zone: len(zone.apex), reverse=True)
+        zones = [Zone.build(zone, config.steered_ttl) for zone in config.zones]
+        self.zones = zones
+        self.by_apex = {zone.apex: zone for zone in zones}
 
-    def zone_of(self, name: str) -> Zone | None:
-        for zone in self.zones:
-            if name == zone.apex or name.endswith("." + zone.apex):
+    def zone_of(self, name: bytes) -> Zone | None:
+        """The most specific zone `name` (wire form, lower case) is in."""
+        position = 0
+        while position < len(name):
+            zone = self.by_apex.get(name[position:])
+            if zone is not None:
                 return zone
+            if name[position] == 0:
+                return None
+            position += name[position] + 1
         return None
 
-    def find(self, name: str, qtype: int) -> Found:
+    def find(self, name: bytes, qtype: int) -> Found:
         zone = self.zone_of(name)
         if zone is None:
             return Found(Outcome.REFUSED)
         steered = zone.steered.get(name)
+        types = zone.records.get(name)
+        if qtype == TYPE_ANY:
+            return _any(zone, name, types, steered is not None)
         if steered is not None:
             return Found(Outcome.STEERED, zone, steered=steered)
-        types = zone.records.get(name)
         if types is None:
             return Found(Outcome.NODATA if name in zone.names else Outcome.NXDOMAIN, zone)
         if QTYPE.CNAME in types and qtype != QTYPE.CNAME:
@@ -132,18 +153,49 @@ class Zones:
         additional = []
         if qtype == QTYPE.NS:  # glue for name servers inside the zone
             for record in answers:
-                target = str(record.rdata.label).lower()
+                target = to_wire(str(record.rdata.label))
                 for glue_type in (QTYPE.A, QTYPE.AAAA):
                     additional += zone.records.get(target, {}).get(glue_type, [])
         return Found(Outcome.ANSWER, zone, list(answers), additional)
 
 
-def label(name: bytes) -> str:
-    """A wire-form name (uncompressed) as a lower-case absolute text name."""
-    return str(DNSLabel([part for part in _labels(name)])).lower() or "."
+def _any(zone: Zone, name: bytes, types: dict[int, list[RR]] | None, steered: bool) -> Found:
+    """RFC 8482: a CNAME if the name has one, else one synthesised HINFO for a
+    name that has records; NODATA or NXDOMAIN as for any other type."""
+    if types and QTYPE.CNAME in types:
+        return Found(Outcome.ANSWER, zone, list(types[QTYPE.CNAME]))
+    if types or steered:
+        hinfo = RR(DNSLabel(labels_of(name)), QTYPE.HINFO, rdata=RFC8482, ttl=3600)
+        return Found(Outcome.ANSWER, zone, [hinfo])
+    return Found(Outcome.NODATA if name in zone.names else Outcome.NXDOMAIN, zone)
 
 
-def _labels(name: bytes) -> list[bytes]:
+def _within(name: bytes, apex: bytes) -> bool:
+    position = 0
+    while len(name) - position > len(apex):
+        position += name[position] + 1
+    return name[position:] == apex
+
+
+def to_wire(name: str) -> bytes:
+    """An absolute text name (ASCII, from the config) in lower-case wire form."""
+    parts = [part for part in name.lower().rstrip(".").split(".") if part]
+    out = b""
+    for part in parts:
+        raw = part.encode("ascii")
+        if len(raw) > 63:
+            raise ValueError(f"{name!r}: a label longer than 63 bytes")
+        out += bytes([len(raw)]) + raw
+    if len(out) + 1 > 255:
+        raise ValueError(f"{name!r}: a name longer than 255 bytes")
+    return out + b"\x00"
+
+
+def from_wire(name: bytes) -> str:
+    return ".".join(label.decode("ascii", "replace") for label in labels_of(name)) + "."
+
+
+def labels_of(name: bytes) -> list[bytes]:
     labels = []
     position = 0
     while name[position]:
