@@ -203,7 +203,13 @@ class DnsServer:
                 ceiling = MAX_TCP_MESSAGE if limit is None else refused.query.udp_limit(payload)
             return answerer.refusal(refused, ceiling)
         ceiling = MAX_TCP_MESSAGE if limit is None else query.udp_limit(payload)
-        answer = answerer.answer(query, client, ceiling)
+        try:
+            answer = answerer.answer(query, client, ceiling)
+        except Exception:  # a bug of ours must cost this query, never the server
+            log.exception("could not answer %r from %s", query.key, client)
+            self.dropped["internal error (SERVFAIL)"] += 1
+            refused = wire.Refuse(wire.SERVFAIL, "internal error", query, query.ident, query.flags)
+            return answerer.refusal(refused, ceiling)
         if self.state.config.query_log:
             log.info("query %s %s %s from %s", query.key, query.qtype, answer[3] & 0xF, client)
         return answer
