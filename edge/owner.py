@@ -20,8 +20,10 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -39,7 +41,12 @@ SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only co
 # A purge also covers responses fetched before it and stored within this long
 # after it (fills and variants in flight); longer than any fill may take.
 BAN_SECONDS = 600.0
-CLEAN_BATCH = 1024  # purged objects forgotten per turn of the event loop
+# The clean-up after a hard purge (index entries, files) is background work: at
+# most CLEAN_BATCH objects every CLEAN_PAUSE seconds (10,000 a second), and the
+# files are removed by a thread at the lowest CPU priority, so that a purge storm
+# takes what the workers leave rather than time from the hit path.
+CLEAN_BATCH = 512
+CLEAN_PAUSE = 0.05
 
 
 def slot_of(key: str) -> int:
@@ -105,6 +112,7 @@ class StoreOwner:
         self.stale_since: dict[str, float] = {}  # soft-purged: variant id -> when
         self.bans: list[Ban] = []
         self._cleaning: asyncio.Task[None] | None = None
+        self._reaper: ThreadPoolExecutor | None = None
         self.evictions = 0
         self.dropped = 0
         self.purges: dict[tuple[str, str], int] = {}  # (kind, mode) -> purges
@@ -269,12 +277,15 @@ class StoreOwner:
 
     async def _clean(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._reaper is None:
+            self._reaper = ThreadPoolExecutor(1, "pinedge-reaper", initializer=_lowest_priority)
         while self.doomed:
             paths = self._clean_some(CLEAN_BATCH)
             # A file removed here may, rarely, already be the object's next
             # version (fetched again, written, not yet admitted): a worker then
             # finds it missing, drops it and fetches it again.
-            await loop.run_in_executor(None, _unlink_all, paths)
+            await loop.run_in_executor(self._reaper, _unlink_all, paths)
+            await asyncio.sleep(CLEAN_PAUSE)
 
     def _clean_some(self, count: int) -> list[str]:
         """Forget up to `count` purged objects; the paths of their files."""
@@ -283,7 +294,7 @@ class StoreOwner:
         for _ in range(min(count, len(self.doomed))):
             vid = self.doomed.pop()
             self.policy.remove(vid)
-            self._forget(vid, unlink=False)
+            self._forget(vid, unlink=False, bump=False)  # bumped by the purge
             paths.append(f"{objects}/{vid[:2]}/{vid}")
         return paths
 
@@ -294,7 +305,7 @@ class StoreOwner:
             self.policy.remove(vid)
             self._forget(vid, unlink=True)
 
-    def _forget(self, vid: str, unlink: bool) -> None:
+    def _forget(self, vid: str, unlink: bool, bump: bool = True) -> None:
         meta = self.records.pop(vid, None)
         if meta is None:
             return
@@ -307,7 +318,8 @@ class StoreOwner:
             siblings.discard(vid)
             if not siblings:
                 del self.by_key[meta.key]
-        self.generations.bump(meta.key)
+        if bump:
+            self.generations.bump(meta.key)
         if unlink:
             objectfile.object_path(self.root, vid).unlink(missing_ok=True)
 
@@ -353,9 +365,17 @@ class StoreOwner:
     def close(self) -> None:
         if self._cleaning is not None:
             self._cleaning.cancel()
+        if self._reaper is not None:
+            self._reaper.shutdown(wait=True)
         # What a hard purge left must not come back when a kept store is scanned.
         _unlink_all(self._clean_some(len(self.doomed)))
         self.generations.close()
+
+
+def _lowest_priority() -> None:
+    """Run this thread at nice 19 (Linux lets a thread have its own)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _remove_leftover_segments() -> None:
