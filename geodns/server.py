@@ -112,7 +112,7 @@ class DnsServer:
         self.limiter = RateLimiter(config.rrl_rate, config.rrl_slip)
         self.dropped: Counter[str] = Counter()
         self.tcp_open = 0
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: UdpReader | None = None
         self.tcp: asyncio.Server | None = None
         self.port = 0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -123,7 +123,6 @@ class DnsServer:
     async def start(self) -> None:
         config = self.state.config
         host, port = parse_hostport(config.listen)
-        loop = asyncio.get_running_loop()
         for attempt in range(20):
             udp_socket = self.udp_socket(host, port)
             self.port = udp_socket.getsockname()[1]
@@ -141,9 +140,7 @@ class DnsServer:
                 if port or attempt == 19:
                     raise  # a port given (or every try taken): say so
                 # port 0: the UDP port the kernel chose is taken for TCP; another
-        self.udp, _ = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(self), sock=udp_socket
-        )
+        self.udp = UdpReader(self, udp_socket)
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=config.probe_timeout)
         )
@@ -297,31 +294,52 @@ class DnsServer:
         state.answerer.forget()
 
 
-class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
+class UdpReader:
+    """The UDP listener: when the socket is readable, every waiting datagram is
+    read and answered in one go (up to BATCH), straight on the socket, without
+    an asyncio transport and a callback per packet between them."""
+
+    BATCH = 512
+
+    def __init__(self, server: DnsServer, sock: socket.socket) -> None:
         self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        sock.setblocking(False)
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.fileno(), self.ready)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def ready(self) -> None:
         server = self.server
-        client = addr[0]
-        answer = server.respond(data, client, 512)
-        if answer is None or self.transport is None:
-            return
-        verdict = server.limiter.verdict(client, time.monotonic())
-        if verdict == "drop":
-            return
-        if verdict == "slip":
-            answer = truncated(answer)
-            if not answer:
+        receive, send = self.sock.recvfrom, self.sock.sendto
+        for _ in range(self.BATCH):
+            try:
+                data, addr = receive(4096)
+            except (BlockingIOError, InterruptedError):
                 return
-        self.transport.sendto(answer, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error: %s", exc)
+            except OSError as exc:  # e.g. an ICMP error for an earlier answer
+                log.debug("udp receive: %s", exc)
+                continue
+            client = addr[0]
+            answer = server.respond(data, client, 512)
+            if answer is None:
+                continue
+            verdict = server.limiter.verdict(client, time.monotonic())
+            if verdict == "drop":
+                continue
+            if verdict == "slip":
+                answer = truncated(answer)
+                if not answer:
+                    continue
+            try:
+                send(answer, addr)
+            except (BlockingIOError, InterruptedError):
+                server.dropped["send buffer full"] += 1
+            except OSError as exc:
+                log.debug("udp send to %s: %s", client, exc)
 
 
 def _prefix56(address: str) -> str:
