@@ -13,6 +13,7 @@ dropped whenever zones, POPs or health change.
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -114,6 +115,11 @@ class Answerer:
     ) -> tuple[Choice, int]:
         """The choice, and how many leading bits of the client's address picked
         it among equally near POPs (0 when there was only one)."""
+        if steered.offload and steered.failover:
+            # Multi-CDN by weight: this share of client networks goes elsewhere.
+            network, bits = _network(where, location.prefix)
+            if zlib.crc32(network + b"offload") / 0xFFFFFFFF < steered.offload:
+                return Choice(None, steered.failover), bits
         near_key = (key, location.latitude, location.longitude, location.region)
         near = self.near.get(near_key)
         if near is None:

@@ -49,6 +49,17 @@ class SteeredConfig:
         None, doc="CNAME target (another CDN) when none of its POPs is healthy"
     )
     max_answers: int = setting(2, doc="addresses per answer at most")
+    offload: float = setting(
+        0.0,
+        doc="share of client networks sent to the failover CDN even when POPs are "
+        "healthy (multi-CDN by weight), 0 to 1",
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.offload <= 1.0:
+            raise ValueError(f"steered {self.name}: offload must be between 0 and 1")
+        if self.offload and not self.failover:
+            raise ValueError(f"steered {self.name}: offload needs a failover name")
 
 
 @dataclass(kw_only=True)

@@ -1427,3 +1427,28 @@ async def test_two_workers_share_the_port_follow_verdicts_and_add_up_their_metri
         text = await node.metrics(client)
         assert metric(text, "pinedge_dns_pop_up", pop="lon") == 0
         assert metric(text, "pinedge_dns_pop_up", pop="sto") == 1
+
+
+async def test_offload_sends_its_share_of_client_networks_to_the_other_cdn(
+    start_dns: StartDns,
+) -> None:
+    steered = [
+        {"name": "half", "failover": "half.othercdn.test.", "offload": 0.5},
+        {"name": "img", "failover": "img.othercdn.test."},
+    ]
+    server = await start_dns(zones=[zone(steered=steered)])
+    offloaded = kept = 0
+    for third in range(200):
+        ecs = subnet(f"81.2.{third}.0", 24)
+        half = await ask(server.port, query("half.cdn.test.", "A", ecs=ecs))
+        again = await ask(server.port, query("half.cdn.test.", "A", ecs=ecs))
+        assert [str(r) for r in half.answer] == [str(r) for r in again.answer]  # stable
+        assert scope(half).scopelen >= 24  # the /24 decided it
+        if [r.rdtype for r in half.answer] == [CNAME]:
+            offloaded += 1
+            assert str(half.answer[0][0].target) == "half.othercdn.test."
+        else:
+            kept += 1
+        plain = await ask(server.port, query("img.cdn.test.", "A", ecs=ecs))
+        assert [r.rdtype for r in plain.answer] != [CNAME]  # no offload: all healthy POPs
+    assert 60 <= offloaded <= 140 and offloaded + kept == 200
