@@ -146,7 +146,21 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
     """The store's figures, read from its owner when scraped."""
     add = registry.add
     add(Gauge("pinedge_store_bytes", "Bytes held by the store.", lambda: owner.size))
-    add(Gauge("pinedge_store_objects", "Responses held by the store.", lambda: len(owner.records)))
+    add(
+        Gauge(
+            "pinedge_store_objects",
+            "Responses held by the store (not counting hard-purged ones).",
+            lambda: len(owner.records) - len(owner.doomed),
+        )
+    )
+    add(
+        Gauge(
+            "pinedge_store_purged_pending",
+            "Hard-purged responses whose files are not removed yet (done when CPU is idle "
+            "or their space is needed).",
+            lambda: len(owner.doomed),
+        )
+    )
     add(Gauge("pinedge_store_budget_bytes", "The store's byte budget.", lambda: owner.budget))
     add(
         Gauge(

@@ -20,16 +20,16 @@ import os
 import secrets
 import shutil
 import tempfile
-import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field, replace
 from multiprocessing import shared_memory
 from pathlib import Path
 
 from pinedge.edge import objectfile
 from pinedge.edge.eviction import make_policy
+from pinedge.edge.idle import IdleMeter
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.purge import Ban, Selection
 from pinedge.edge.tags import tags_of
@@ -41,12 +41,15 @@ SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only co
 # A purge also covers responses fetched before it and stored within this long
 # after it (fills and variants in flight); longer than any fill may take.
 BAN_SECONDS = 600.0
-# The clean-up after a hard purge (index entries, files) is background work: at
-# most CLEAN_BATCH objects every CLEAN_PAUSE seconds (10,000 a second), and the
-# files are removed by a thread at the lowest CPU priority, so that a purge storm
-# takes what the workers leave rather than time from the hit path.
-CLEAN_BATCH = 512
-CLEAN_PAUSE = 0.05
+# The clean-up after a hard purge (index entries, files) takes only what the hit
+# path leaves: every CLEAN_CHECK seconds, up to CLEAN_BATCH objects if at least
+# half a CPU went unused since the last check, else CLEAN_TRICKLE. Space a new
+# object needs is taken from purged objects first, at once, before any eviction.
+CLEAN_CHECK = 0.2
+CLEAN_BATCH = 2048
+CLEAN_SLICE = 256  # objects per turn of the loop, so lookups are not held up
+CLEAN_TRICKLE = 8
+CLEAN_IDLE_SHARE = 0.5 / (os.cpu_count() or 1)
 
 
 def slot_of(key: str) -> int:
@@ -110,9 +113,8 @@ class StoreOwner:
         self.tags_of: dict[str, frozenset[str]] = {}  # variant id -> its tags
         self.doomed: set[str] = set()  # hard-purged: unreachable, files not yet removed
         self.stale_since: dict[str, float] = {}  # soft-purged: variant id -> when
-        self.bans: list[Ban] = []
+        self.bans: deque[Ban] = deque()
         self._cleaning: asyncio.Task[None] | None = None
-        self._reaper: ThreadPoolExecutor | None = None
         self.evictions = 0
         self.dropped = 0
         self.purges: dict[tuple[str, str], int] = {}  # (kind, mode) -> purges
@@ -184,6 +186,8 @@ class StoreOwner:
             self.derived.setdefault(source, set()).add(meta.key)
         self.size += meta.file_size
         self.generations.bump(meta.key)
+        if self.doomed and self.policy.size + meta.file_size > self.policy.budget:
+            self._make_room(meta.file_size)
         evicted = self.policy.admit(vid, meta.file_size)
         for victim in evicted:
             self.evictions += 1
@@ -228,8 +232,10 @@ class StoreOwner:
         bump = self.generations.bump_slot
         for slot in set(found.values()):
             bump(slot)
-        self.bans = [ban for ban in self.bans if now - ban.at < BAN_SECONDS]
-        self.bans.append(Ban(now, selection, soft))
+        bans = self.bans
+        while bans and now - bans[0].at >= BAN_SECONDS:
+            bans.popleft()
+        bans.append(Ban(now, selection, soft))
         mode = "soft" if soft else "hard"
         for kind in selection.kinds:
             self.purges[kind, mode] = self.purges.get((kind, mode), 0) + 1
@@ -262,7 +268,9 @@ class StoreOwner:
         """The latest purge that covers this response and came after its request was
         sent (the response may predate what the purge is for)."""
         for ban in reversed(self.bans):
-            if ban.at > meta.request_time and ban.selection.matches(meta.key, tags):
+            if ban.at <= meta.request_time:
+                return None  # this one and every earlier purge came before the request
+            if ban.selection.matches(meta.key, tags):
                 return ban
         return None
 
@@ -270,33 +278,45 @@ class StoreOwner:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            _unlink_all(self._clean_some(len(self.doomed)))
+            self._clean_some(len(self.doomed))
             return
         if self._cleaning is None or self._cleaning.done():
             self._cleaning = loop.create_task(self._clean())
 
     async def _clean(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._reaper is None:
-            self._reaper = ThreadPoolExecutor(1, "pinedge-reaper", initializer=_lowest_priority)
+        meter = IdleMeter()
         while self.doomed:
-            paths = self._clean_some(CLEAN_BATCH)
+            await asyncio.sleep(CLEAN_CHECK)
+            idle = meter.share()
+            if idle is not None and idle < CLEAN_IDLE_SHARE:
+                self._clean_some(CLEAN_TRICKLE)
+                continue
+            left = CLEAN_BATCH
+            while left > 0 and self.doomed:
+                left -= self._clean_some(min(left, CLEAN_SLICE))
+                await asyncio.sleep(0)
+
+    def _make_room(self, need: int) -> None:
+        """Remove purged objects until `need` more bytes fit in the budget."""
+        policy = self.policy
+        while self.doomed and policy.size + need > policy.budget:
+            self._clean_some(1)
+
+    def _clean_some(self, count: int) -> int:
+        """Forget up to `count` purged objects and remove their files; how many."""
+        objects = str(objectfile.object_path(self.root, "00").parent.parent)
+        doomed = self.doomed
+        count = min(count, len(doomed))
+        for _ in range(count):
+            vid = doomed.pop()
+            self.policy.remove(vid)
+            self._forget(vid, unlink=False, bump=False)  # bumped by the purge
             # A file removed here may, rarely, already be the object's next
             # version (fetched again, written, not yet admitted): a worker then
             # finds it missing, drops it and fetches it again.
-            await loop.run_in_executor(self._reaper, _unlink_all, paths)
-            await asyncio.sleep(CLEAN_PAUSE)
-
-    def _clean_some(self, count: int) -> list[str]:
-        """Forget up to `count` purged objects; the paths of their files."""
-        objects = str(objectfile.object_path(self.root, "00").parent.parent)
-        paths = []
-        for _ in range(min(count, len(self.doomed))):
-            vid = self.doomed.pop()
-            self.policy.remove(vid)
-            self._forget(vid, unlink=False, bump=False)  # bumped by the purge
-            paths.append(f"{objects}/{vid[:2]}/{vid}")
-        return paths
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{objects}/{vid[:2]}/{vid}")
+        return count
 
     def drop(self, vid: str) -> None:
         """A worker found this file damaged: it must not be served again."""
@@ -362,20 +382,14 @@ class StoreOwner:
         for key in [k for k, w in self.fetching.items() if w.leader is who]:
             self.release(key, "abandoned", who)
 
-    def close(self) -> None:
+    def close(self, keep_files: bool = True) -> None:
+        """Stop; if the files are kept (a --cache-dir), first remove what a hard purge
+        left, so that scanning them again cannot bring it back."""
         if self._cleaning is not None:
             self._cleaning.cancel()
-        if self._reaper is not None:
-            self._reaper.shutdown(wait=True)
-        # What a hard purge left must not come back when a kept store is scanned.
-        _unlink_all(self._clean_some(len(self.doomed)))
+        if keep_files:
+            self._clean_some(len(self.doomed))
         self.generations.close()
-
-
-def _lowest_priority() -> None:
-    """Run this thread at nice 19 (Linux lets a thread have its own)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _remove_leftover_segments() -> None:
@@ -383,12 +397,6 @@ def _remove_leftover_segments() -> None:
         pid = segment.name.removeprefix(GENERATIONS_PREFIX).split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
             segment.unlink(missing_ok=True)
-
-
-def _unlink_all(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 def memory_root(name: str) -> Path:

@@ -179,7 +179,7 @@ class EdgeServer:
         for runner in runners[1:]:
             await runner.cleanup()
         if self.owner is not None:
-            self.owner.close()
+            self.owner.close(keep_files=self.persistent)
             if not self.persistent:
                 shutil.rmtree(self.owner.root, ignore_errors=True)
 

@@ -243,7 +243,7 @@ class Supervisor:
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         await self.link_server.close()
-        self.owner.close()
+        self.owner.close(keep_files=self.persistent)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
         if not self.persistent:
             shutil.rmtree(self.owner.root, ignore_errors=True)
