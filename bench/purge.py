@@ -338,6 +338,18 @@ def wait_stored(admin: int, want: int, timeout: float) -> tuple[int, float]:
         time.sleep(0.02)
 
 
+def wait_cleaned(admin: int, timeout: float) -> tuple[int, float]:
+    """Poll pinedge_store_purged_pending until the node has removed every hard-purged
+    object (it does so while the CPUs are idle); (objects left, seconds)."""
+    started = time.perf_counter()
+    deadline = started + timeout
+    while True:
+        left = int(metric(admin, "pinedge_store_purged_pending"))
+        if left == 0 or time.perf_counter() > deadline:
+            return left, time.perf_counter() - started
+        time.sleep(0.02)
+
+
 def cache_status(headers: dict[str, str]) -> list[str]:
     """This node's entry of Cache-Status (RFC 9211: the last one), as its parameters."""
     entry = headers.get("cache-status", "").split(",")[-1]
@@ -708,12 +720,12 @@ def quiet_purge(
 
 
 def purge_and_clean(admin: int, objects: int) -> Purge:
-    """Hard-purge `big`, then wait until the node's object count shows the purged
-    entries gone (cleaned up in the background)."""
+    """Hard-purge `big`, then wait until the node has removed the purged entries and
+    files (in the background)."""
     result = purge_once(admin, ["big"], soft=False)
-    left, seconds = wait_stored(admin, objects - result.purged, timeout=120)
-    if left != objects - result.purged:
-        note(f"after the hard purge the store still holds {left:,} objects after {seconds:.0f} s")
+    left, seconds = wait_cleaned(admin, timeout=120)
+    if left:
+        note(f"after the hard purge {left:,} objects were still not removed after {seconds:.0f} s")
     result.cleaned_ms = seconds * 1000
     return result
 
@@ -777,7 +789,11 @@ def part_tag_varnish(tmp: Path, args: argparse.Namespace, origin: int, result: T
         note(f"varnish fill: {result.varnish_fill.rate:,.0f}/s")
         for r in range(args.rounds):
             ids = random.sample(range(result.tagged), min(SAMPLE, result.tagged))
-            refill = partial(fill, tmp, port, big)
+
+            def refill() -> None:
+                fill(tmp, port, big)
+                settle(origin)  # a soft-purged object is fetched again in the background
+
             hard = quiet_purge(args, partial(varnish_purge, port, "big", soft=False), refill)
             hard_check = check_varnish(port, origin, ids)
             refill()
@@ -788,6 +804,18 @@ def part_tag_varnish(tmp: Path, args: argparse.Namespace, origin: int, result: T
             note(f"varnish round {r + 1}: hard {hard.wall_ms:.1f} ms, soft {soft.wall_ms:.1f} ms")
     finally:
         server.stop()
+
+
+def settle(origin: int, timeout: float = 60.0) -> None:
+    """Until the origin's request count has not moved for half a second."""
+    deadline = time.monotonic() + timeout
+    last = origin_count(origin)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        count = origin_count(origin)
+        if count == last:
+            return
+        last = count
 
 
 def report_tag(report: Report, args: argparse.Namespace, result: TagResult) -> None:
@@ -810,8 +838,9 @@ def report_tag(report: Report, args: argparse.Namespace, result: TagResult) -> N
         'Per round: `POST /purge {"tags": ["big"]}` on the admin port (connection '
         "already open); `took_ms` is the node's own figure (around the store owner's "
         "purge call), `wall` is the client's, request sent to answer read. `cleanup` is "
-        "how long after the answer `pinedge_store_objects` (polled every 20 ms) showed the "
-        "purged entries gone: the background part, index entries and files. Then "
+        "how long after the answer `pinedge_store_purged_pending` (polled every 20 ms) "
+        "fell to 0: the background part, index entries and files, which the node does "
+        "while the CPUs are idle. Then "
         f"{SAMPLE} random purged URLs are fetched: each must go to the origin "
         "(`fwd=miss` in Cache-Status). Then every tagged object is fetched again and the "
         'same tag is purged soft (`"soft": true`), checked the same way (`fwd=stale`: '
@@ -984,6 +1013,7 @@ class HitRun:
     tail_us: dict[str, float] = field(default_factory=dict)  # "99.9", "max"
     supervisor_cpu: float = float("nan")  # share of one CPU over the run
     workers_cpu: float = float("nan")  # the workers', summed
+    pending_after: int = 0  # hard-purged objects not yet removed when the run ended
 
     @property
     def p99(self) -> float:
@@ -1086,6 +1116,7 @@ def hit_run(
     run.supervisor_cpu = (node_end[0] - node_start[0]) / span
     run.workers_cpu = (node_end[1] - node_start[1]) / span
     run.stored_after = stored(node.admin)
+    run.pending_after = int(metric(node.admin, "pinedge_store_purged_pending"))
     return run, loop.used if loop else []
 
 
@@ -1162,7 +1193,7 @@ def part_hitpath(
 
 def refill_groups(tmp: Path, node: Node, tags: list[str], objects: int) -> Fill:
     """Fetch again every object of the purged groups, so each run starts on a full index."""
-    wait_stored(node.admin, objects - objects // GROUPS * len(tags), timeout=120)
+    wait_cleaned(node.admin, timeout=120)
     per_group = objects // GROUPS
     segments = [(int(tag[1:]), GROUPS, per_group) for tag in tags]
     return fill_checked(tmp, node, segments, objects, f"refill of {len(tags)} purged groups")
@@ -1206,7 +1237,10 @@ def report_hitpath(report: Report, args: argparse.Namespace, result: HitResult) 
         "client's wall time per purge, `owner busy purging` (the sum of took_ms over the "
         "run's length; the background clean-up is not in it), and the CPU time the node's "
         "processes used over the run, as a share of one CPU: the supervisor (store owner, "
-        "admin listener, purges and their clean-up) and the two workers (the hit path).",
+        "admin listener, purges and their clean-up) and the two workers (the hit path); "
+        "`left to clean up`: hard-purged objects whose index entries and files the node "
+        "had not removed yet when wrk stopped (it removes them while the CPUs are idle, "
+        "a few per 0.2 s otherwise, or at once when their space is needed).",
         "",
     )
     report.table(
@@ -1221,9 +1255,10 @@ def report_hitpath(report: Report, args: argparse.Namespace, result: HitResult) 
             "owner busy purging",
             "supervisor CPU",
             "workers CPU",
+            "left to clean up at the end",
         ],
         [work_row(run, args) for run in result.runs],
-        "llrrrrrrrr",
+        "llrrrrrrrrr",
     )
     report_hitpath_verdict(report, args, result)
 
@@ -1255,6 +1290,7 @@ def work_row(run: HitRun, args: argparse.Namespace) -> list[str]:
         f"{sum(took) / (args.duration * 10):.1f}%" if took else "-",
         f"{run.supervisor_cpu:.0%}",
         f"{run.workers_cpu:.0%}",
+        f"{run.pending_after:,}" if took else "-",
     ]
 
 
@@ -1286,6 +1322,31 @@ def versus(result: HitResult, rate: float) -> Versus:
         median(r.p99 for r in busy) / q_p99,
         spread([r.wrk.rps for r in quiet]),
         spread([r.p99 for r in quiet]),
+    )
+
+
+def cpu_line(result: HitResult, args: argparse.Namespace) -> str:
+    """Where the CPU went, quiet against each purge rate (medians of the runs)."""
+    workers: dict[float | None, float] = {}
+    parts = []
+    for rate in [None, *args.rates]:
+        runs = [r for r in result.runs if r.rate == rate]
+        workers[rate] = median(r.workers_cpu for r in runs)
+        parts.append(
+            f"{rate_label(rate)}: workers {workers[rate]:.0%}, "
+            f"supervisor {median(r.supervisor_cpu for r in runs):.0%}"
+        )
+    dropped = any(workers[rate] < workers[None] - 0.02 for rate in args.rates)
+    return (
+        "CPU of the node's processes, as a share of one CPU (medians): "
+        + "; ".join(parts)
+        + (
+            ". The workers (the hit path) got less CPU while tags were purged: with wrk and "
+            "the workers already using both CPUs, what the supervisor took for the purges "
+            "and their clean-up came out of theirs."
+            if dropped
+            else ". The workers' CPU did not drop while tags were purged."
+        )
     )
 
 
@@ -1339,6 +1400,7 @@ def report_hitpath_verdict(report: Report, args: argparse.Namespace, result: Hit
         ),
         "",
     )
+    report.add(cpu_line(result, args), "")
     scale = "" if result.objects >= 1_000_000 else f" (among {result.objects:,}, not 1,000,000)"
     for v in found:
         judged = (
