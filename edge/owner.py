@@ -226,12 +226,12 @@ class StoreOwner:
             stale_since = self.stale_since
             for vid in found:
                 stale_since.setdefault(vid, now)
-        else:
+        elif found:
             self.doomed.update(found)
             self._clean_later()
-        bump = self.generations.bump_slot
+        counters = self.generations.counters
         for slot in set(found.values()):
-            bump(slot)
+            counters[slot] = (counters[slot] + 1) & 0xFFFFFFFF
         bans = self.bans
         while bans and now - bans[0].at >= BAN_SECONDS:
             bans.popleft()
