@@ -1408,12 +1408,31 @@ def report_hitpath_verdict(report: Report, args: argparse.Namespace, result: Hit
             if len(quiet) > 1
             else "no verdict (one quiet run has no spread to compare with)"
         )
-        report.add(
-            f"Target: purging one tag among 1,000,000 indexed objects does not slow the hit "
-            f"path measurably while it runs{scale}, at {v.label}: req/s {v.rps:.3f}x and p99 "
-            f"{v.p99:.3f}x of the quiet runs', {judged}.",
-            "",
-        )
+        rate = next(r.rate for r in result.runs if r.kind == v.label)
+        if rate is not None and 0 < rate <= 1:
+            report.add(
+                f"Target: purging one tag among 1,000,000 indexed objects does not slow the "
+                f"hit path measurably while it runs{scale}; one tag at a time, {v.label}: "
+                f"req/s {v.rps:.3f}x and p99 {v.p99:.3f}x of the quiet runs', {judged}.",
+                "",
+            )
+        else:
+            storm = "" if not rate else f" ({rate * (result.objects // GROUPS):,.0f} objects/s)"
+            report.add(
+                f"Beyond the target, a purge storm, {v.label}{storm}: req/s {v.rps:.3f}x and "
+                f"p99 {v.p99:.3f}x of the quiet runs', "
+                + (
+                    "no verdict (one quiet run)."
+                    if len(quiet) < 2
+                    else "within the quiet noise."
+                    if v.inside
+                    else "**measurably slower**."
+                )
+                + " The node's own cost of each purge is small (`took_ms`); what a storm "
+                "costs the hit path on a machine whose CPUs are already full is the "
+                "supervisor's CPU for the purge requests themselves (see the CPU line).",
+                "",
+            )
 
 
 # ---------------------------------------------------------------------------- main
