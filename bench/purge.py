@@ -1428,9 +1428,9 @@ def report_hitpath_verdict(report: Report, args: argparse.Namespace, result: Hit
                     if v.inside
                     else "**measurably slower**."
                 )
-                + " The node's own cost of each purge is small (`took_ms`); what a storm "
-                "costs the hit path on a machine whose CPUs are already full is the "
-                "supervisor's CPU for the purge requests themselves (see the CPU line).",
+                + " On a machine whose CPUs are already full, what the supervisor spends on "
+                "the purge requests and the purges comes out of the workers' share (see the "
+                "CPU line).",
                 "",
             )
 
