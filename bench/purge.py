@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import http.client
 import json
+import mmap
 import os
 import platform
 import random
@@ -236,6 +237,46 @@ def wait_for_quiet(limit: float) -> float:
             if share >= QUIET_SHARE:
                 note(f"the machine is busy: others use {share:.0%} of the CPUs; measuring anyway")
             return share
+
+
+def idle_memory_probe(idle: float = 30.0, pages: int = 2000) -> dict[str, float]:
+    """Microseconds to write one byte to each of `pages` random pages of 256 MiB that was
+    all written just before (key "hot"), and again after `idle` s untouched ("idle")."""
+    size = 256 << 20
+    memory = mmap.mmap(-1, size)
+    count = size // mmap.PAGESIZE
+    found = {}
+    try:
+        for label, wait in (("hot", 0.1), ("idle", idle)):
+            for offset in range(0, size, mmap.PAGESIZE):
+                memory[offset] = 1
+            time.sleep(wait)
+            sample = random.sample(range(count), pages)
+            started = time.perf_counter()
+            for page in sample:
+                memory[page * mmap.PAGESIZE] = 2
+            found[label] = (time.perf_counter() - started) / pages * 1e6
+    finally:
+        memory.close()
+    return found
+
+
+def idle_memory_line(when: str, probe: dict[str, float], idle: float = 30.0) -> str:
+    return (
+        f"Memory left alone, {when}: writing one byte to each of 2,000 random pages of a "
+        f"256 MiB mapping took {probe['hot']:.1f} µs a page right after the mapping was "
+        f"written, {probe['idle']:.1f} µs a page after {idle:g} s untouched"
+        + (
+            f" ({probe['idle'] / probe['hot']:.0f}x). On this machine memory a process has "
+            "not touched for a while is slow to reach again (reclaimed outside the VM, it "
+            "seems: there is no swap inside it), so a "
+            "purge that comes alone and touches a few scattered pages per purged object "
+            "(index entries, generation counters) costs far more than the same purge among "
+            "many."
+            if probe["idle"] > 3 * probe["hot"]
+            else "."
+        )
+    )
 
 
 # ---------------------------------------------------------------------------- processes
@@ -1561,12 +1602,20 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError(f"{WRK} is missing (apt-get install wrk)")
         results["code"] = code_state()
         header(report, args)
+        if not args.quick:
+            wait_for_quiet(args.quiet_wait)
+            results["idle_memory_start"] = probe = idle_memory_probe()
+            report.add(idle_memory_line("at the start of the run", probe), "")
         start = CpuSample.now()
         _, origin = start_origin(tmp, args.body_size)
         if "tag" in args.parts:
             part_tag(report, args, tmp, origin, results)
         if "hitpath" in args.parts:
             part_hitpath(report, args, tmp, origin, results)
+        if not args.quick:
+            wait_for_quiet(args.quiet_wait)
+            results["idle_memory_end"] = probe = idle_memory_probe()
+            report.add(idle_memory_line("at the end of the run", probe), "")
         code_now = code_state()
         if code_now != results["code"]:
             report.add(
