@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 from conftest import Scripted, StartEdge, send
 from test_edge_purge import TOKEN, fill, purge, tagged
-from test_store import running_node
+from test_store import Node, running_node
 
 from pinedge.edge import objectfile
 from pinedge.edge.idle import IdleMeter
@@ -23,6 +23,19 @@ from pinedge.edge.purge import Selection
 
 def stored_files(cache_dir: Path) -> int:
     return sum(1 for _ in (cache_dir / "objects").glob("*/*"))
+
+
+async def fill_node(client: aiohttp.ClientSession, node: Node, *paths: str) -> None:
+    """Store every path, then check each is a hit. A subprocess node may still be
+    writing the first response when the second request comes (that one then shares
+    the fetch), so the hits are checked once the store holds them all."""
+    for path in paths:
+        await send(client, node.url + path)
+    async with asyncio.timeout(20):
+        while await node.metric(client, "pinedge_store_objects") < len(paths):
+            await asyncio.sleep(0.05)
+    for path in paths:
+        assert (await send(client, node.url + path)).hit, path
 
 
 def metric(text: str, name: str) -> float:
@@ -43,7 +56,7 @@ async def test_a_hard_purge_removes_the_files_of_what_it_purged_and_only_those(
     for path in kept:
         tagged(scripted, path, "boards")
     async with running_node(client, scripted.url, "--cache-dir", str(cache_dir)) as node:
-        await fill(client, node.url, *purged, *kept)
+        await fill_node(client, node, *purged, *kept)
         assert stored_files(cache_dir) == 35
 
         status, answer = await purge(client, node.admin, {"tags": ["pins"]})
@@ -69,7 +82,7 @@ async def test_a_kept_store_restarted_right_after_a_hard_purge_does_not_bring_it
         tagged(scripted, path, "pins")
     tagged(scripted, "/kept", "boards")
     async with running_node(client, scripted.url, "--cache-dir", str(cache_dir)) as node:
-        await fill(client, node.url, *paths, "/kept")
+        await fill_node(client, node, *paths, "/kept")
         status, answer = await purge(client, node.admin, {"tags": ["pins"]})
         assert status == 200 and answer["purged"] == 200
     # Stopped at once: whatever the background clean-up had not reached yet was
