@@ -45,7 +45,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +55,7 @@ import aiohttp
 import PIL
 import pyvips
 from procs import BenchError, Server, free_ports, http_get, wait_http
+from report import Report, note
 
 from pinedge.edge.images import Format, Limits, Result, Settings, Variant, probe, transform
 from pinedge.edge.images.model import DEFAULT_ENGINES
@@ -107,32 +108,6 @@ VIEWPORT = (1280, 900)
 
 
 # ---------------------------------------------------------------------------- output
-
-
-class Report:
-    """Markdown printed as it comes, kept for --md."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, *lines: str) -> None:
-        for line in lines:
-            print(line, flush=True)
-            self.lines.append(line)
-
-    def table(self, header: list[str], rows: Iterable[list[str]], align: str = "") -> None:
-        """A Markdown table; `align` has one letter per column (l or r), default l."""
-        align = align or "l" * len(header)
-        marks = ["---:" if a == "r" else "---" for a in align]
-        self.add("| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |")
-        for row in rows:
-            self.add("| " + " | ".join(row) + " |")
-        self.add("")
-
-
-def note(text: str) -> None:
-    """Progress on stderr, not part of the report."""
-    print(f"  .. {text}", file=sys.stderr, flush=True)
 
 
 def ms(value: float) -> str:

@@ -43,6 +43,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from procs import REPO, BenchError, Server, free_ports, http_get, wait_http
+from report import Report
 from yarl import URL
 
 from pinedge.edge.errors import EdgeError
@@ -619,16 +620,6 @@ def key_differences(run: Run, m: Model) -> list[tuple[str, int, int]]:
 
 
 # ---------------------------------------------------------------------------- the report
-
-
-class Report:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, *lines: str) -> None:
-        for line in lines:
-            print(line, flush=True)
-            self.lines.append(line)
 
 
 def pct(part: float, whole: float) -> str:
