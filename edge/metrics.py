@@ -150,7 +150,7 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
         Gauge(
             "pinedge_store_objects",
             "Responses held by the store (not counting hard-purged ones).",
-            lambda: len(owner.records) - len(owner.doomed),
+            lambda: max(0, len(owner.records) - owner.purged_pending),
         )
     )
     add(
@@ -158,7 +158,7 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
             "pinedge_store_purged_pending",
             "Hard-purged responses whose files are not removed yet (done when CPU is idle "
             "or their space is needed).",
-            lambda: len(owner.doomed),
+            lambda: owner.purged_pending,
         )
     )
     add(Gauge("pinedge_store_budget_bytes", "The store's byte budget.", lambda: owner.budget))

@@ -3,8 +3,9 @@
 - the index: which variants of which keys are stored, in which files;
 - the eviction policy (S3-FIFO by default) and the byte budget;
 - a generation per key slot in shared memory, bumped whenever a key's stored
-  variants change, so a worker can check on each hit, for the price of one
-  memory read, that its own copy is still the stored one;
+  variants change, and one per tag slot, bumped when the tag is purged, so a
+  worker can check on each hit, for the price of a memory read per slot, that
+  its own copy is still the stored one;
 - node-wide collapsed forwarding: one worker fetches a key, the others wait.
 
 Workers reach it over a Unix socket (ownerlink.py) or, in a one-process node,
@@ -38,6 +39,7 @@ log = logging.getLogger("pinedge.store")
 
 GENERATIONS_PREFIX = "pinedge-generations-"
 SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only cost a reload
+PURGES = SLOTS  # the counter after the slots: bumped first by every purge
 # A purge also covers responses fetched before it and stored within this long
 # after it (fills and variants in flight); longer than any fill may take.
 BAN_SECONDS = 600.0
@@ -56,8 +58,15 @@ def slot_of(key: str) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SLOTS - 1)
 
 
+def tag_slot(tag: str) -> int:
+    """A tag's generation slot; a cache key never starts with NUL, so a tag and a
+    key share a slot only by a collision."""
+    return zlib.crc32(b"\x00" + tag.encode("utf-8", "surrogateescape")) & (SLOTS - 1)
+
+
 class Generations:
-    """A shared array of counters, one per key slot."""
+    """A shared array of counters, one per slot (keys and tags hash into the same
+    slots), and after them PURGES."""
 
     def __init__(self, name: str | None = None) -> None:
         if name is None:
@@ -65,7 +74,7 @@ class Generations:
             # killed can remove what it left.
             _remove_leftover_segments()
             name = f"{GENERATIONS_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-            self.memory = shared_memory.SharedMemory(name=name, create=True, size=SLOTS * 4)
+            self.memory = shared_memory.SharedMemory(name=name, create=True, size=(SLOTS + 1) * 4)
             self.owned = True
         else:
             self.memory = shared_memory.SharedMemory(name=name)
@@ -86,11 +95,29 @@ class Generations:
         for slot in slots:  # inline: a call per slot was most of a large purge's time
             counters[slot] = (counters[slot] + 1) & 0xFFFFFFFF
 
+    def bump_purges(self) -> None:
+        """Called before a purge bumps anything else: a worker that reads PURGES
+        before and after reading other slots knows whether a purge came between."""
+        self.bump_slots((PURGES,))
+
     def close(self) -> None:
         self.counters.release()
         self.memory.close()
         if self.owned:
             self.memory.unlink()
+
+
+@dataclass(slots=True, eq=False)
+class PurgedGroup:
+    """What a tag indexed when it was purged, settled later one object at a time
+    (hard: removed; soft: marked stale and indexed under the tag again). Until then
+    the owner's lookups find its members here, so the purge itself touches none of
+    them: one purged tag costs the same among a million objects as among ten."""
+
+    tag: str
+    at: float
+    soft: bool
+    members: dict[str, Meta]  # variant id -> the record the purge covered
 
 
 @dataclass(slots=True)
@@ -111,8 +138,10 @@ class StoreOwner:
         self.generations = Generations()
         self.fetching: dict[str, Waiters] = {}
         self.derived: dict[str, set[str]] = {}  # source key -> keys of its variants
-        self.tags: dict[str, dict[str, int]] = {}  # tag -> {variant id: its key's slot}
+        self.tags: dict[str, dict[str, Meta]] = {}  # tag -> {variant id: its record}
         self.tags_of: dict[str, frozenset[str]] = {}  # variant id -> its tags
+        self.purged_tags: dict[str, list[PurgedGroup]] = {}  # tag -> groups not yet settled
+        self.settling: deque[PurgedGroup] = deque()  # the same groups, oldest first
         self.doomed: set[str] = set()  # hard-purged: unreachable, files not yet removed
         self.stale_since: dict[str, float] = {}  # soft-purged: variant id -> when
         self.bans: deque[Ban] = deque()
@@ -152,8 +181,25 @@ class StoreOwner:
                 continue
             meta = self.records[vid]
             since = self.stale_since.get(vid)
+            if self.purged_tags:
+                hidden, since = self._purged_by_tag(vid, meta, since)
+                if hidden:
+                    continue
             metas.append(meta if since is None else replace(meta, purged_at=since))
         return metas
+
+    def _purged_by_tag(
+        self, vid: str, meta: Meta, since: float | None
+    ) -> tuple[bool, float | None]:
+        """Whether a tag purge not yet settled removed this record (hard), and from
+        when it is stale (`since`, or an earlier soft purge's time)."""
+        for tag in self.tags_of.get(vid, ()):
+            for group in self.purged_tags.get(tag, ()):
+                if group.members.get(vid) is meta:
+                    if not group.soft:
+                        return True, since
+                    since = group.at if since is None else min(since, group.at)
+        return False, since
 
     def admit(self, meta: Meta) -> list[str]:
         """Index a file a worker wrote; returns the variant ids evicted for it."""
@@ -179,16 +225,16 @@ class StoreOwner:
             self.stale_since[vid] = ban.at
         if tags:
             self.tags_of[vid] = tags
-            slot = slot_of(meta.key)
             for tag in tags:
-                self.tags.setdefault(tag, {})[vid] = slot
+                self.tags.setdefault(tag, {})[vid] = meta
         self.by_key.setdefault(meta.key, set()).add(vid)
         source, mark, _ = meta.key.partition("#")
         if mark:
             self.derived.setdefault(source, set()).add(meta.key)
         self.size += meta.file_size
         self.generations.bump(meta.key)
-        if self.doomed and self.policy.size + meta.file_size > self.policy.budget:
+        pending = self.doomed or self.settling
+        if pending and self.policy.size + meta.file_size > self.policy.budget:
             self._make_room(meta.file_size)
         evicted = self.policy.admit(vid, meta.file_size)
         for victim in evicted:
@@ -221,17 +267,27 @@ class StoreOwner:
         worker's copy is invalidated through the generations); their index entries
         and files are removed in the background. Soft: they are stale from now on.
         Either way the purge is remembered for BAN_SECONDS, for responses fetched
-        before it that are stored after it."""
+        before it that are stored after it.
+
+        A tag is purged without touching its objects: its members are set aside as
+        one group, and one tag slot is bumped for the workers. URLs, prefixes and
+        "all" are applied to each object at once."""
         now = time.time() if now is None else now
-        found = self._select(selection)
-        if soft:
-            stale_since = self.stale_since
-            for vid in found:
-                stale_since.setdefault(vid, now)
-        elif found:
-            self.doomed.update(found)
+        self.generations.bump_purges()
+        count = sum(self._purge_tag(tag, soft, now) for tag in selection.tags)
+        rest = replace(selection, tags=frozenset())
+        if rest.names_anything:
+            found = self._select(rest)
+            if soft:
+                stale_since = self.stale_since
+                for vid in found:
+                    stale_since.setdefault(vid, now)
+            else:
+                self.doomed.update(found)
+            self.generations.bump_slots(set(found.values()))
+            count += len(found)
+        if self.doomed or self.settling:
             self._clean_later()
-        self.generations.bump_slots(set(found.values()))
         bans = self.bans
         while bans and now - bans[0].at >= BAN_SECONDS:
             bans.popleft()
@@ -239,18 +295,33 @@ class StoreOwner:
         mode = "soft" if soft else "hard"
         for kind in selection.kinds:
             self.purges[kind, mode] = self.purges.get((kind, mode), 0) + 1
-        self.purged[mode] = self.purged.get(mode, 0) + len(found)
-        return len(found)
+        self.purged[mode] = self.purged.get(mode, 0) + count
+        return count
+
+    def _purge_tag(self, tag: str, soft: bool, now: float) -> int:
+        self.generations.bump_slots((tag_slot(tag),))
+        count = 0
+        waiting = self.purged_tags.get(tag, ())
+        if not soft:
+            for group in waiting:  # soft-purged before and not yet settled: removed now
+                if group.soft:
+                    group.soft = False
+                    count += len(group.members)
+        members = self.tags.pop(tag, None)
+        if members:
+            group = PurgedGroup(tag, now, soft, members)
+            self.purged_tags.setdefault(tag, []).append(group)
+            self.settling.append(group)
+            count += len(members)
+        return count
 
     def _select(self, selection: Selection) -> dict[str, int]:
-        """The stored responses `selection` covers (not already purged), each with
-        its key's generation slot."""
+        """The stored responses a purge by URL, prefix or "all" covers (not already
+        purged), each with its key's generation slot."""
         records = self.records
         found: dict[str, int] = {}
         if selection.everything:
             found = {vid: slot_of(meta.key) for vid, meta in records.items()}
-        for tag in selection.tags:
-            found.update(self.tags.get(tag, {}))
         keys = [
             *selection.keys,
             *(derived for key in selection.keys for derived in self.derived.get(key, ())),
@@ -262,6 +333,9 @@ class StoreOwner:
             found.update((vid, slot) for vid in self.by_key.get(key, ()))
         for vid in self.doomed.intersection(found) if self.doomed else ():
             del found[vid]
+        if self.purged_tags:
+            for vid in [v for v in found if self._purged_by_tag(v, records[v], None)[0]]:
+                del found[vid]
         return found
 
     def _ban_for(self, meta: Meta, tags: frozenset[str]) -> Ban | None:
@@ -278,42 +352,80 @@ class StoreOwner:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._clean_some(len(self.doomed))
+            self._clean_some(len(self.records))
             return
         if self._cleaning is None or self._cleaning.done():
             self._cleaning = loop.create_task(self._clean())
 
     async def _clean(self) -> None:
         meter = IdleMeter()
-        while self.doomed:
+        while self.doomed or self.settling:
             await asyncio.sleep(CLEAN_CHECK)
             idle = meter.share()
             if idle is not None and idle < CLEAN_IDLE_SHARE:
                 self._clean_some(CLEAN_TRICKLE)
                 continue
             left = CLEAN_BATCH
-            while left > 0 and self.doomed:
+            while left > 0 and (self.doomed or self.settling):
                 left -= self._clean_some(min(left, CLEAN_SLICE))
                 await asyncio.sleep(0)
+
+    @property
+    def purged_pending(self) -> int:
+        """Hard-purged objects whose index entries and files are still to be removed."""
+        waiting = sum(len(group.members) for group in self.settling if not group.soft)
+        return len(self.doomed) + waiting
 
     def _make_room(self, need: int) -> None:
         """Remove purged objects until `need` more bytes fit in the budget."""
         policy = self.policy
-        while self.doomed and policy.size + need > policy.budget:
-            self._clean_some(1)
+        while policy.size + need > policy.budget:
+            if self.doomed:
+                self._clean_some(1)
+                continue
+            group = next((g for g in self.settling if not g.soft and g.members), None)
+            if group is None:
+                return
+            self._settle(group, *group.members.popitem())
 
     def _clean_some(self, count: int) -> int:
-        """Forget up to `count` purged objects and remove their files; how many."""
+        """Settle up to `count` purged objects (forget them and remove their files,
+        or mark them stale); how many."""
+        done = 0
         doomed = self.doomed
-        count = min(count, len(doomed))
-        for _ in range(count):
+        while done < count and doomed:
             vid = doomed.pop()
+            self.policy.remove(vid)
+            self._forget(vid, unlink=True, bump=False)  # bumped by the purge
+            done += 1
+        settling = self.settling
+        while done < count and settling:
+            group = settling[0]
+            members = group.members
+            while done < count and members:
+                self._settle(group, *members.popitem())
+                done += 1
+            if not members:
+                settling.popleft()
+                waiting = self.purged_tags[group.tag]
+                waiting.remove(group)
+                if not waiting:
+                    del self.purged_tags[group.tag]
+        return done
+
+    def _settle(self, group: PurgedGroup, vid: str, meta: Meta) -> None:
+        if self.records.get(vid) is not meta:
+            return  # gone already, or stored again since the purge
+        if group.soft:
+            since = self.stale_since.get(vid)
+            self.stale_since[vid] = group.at if since is None else min(since, group.at)
+            self.tags.setdefault(group.tag, {})[vid] = meta
+        else:
             self.policy.remove(vid)
             # A file removed here may, rarely, already be the object's next
             # version (fetched again, written, not yet admitted): a worker then
             # finds it missing, drops it and fetches it again.
             self._forget(vid, unlink=True, bump=False)  # bumped by the purge
-        return count
 
     def drop(self, vid: str) -> None:
         """A worker found this file damaged: it must not be served again."""
@@ -385,7 +497,7 @@ class StoreOwner:
         if self._cleaning is not None:
             self._cleaning.cancel()
         if keep_files:
-            self._clean_some(len(self.doomed))
+            self._clean_some(len(self.records))
         self.generations.close()
 
 

@@ -52,6 +52,10 @@ class Selection:
         return source in self.keys or source.startswith(self.prefixes)
 
     @property
+    def names_anything(self) -> bool:
+        return bool(self.everything or self.tags or self.keys or self.prefixes)
+
+    @property
     def kinds(self) -> list[str]:
         """What the purge names, for metrics and logs: tag, url, prefix, all."""
         named = [("tag", self.tags), ("url", self.keys), ("prefix", self.prefixes)]

@@ -4,9 +4,9 @@ Objects live in files (objectfile.py) under one directory — shared memory or
 --cache-dir — so every worker reads the same pages from the OS page cache and
 they survive a worker's restart. The owner (owner.py) indexes them. Each worker
 keeps, per key it has used, the stored variants' metadata and, within its
-`local_budget`, their bodies in memory for the hit path. A generation counter
-per key slot, shared with the owner, tells it on every hit whether its copy is
-still the stored one.
+`local_budget`, their bodies in memory for the hit path. Generation counters
+shared with the owner, one per key slot and one per tag slot, tell it on every
+hit whether its copy is still the stored one and not purged by a tag.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from pinedge.edge import objectfile
 from pinedge.edge.entry import Entry
 from pinedge.edge.objectfile import Meta
-from pinedge.edge.owner import Generations, slot_of
+from pinedge.edge.owner import PURGES, Generations, slot_of, tag_slot
 from pinedge.edge.ownerlink import OwnerLink
 
 log = logging.getLogger("pinedge.store")
@@ -44,6 +44,7 @@ class LocalKey:
     metas: list[Meta]
     entries: list[Entry] | None  # None once the bodies were dropped from memory
     size: int
+    tag_generations: tuple[tuple[int, int], ...] = ()  # (tag slot, generation) of its tags
 
 
 class SharedStore:
@@ -86,9 +87,14 @@ class SharedStore:
         local = self.local.get(key)
         if local is None or local.entries is None:
             return []
-        if self.counters[local.slot] != local.generation:
+        counters = self.counters
+        if counters[local.slot] != local.generation:
             self._forget(key)
             return []
+        for slot, generation in local.tag_generations:
+            if counters[slot] != generation:
+                self._forget(key)
+                return []
         return local.entries
 
     async def load(self, key: str) -> list[Entry]:
@@ -97,9 +103,11 @@ class SharedStore:
         if entries:
             return entries
         slot = slot_of(key)
-        generation = self.counters[slot]
+        counters = self.counters
+        generation = counters[slot]
+        purges = counters[PURGES]
         local = self.local.get(key)
-        if local is not None and local.generation == generation:
+        if local is not None and self._current(local):
             metas = local.metas
         else:
             try:
@@ -116,7 +124,13 @@ class SharedStore:
             entry = self.build(meta, body)
             self._open_file(entry, meta)
             entries.append(entry)
-        self._remember(key, LocalKey(slot, generation, metas, entries, 0))
+        tag_generations = self._tag_generations(entries)
+        if counters[PURGES] != purges:
+            # A purge came while the owner was asked: these may be what it purged,
+            # and the tag generations may already be the ones after it.
+            self._forget(key)
+            return entries
+        self._remember(key, LocalKey(slot, generation, metas, entries, 0, tag_generations))
         return entries
 
     def hit(self, entry: Entry) -> None:
@@ -142,12 +156,19 @@ class SharedStore:
             meta = await loop.run_in_executor(None, objectfile.write, self.root, fields, entry.body)
         else:
             meta = objectfile.write(self.root, fields, entry.body)
+        counters = self.counters
+        purges = counters[PURGES]
         metas = await self.link.admit(meta)
         slot = slot_of(entry.key)
-        if len(metas) == 1 and metas[0].variant_id == entry.vid:
-            # The key's only variant is the one in hand: keep it for the hit path.
+        generation = counters[slot]
+        tag_generations = self._tag_generations([entry])
+        unpurged = counters[PURGES] == purges
+        only = len(metas) == 1 and metas[0].variant_id == entry.vid and metas[0].purged_at is None
+        if unpurged and only:
+            # The key's only variant is the one in hand, not purged: keep it for the hit path.
             self._open_file(entry, meta)
-            self._remember(entry.key, LocalKey(slot, self.counters[slot], metas, [entry], 0))
+            local = LocalKey(slot, generation, metas, [entry], 0, tag_generations)
+            self._remember(entry.key, local)
         else:
             self._forget(entry.key)
         return True
@@ -182,6 +203,17 @@ class SharedStore:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(None, objectfile.read_body, path, meta)
         return objectfile.read_body(path, meta)
+
+    def _current(self, local: LocalKey) -> bool:
+        counters = self.counters
+        if counters[local.slot] != local.generation:
+            return False
+        return all(counters[slot] == generation for slot, generation in local.tag_generations)
+
+    def _tag_generations(self, entries: list[Entry]) -> tuple[tuple[int, int], ...]:
+        slots = {tag_slot(tag) for entry in entries for tag in entry.tags}
+        counters = self.counters
+        return tuple((slot, counters[slot]) for slot in sorted(slots))
 
     def _remember(self, key: str, local: LocalKey) -> None:
         self._forget(key)
