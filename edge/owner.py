@@ -218,6 +218,7 @@ class StoreOwner:
         old = self.records.get(vid)
         if old is not None:
             self.size -= old.file_size
+            self._leave_groups(vid, old)
             self._untag(vid)
         self.records[vid] = meta
         self.stale_since.pop(vid, None)
@@ -352,7 +353,7 @@ class StoreOwner:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._clean_some(len(self.records))
+            self._clean_some(self._unsettled())
             return
         if self._cleaning is None or self._cleaning.done():
             self._cleaning = loop.create_task(self._clean())
@@ -375,6 +376,9 @@ class StoreOwner:
         """Hard-purged objects whose index entries and files are still to be removed."""
         waiting = sum(len(group.members) for group in self.settling if not group.soft)
         return len(self.doomed) + waiting
+
+    def _unsettled(self) -> int:
+        return len(self.doomed) + sum(len(group.members) for group in self.settling)
 
     def _make_room(self, need: int) -> None:
         """Remove purged objects until `need` more bytes fit in the budget."""
@@ -439,6 +443,7 @@ class StoreOwner:
         if meta is None:
             return
         self.size -= meta.file_size
+        self._leave_groups(vid, meta)
         self._untag(vid)
         self.stale_since.pop(vid, None)
         self.doomed.discard(vid)
@@ -451,6 +456,15 @@ class StoreOwner:
             self.generations.bump(meta.key)
         if unlink:
             objectfile.object_path(self.root, vid).unlink(missing_ok=True)
+
+    def _leave_groups(self, vid: str, meta: Meta) -> None:
+        """A record that goes (forgotten, or replaced by the next version) leaves the
+        purged groups that hold it, so that they count only what is left to settle."""
+        if self.purged_tags:
+            for tag in self.tags_of.get(vid, ()):
+                for group in self.purged_tags.get(tag, ()):
+                    if group.members.get(vid) is meta:
+                        del group.members[vid]
 
     def _untag(self, vid: str) -> None:
         for tag in self.tags_of.pop(vid, ()):
@@ -497,7 +511,7 @@ class StoreOwner:
         if self._cleaning is not None:
             self._cleaning.cancel()
         if keep_files:
-            self._clean_some(len(self.records))
+            self._clean_some(self._unsettled())
         self.generations.close()
 
 

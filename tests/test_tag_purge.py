@@ -81,6 +81,7 @@ async def test_a_response_stored_again_before_the_purge_is_settled_survives_it(
     again = store(owner, "/p/0", "pins", b"new")  # same variant, same file name
 
     assert owner.lookup("/p/0") == [again]
+    assert owner.purged_pending == 1
     settle_everything(owner)
     assert owner.lookup("/p/0") == [again] and owner.lookup("/p/1") == []
     assert files(owner) == {again.variant_id}
@@ -129,6 +130,20 @@ async def test_a_hard_purge_takes_what_a_soft_purge_of_the_tag_left_unsettled(
     assert owner.purged_pending == 4
     settle_everything(owner)
     assert files(owner) == set()
+
+
+async def test_a_hard_purge_after_a_soft_one_counts_each_object_it_removes_once(
+    owner: StoreOwner,
+) -> None:
+    for index in range(4):
+        store(owner, f"/p/{index}", "pins")
+    assert tag(owner, "pins", soft=True) == 4
+    for index in range(2):  # revalidated since: new versions, indexed under the tag
+        store(owner, f"/p/{index}", "pins")
+
+    assert tag(owner, "pins") == 4
+    assert owner.purged_pending == 4
+    assert all(owner.lookup(f"/p/{index}") == [] for index in range(4))
 
 
 async def test_an_object_under_two_tags_goes_with_either_and_is_counted_once_settled(
