@@ -127,8 +127,10 @@ class SharedStore:
         tag_generations = self._tag_generations(entries)
         if counters[PURGES] != purges:
             # A purge came while the owner was asked: these may be what it purged,
-            # and the tag generations may already be the ones after it.
+            # and the tag generations may already be the ones after it. Served
+            # once from memory, not kept.
             self._forget(key)
+            _close_files(entries)
             return entries
         self._remember(key, LocalKey(slot, generation, metas, entries, 0, tag_generations))
         return entries
