@@ -180,8 +180,9 @@ class CollapseTable:
         return fill, True
 
     def in_progress(self, key: str) -> bool:
-        fill = self._fills.get(key)
-        return fill is not None and not fill.done
+        """Whether a fetch of `key` is under way, its response not yet stored: until
+        the fill is released, a lookup may still find the version it replaces."""
+        return key in self._fills
 
     def release(self, fill: Fill) -> None:
         """Forget `fill` (its leader is done with it); waiters keep their reference."""
