@@ -107,23 +107,21 @@ class SharedStore:
         generation = counters[slot]
         purges = counters[PURGES]
         local = self.local.get(key)
-        if local is not None and self._current(local):
-            metas = local.metas
-        else:
-            try:
-                metas = await self.link.lookup(key)
-            except OSError as exc:
-                log.error("store lookup of %s failed, treating it as a miss: %s", key, exc)
-                return []
-        entries = []
-        for meta in metas:
-            body = await self._read(meta)
-            if body is None:
-                self.link.drop(meta.variant_id)
-                continue
-            entry = self.build(meta, body)
-            self._open_file(entry, meta)
-            entries.append(entry)
+        metas = local.metas if local is not None and self._current(local) else None
+        for asked in range(2):
+            if metas is None:
+                try:
+                    metas = await self.link.lookup(key)
+                except OSError as exc:
+                    log.error("store lookup of %s failed, treating it as a miss: %s", key, exc)
+                    return []
+            entries, replaced = await self._entries(metas)
+            if not replaced or asked:
+                break
+            # A newer version was written over a file while its admission was on the
+            # way to the owner: ask again rather than miss.
+            _close_files(entries)
+            metas = None
         tag_generations = self._tag_generations(entries)
         if counters[PURGES] != purges:
             # A purge came while the owner was asked: these may be what it purged,
@@ -205,6 +203,27 @@ class SharedStore:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(None, objectfile.read_body, path, meta)
         return objectfile.read_body(path, meta)
+
+    async def _entries(self, metas: list[Meta]) -> tuple[list[Entry], bool]:
+        """Entries for the metas whose files read back as described, and whether a
+        file was found replaced by another version of its response. A file that is
+        damaged or gone is reported to the owner, which stops indexing it."""
+        entries = []
+        replaced = False
+        for meta in metas:
+            body = await self._read(meta)
+            if body is None:
+                path = objectfile.object_path(self.root, meta.variant_id)
+                current = objectfile.read_meta(path)
+                if current is not None and current.response_time != meta.response_time:
+                    replaced = True
+                else:
+                    self.link.drop(meta.variant_id)
+                continue
+            entry = self.build(meta, body)
+            self._open_file(entry, meta)
+            entries.append(entry)
+        return entries, replaced
 
     def _current(self, local: LocalKey) -> bool:
         counters = self.counters
