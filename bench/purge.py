@@ -214,6 +214,27 @@ def wait_for_quiet(limit: float) -> float:
             return share
 
 
+NODE_IDLE_SHARE = 0.05  # of one CPU: the node's processes together, for "at rest"
+
+
+def wait_for_node_idle(node: Node, limit: float) -> float:
+    """Before a measurement: wait, up to `limit` seconds, for a one-second window in
+    which the node's own processes used under NODE_IDLE_SHARE of one CPU, so that no
+    run starts while the node still works off the previous one (the refill after a
+    purging run: index, eviction, garbage collection); the seconds waited."""
+    started = time.monotonic()
+    while True:
+        before, at = node.cpu_ticks(), time.monotonic()
+        time.sleep(1.0)
+        after, span = node.cpu_ticks(), time.monotonic() - at
+        used = (sum(after) - sum(before)) / TICK / span
+        waited = time.monotonic() - started
+        if used < NODE_IDLE_SHARE or waited >= limit:
+            if used >= NODE_IDLE_SHARE:
+                note(f"the node still uses {used:.0%} of a CPU after {waited:.0f} s; measuring")
+            return waited - 1.0
+
+
 def idle_memory_probe(idle: float = 30.0, pages: int = 2000) -> dict[str, float]:
     """Microseconds to write one byte to each of `pages` random pages of 256 MiB that was
     all written just before (key "hot"), and again after `idle` s untouched ("idle")."""
@@ -1028,6 +1049,7 @@ class HitRun:
     attempt: int = 1  # earlier attempts were discarded: the machine was busy
     tail_us: dict[str, float] = field(default_factory=dict)  # "99.9", "max"
     supervisor_cpu: float = float("nan")  # share of one CPU over the run
+    node_settled_s: float = 0.0  # waited before the run for the node to be at rest
     workers_cpu: float = float("nan")  # the workers', summed
     pending_after: int = 0  # hard-purged objects not yet removed when the run ended
 
@@ -1111,6 +1133,7 @@ def hit_run(
     """One wrk run on the hot URL; with the purge loop over `tags` at `rate` unless
     `rate` is None."""
     wait_for_quiet(args.quiet_wait)
+    settled = wait_for_node_idle(node, args.quiet_wait)
     time.sleep(args.pause)
     before = stored(node.admin)
     loop = PurgeLoop(node.admin, tags, rate) if rate is not None else None
@@ -1127,6 +1150,7 @@ def hit_run(
     if loop is not None and loop.error is not None:
         raise BenchError(f"purge loop: {loop.error!r}")
     run = HitRun(rate_label(rate), result, loop.done if loop else [], before, rate=rate)
+    run.node_settled_s = settled
     run.others, run.tail_us = others_share(start, end), tails
     span = (end.at - start.at) * TICK
     run.supervisor_cpu = (node_end[0] - node_start[0]) / span
@@ -1256,7 +1280,10 @@ def report_hitpath(report: Report, args: argparse.Namespace, result: HitResult) 
         "admin listener, purges and their clean-up) and the two workers (the hit path); "
         "`left to clean up`: hard-purged objects whose index entries and files the node "
         "had not removed yet when wrk stopped (it removes them while the CPUs are idle, "
-        "a few per 0.2 s otherwise, or at once when their space is needed).",
+        "a few per 0.2 s otherwise, or at once when their space is needed); `node busy "
+        "before`: how long the script waited, before the run, for a second in which the "
+        f"node's processes used under {NODE_IDLE_SHARE:.0%} of a CPU (work left over from "
+        "the refill after the previous purging run).",
         "",
     )
     report.table(
@@ -1272,9 +1299,10 @@ def report_hitpath(report: Report, args: argparse.Namespace, result: HitResult) 
             "supervisor CPU",
             "workers CPU",
             "left to clean up at the end",
+            "node busy before",
         ],
         [work_row(run, args) for run in result.runs],
-        "llrrrrrrrrr",
+        "llrrrrrrrrrr",
     )
     report_hitpath_verdict(report, args, result)
 
@@ -1307,6 +1335,7 @@ def work_row(run: HitRun, args: argparse.Namespace) -> list[str]:
         f"{run.supervisor_cpu:.0%}",
         f"{run.workers_cpu:.0%}",
         f"{run.pending_after:,}" if took else "-",
+        f"{run.node_settled_s:.0f} s",
     ]
 
 
