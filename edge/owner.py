@@ -193,13 +193,20 @@ class StoreOwner:
     ) -> tuple[bool, float | None]:
         """Whether a tag purge not yet settled removed this record (hard), and from
         when it is stale (`since`, or an earlier soft purge's time)."""
-        for tag in self.tags_of.get(vid, ()):
-            for group in self.purged_tags.get(tag, ()):
-                if group.members.get(vid) is meta:
-                    if not group.soft:
-                        return True, since
-                    since = group.at if since is None else min(since, group.at)
+        for group in self._groups_holding(vid, meta):
+            if not group.soft:
+                return True, since
+            since = group.at if since is None else min(since, group.at)
         return False, since
+
+    def _groups_holding(self, vid: str, meta: Meta) -> list[PurgedGroup]:
+        """The purged groups, not yet settled, that hold this very record."""
+        return [
+            group
+            for tag in self.tags_of.get(vid, ())
+            for group in self.purged_tags.get(tag, ())
+            if group.members.get(vid) is meta
+        ]
 
     def admit(self, meta: Meta) -> list[str]:
         """Index a file a worker wrote; returns the variant ids evicted for it."""
@@ -353,7 +360,7 @@ class StoreOwner:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._clean_some(self._unsettled())
+            self._settle_all()
             return
         if self._cleaning is None or self._cleaning.done():
             self._cleaning = loop.create_task(self._clean())
@@ -377,8 +384,9 @@ class StoreOwner:
         waiting = sum(len(group.members) for group in self.settling if not group.soft)
         return len(self.doomed) + waiting
 
-    def _unsettled(self) -> int:
-        return len(self.doomed) + sum(len(group.members) for group in self.settling)
+    def _settle_all(self) -> None:
+        while self.doomed or self.settling:
+            self._clean_some(CLEAN_BATCH)
 
     def _make_room(self, need: int) -> None:
         """Remove purged objects until `need` more bytes fit in the budget."""
@@ -461,10 +469,8 @@ class StoreOwner:
         """A record that goes (forgotten, or replaced by the next version) leaves the
         purged groups that hold it, so that they count only what is left to settle."""
         if self.purged_tags:
-            for tag in self.tags_of.get(vid, ()):
-                for group in self.purged_tags.get(tag, ()):
-                    if group.members.get(vid) is meta:
-                        del group.members[vid]
+            for group in self._groups_holding(vid, meta):
+                del group.members[vid]
 
     def _untag(self, vid: str) -> None:
         for tag in self.tags_of.pop(vid, ()):
@@ -511,7 +517,7 @@ class StoreOwner:
         if self._cleaning is not None:
             self._cleaning.cancel()
         if keep_files:
-            self._clean_some(self._unsettled())
+            self._settle_all()
         self.generations.close()
 
 

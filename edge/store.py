@@ -87,7 +87,7 @@ class SharedStore:
         local = self.local.get(key)
         if local is None or local.entries is None:
             return []
-        counters = self.counters
+        counters = self.counters  # _current(), inline: this runs on every hit
         if counters[local.slot] != local.generation:
             self._forget(key)
             return []
