@@ -7,7 +7,8 @@ class EdgeError(Exception):
     """A request the edge answers itself with `status` and a one-line `reason`.
 
     `detail` is a short token for Cache-Status' detail parameter and metrics;
-    `log` is extra context for the log line, never shown to the client.
+    `log` is extra context for the log line, never shown to the client; `close` ends
+    the connection after the answer (the request's framing cannot be trusted).
     """
 
     def __init__(
@@ -17,6 +18,7 @@ class EdgeError(Exception):
         detail: str,
         log: str = "",
         headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(reason)
         self.status = status
@@ -24,6 +26,7 @@ class EdgeError(Exception):
         self.detail = detail
         self.log = log
         self.headers = headers or {}
+        self.close = close
 
 
 class UpstreamError(EdgeError):

@@ -58,6 +58,8 @@ log = logging.getLogger("pinedge.edge")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 IDEMPOTENT_METHODS = SAFE_METHODS | {"PUT", "DELETE"}
+# Content in these has no meaning (RFC 9110 §9.3.1-2): it is read and dropped, never sent on.
+BODILESS_METHODS = frozenset({"GET", "HEAD"})
 # Connection failures: the request can be sent again to another upstream when it
 # is idempotent (RFC 9110 §9.2.2), as nothing of its answer reached the client.
 RETRYABLE = frozenset(
@@ -232,6 +234,8 @@ class Edge:
             status.generated = status.fwd is None
             log_error(request, err)
             response = error_response(self.name, err.status, err.reason, status, err.headers)
+            if err.close:
+                response.force_close()
         finally:
             self.inflight -= 1
         self.metrics.requests.inc(label, f"{response.status // 100}xx")
@@ -389,6 +393,7 @@ class Edge:
             raise EdgeError(400, "HTTP/0.9 requests are not supported", "http-version")
         if request.version >= aiohttp.HttpVersion11 and "Host" not in request.headers:
             raise EdgeError(400, "an HTTP/1.1 request needs a Host header", "no-host")
+        check_framing(request)
         route = self.route(request.host or "", request.raw_path)
         length = request.content_length
         if length is not None and length > self.config.max_request_body:
@@ -851,7 +856,11 @@ class Edge:
         status.fwd = fwd
         site = route.site
         headers = self.upstream_headers(request, site)
-        body = RequestBody(request, self.config.max_request_body) if request.body_exists else None
+        body = None
+        if request.body_exists and request.method not in BODILESS_METHODS:
+            body = RequestBody(request, self.config.max_request_body)
+            if request.content_length is not None:
+                headers["Content-Length"] = str(request.content_length)
         try:
             response, _request_time, response_time, _ = await self.send(
                 route, request.method, route.target, headers, body, self.hash(request, route)
@@ -980,8 +989,11 @@ class Edge:
     def upstream_headers(
         self, request: web.Request, site: SiteConfig, also: tuple[str, ...] = ()
     ) -> CIMultiDict[str]:
-        """The client's end-to-end fields for upstream; send() sets Host per upstream."""
-        headers = without_hop_by_hop(request.headers, also=("Host", "Expect", *also))
+        """The client's end-to-end fields for upstream; send() sets Host per upstream.
+        Framing fields are never copied: the upstream request is framed by what is sent."""
+        headers = without_hop_by_hop(
+            request.headers, also=("Host", "Expect", "Content-Length", *also)
+        )
         remote = request.remote or ""
         forwarded_for = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{forwarded_for}, {remote}" if forwarded_for else remote
@@ -1090,11 +1102,14 @@ class Edge:
 class RequestBody:
     """A client's request body streamed upstream, cut off past `limit` bytes; the
     413 it then owes the client is kept here, since the upstream client sees only
-    a broken send."""
+    a broken send. A body that ends short of its Content-Length fails the send, so
+    the upstream connection is closed instead of being left to read the next
+    request as the rest of this one."""
 
     def __init__(self, request: web.BaseRequest, limit: int) -> None:
         self.request = request
         self.limit = limit
+        self.declared = request.content_length
         self.too_large: EdgeError | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -1107,6 +1122,38 @@ class RequestBody:
                 )
                 raise self.too_large
             yield chunk
+        if self.declared is not None and received != self.declared:
+            raise EdgeError(
+                400,
+                f"the request body ended after {received} of {self.declared} bytes",
+                "body-incomplete",
+                close=True,
+            )
+
+
+def check_framing(request: web.BaseRequest) -> None:
+    """RFC 9112 §6.1: only `chunked` is understood (501 for any other coding), and an
+    HTTP/1.0 request with Transfer-Encoding has faulty framing (400). Either way the
+    connection is closed after the answer: what follows cannot be told apart from
+    the body."""
+    codings = request.headers.getall("Transfer-Encoding", ())
+    if not codings:
+        return
+    if request.version < aiohttp.HttpVersion11:
+        raise EdgeError(
+            400,
+            "an HTTP/1.0 request cannot carry Transfer-Encoding",
+            "bad-framing",
+            close=True,
+        )
+    names = [name.strip(" \t").lower() for line in codings for name in line.split(",")]
+    if names != ["chunked"]:
+        raise EdgeError(
+            501,
+            f"Transfer-Encoding {', '.join(codings)!r} is not implemented (only chunked)",
+            "bad-framing",
+            close=True,
+        )
 
 
 def must_revalidate(entry: Entry) -> bool:

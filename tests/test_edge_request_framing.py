@@ -1,0 +1,191 @@
+"""Request framing across the edge: what a client sends is never read differently by
+the origin (RFC 9112 §6-§7, RFC 9110 §9.3.1), so no request can be smuggled through.
+
+The origin here records the exact bytes it receives; clients are raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from recorder import RawClient, RecordingOrigin, exchange
+
+HOST = b"Host: 127.0.0.1\r\n"
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[RecordingOrigin]:
+    recording = await RecordingOrigin().start()
+    yield recording
+    await recording.stop()
+
+
+async def test_a_get_with_a_body_reaches_the_origin_without_it_and_nothing_rides_inside(
+    origin, start_edge
+):
+    """A GET's content has no meaning (RFC 9110 §9.3.1): the edge reads and drops it.
+    The upstream request is framed exactly as sent (no Content-Length for a body that
+    is not sent), so the request hidden in the body never reaches the origin."""
+    edge = await start_edge(origin.url)
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    client = await RawClient.connect(edge.url)
+    await client.send(
+        b"GET /a HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n\r\n" % len(smuggled) + smuggled
+    )
+    first = await client.response()
+    assert (first.status, first.body) == (200, b"/a")
+    # The body was the client's to send: the same connection goes on with a new request.
+    await client.send(b"GET /b HTTP/1.1\r\n" + HOST + b"\r\n")
+    second = await client.response()
+    assert (second.status, second.body) == (200, b"/b")
+    await client.close()
+    # Another client's request on the pooled upstream connection gets its own answer.
+    third = await exchange(edge.url, b"GET /c HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+    assert (third.status, third.body) == (200, b"/c")
+    assert origin.targets() == ["/a", "/b", "/c"]
+    assert origin.errors == []
+    sent_a = origin.requests[0]
+    assert not sent_a.has("Content-Length") and not sent_a.has("Transfer-Encoding")
+    assert sent_a.body == b""
+    assert b"/smuggled" not in origin.all_bytes()
+
+
+async def test_a_chunked_get_body_is_dropped_too(origin, start_edge):
+    edge = await start_edge(origin.url)
+    inner = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    client = await RawClient.connect(edge.url)
+    await client.send(
+        b"GET /a HTTP/1.1\r\n"
+        + HOST
+        + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+    )
+    first = await client.response()
+    assert (first.status, first.body) == (200, b"/a")
+    await client.send(b"GET /b HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+    assert (await client.response()).body == b"/b"
+    await client.close()
+    assert origin.targets() == ["/a", "/b"]
+    assert not origin.requests[0].has("Transfer-Encoding")
+    assert b"/smuggled" not in origin.all_bytes()
+
+
+async def test_a_get_with_a_body_that_passes_the_cache_is_sent_without_it(origin, start_edge):
+    """Requests that bypass the cache (here: If-Match, RFC 9111 §4.3.2) are framed the same way."""
+    edge = await start_edge(origin.url)
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    reply = await exchange(
+        edge.url,
+        b"GET /a HTTP/1.1\r\n"
+        + HOST
+        + b'If-Match: "x"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n' % len(smuggled)
+        + smuggled,
+    )
+    assert reply.status == 200
+    assert origin.targets() == ["/a"]
+    assert not origin.requests[0].has("Content-Length")
+    assert b"/smuggled" not in origin.all_bytes()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_post_body_reaches_the_origin_whole_and_framed_exactly(origin, start_edge, framing):
+    edge = await start_edge(origin.url)
+    body = b'{"pin": 1}' + b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    if framing == "chunked":
+        framed = b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        framed = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    client = await RawClient.connect(edge.url)
+    await client.send(b"POST /pins HTTP/1.1\r\n" + HOST + framed)
+    assert (await client.response()).status == 200
+    await client.send(b"GET /after HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+    assert (await client.response()).body == b"/after"
+    await client.close()
+    assert origin.targets() == ["/pins", "/after"]
+    assert origin.errors == []
+    posted = origin.requests[0]
+    assert posted.body == body
+    assert posted.has("Content-Length") != posted.has("Transfer-Encoding")
+    if posted.has("Content-Length"):
+        assert posted.header("Content-Length") == str(len(body))
+
+
+async def test_an_upstream_connection_whose_request_body_was_cut_short_is_not_reused(
+    origin, start_edge
+):
+    """The client declares 1,000 bytes, sends 10 and goes away: the upstream connection
+    carrying the unfinished body is closed, never handed to the next request."""
+    edge = await start_edge(origin.url)
+    client = await RawClient.connect(edge.url)
+    await client.send(
+        b"POST /upload HTTP/1.1\r\n" + HOST + b"Content-Length: 1000\r\n\r\n0123456789"
+    )
+    await asyncio.sleep(0.3)
+    await client.close()
+    await asyncio.sleep(0.3)
+    reply = await exchange(
+        edge.url, b"GET /next HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n"
+    )
+    assert (reply.status, reply.body) == (200, b"/next")
+    assert origin.targets() == ["/next"]
+    assert origin.errors == []
+    # The cut request's upstream connection was closed with its body unfinished.
+    cut = [number for number, data in origin.raw.items() if b"POST /upload" in data]
+    assert len(cut) == 1 and cut[0] in origin.closed
+    assert origin.requests[0].connection != cut[0]
+
+
+# ── Transfer-Encoding the edge must refuse (RFC 9112 §6.1) ──────────────────
+
+
+@pytest.mark.parametrize(
+    ("coding", "answer"),
+    [
+        pytest.param(b"identity, chunked", 501, id="identity-chunked"),
+        pytest.param(b"gzip, chunked", 501, id="gzip-chunked"),
+        pytest.param(b"chunked, chunked", 400, id="chunked-twice"),
+    ],
+)
+async def test_a_transfer_coding_the_edge_does_not_implement_is_refused_and_the_connection_closes(
+    origin, start_edge, coding, answer
+):
+    """RFC 9112 §6.1: a server that receives a transfer coding it does not understand
+    responds 501 and closes; chunked applied twice is faulty framing (400). What
+    follows the body must never be read as a request."""
+    edge = await start_edge(origin.url)
+    client = await RawClient.connect(edge.url)
+    await client.send(
+        b"POST /a HTTP/1.1\r\n"
+        + HOST
+        + b"Transfer-Encoding: "
+        + coding
+        + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        + b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    reply = await client.response()
+    assert reply.status == answer
+    assert b"Transfer-Encoding" in reply.body or b"chunked" in reply.body.lower()
+    assert await client.closed()
+    await client.close()
+    assert origin.requests == []
+
+
+async def test_an_http10_request_with_transfer_encoding_gets_400_and_the_connection_closes(
+    origin, start_edge
+):
+    """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing."""
+    edge = await start_edge(origin.url)
+    client = await RawClient.connect(edge.url)
+    await client.send(
+        b"POST /a HTTP/1.0\r\n"
+        + HOST
+        + b"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        + b"GET /smuggled HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    reply = await client.response()
+    assert reply.status == 400
+    assert b"Transfer-Encoding" in reply.body
+    assert await client.closed()
+    await client.close()
+    assert origin.requests == []
