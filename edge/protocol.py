@@ -33,6 +33,7 @@ FastHit = Callable[[RawRequestMessage], list[bytes | FileBody] | None]
 class EdgeConnection(RequestHandler):
     node_name = "pinedge"
     limits = ""
+    line_limit = 0  # the parser's limit on the request target, told apart from a field's
     fast_hit: FastHit | None = None
     fast_hit_bytes: Callable[[bytes], list[bytes | FileBody] | None] | None = None
     count_error: Callable[[int], None] | None = None
@@ -161,7 +162,10 @@ class EdgeConnection(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send the parse error")
         if isinstance(exc, LineTooLong):
-            reason = f"request line or a header field is too long ({self.limits})"
+            if exc.args[1] == self.line_limit:
+                status, reason = 414, f"the request target is too long ({self.limits})"
+            else:
+                status, reason = 431, f"a header field is too long ({self.limits})"
         elif "Too many headers" in str(exc):
             status, reason = 431, "too many header fields"
         else:
@@ -193,12 +197,25 @@ class EdgeHTTPServer(web.Server):
         fast_hit: FastHit | None,
         fast_hit_bytes: Callable[[bytes], list[bytes | FileBody] | None] | None = None,
         count_error: Callable[[int], None] | None = None,
+        *,
+        max_request_line: int,
+        max_header_size: int,
         **kwargs: object,
     ) -> None:
-        super().__init__(handler, **kwargs)  # type: ignore[arg-type]
+        # aiohttp's LineTooLong carries the limit it broke: with the two limits equal,
+        # a field is let one byte longer so that a long target (414) and a long field
+        # (431) stay apart.
+        field_limit = max_header_size + (max_header_size == max_request_line)
+        super().__init__(
+            handler,  # type: ignore[arg-type]
+            max_line_size=max_request_line,
+            max_field_size=field_limit,
+            **kwargs,  # type: ignore[arg-type]
+        )
         attributes = {
             "node_name": name,
             "limits": limits,
+            "line_limit": max_request_line,
             "fast_hit": staticmethod(fast_hit),
             "fast_hit_bytes": staticmethod(fast_hit_bytes) if fast_hit_bytes else None,
             "count_error": staticmethod(count_error) if count_error else None,

@@ -130,8 +130,8 @@ class EdgeServer:
             self.edge.fast_hit if config.fast_path else None,
             self.edge.fast_hit_bytes if config.fast_path else None,
             self.edge.count_parse_error,
-            max_line_size=config.max_request_line,
-            max_field_size=config.max_header_size,
+            max_request_line=config.max_request_line,
+            max_header_size=config.max_header_size,
             auto_decompress=False,
             access_log=None,
         )
