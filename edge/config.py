@@ -49,6 +49,11 @@ class SiteConfig:
     probe_path: str = setting(
         "/", doc="path GET every probe_interval from each origin (an answer under 500 is up)"
     )
+    image_over_limits: Literal["error", "source"] = setting(
+        "error",
+        doc="a width or format asked (?w=, ?fm=, ?lqip=, a preset) of an image over "
+        "image_max_pixels, image_max_bytes or 200 frames: error (422), or source (as it is)",
+    )
 
     def __post_init__(self) -> None:
         if not self.hosts:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
@@ -34,12 +34,14 @@ from pinedge.edge.images.model import (
     Format,
     ImageError,
     Limits,
+    OverLimits,
     Settings,
     Variant,
     format_of_content_type,
 )
 from pinedge.edge.images.pipeline import transform
 from pinedge.edge.images.pool import PoolFull, TransformPool
+from pinedge.edge.key import split_host
 from pinedge.edge.negotiate import (
     NegotiationError,
     accepted_encoding,
@@ -58,17 +60,21 @@ IMAGE_PARAMS = ("w", "fm", "lqip")
 FAST_MEMO_MAX = 4096
 UNSET = object()
 
+OverLimitsAnswer = Literal["error", "source"]
+
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """What a request wants of a source: a derived variant (by key suffix) or the
-    source itself, and the Vary field such answers carry."""
+    source itself, and the Vary field such answers carry. `over_limits`: what it
+    gets when the source is over the image limits, "error" or "source" (as stored)."""
 
     suffix: str | None
     vary: str
     make: Callable[[Entry], Awaitable[tuple[bytes, CIMultiDict[str]]]] | None = None
     detail: str = ""
     kind: str = ""
+    over_limits: OverLimitsAnswer = "source"
 
 
 def split_image_params(
@@ -236,7 +242,18 @@ class Variants:
             headers["Content-Type"] = CONTENT_TYPES[result.format]
             return result.body, headers
 
-        return Wanted(wanted.key_suffix(), vary, make, "transformed", "image")
+        # A variant the URL names (?w=, ?fm=, ?lqip=, a preset) promises a small image:
+        # a source over the limits then gets the site's answer. One only negotiated
+        # from Accept or Client Hints is the URL itself, which the source still is.
+        over_limits = self.site_answer(request) if params else "source"
+        return Wanted(
+            wanted.key_suffix(), vary, make, "transformed", "image", over_limits=over_limits
+        )
+
+    def site_answer(self, request: web.BaseRequest) -> OverLimitsAnswer:
+        """The request's site's image_over_limits ("error" or "source")."""
+        site = self.edge.sites.get(split_host(request.host or ""))
+        return site.image_over_limits if site is not None else "error"
 
     # ── answering with a variant ─────────────────────────────────────────────
 
@@ -284,6 +301,8 @@ class Variants:
             if outcome is Outcome.UPDATED and fill.entry is not None:
                 status.collapsed = True
                 return fill.entry
+            if isinstance(fill.error, ImageError):
+                self.unmade(fill.error, wanted, status)
             return None
         assert wanted.make is not None
         storing = False
@@ -313,11 +332,9 @@ class Variants:
                 ) from None
             except ImageError as exc:
                 edge.metrics.variants.inc(wanted.kind, exc.detail)
-                fill.settle(Outcome.ERROR)
-                log.info("variant %s not made: %s", key, exc.reason)
-                if self.config.image_errors == "error":
-                    raise EdgeError(exc.status, exc.reason, exc.detail) from None
-                status.detail = exc.detail
+                fill.settle(Outcome.ERROR, error=exc)
+                log.info("variant %s not made: %s %s", key, exc.reason, exc.log)
+                self.unmade(exc, wanted, status)
                 return None
             edge.metrics.variants.inc(wanted.kind, "made")
             derived = source.derive(key, CIMultiDictProxy(headers), body)
@@ -336,6 +353,16 @@ class Variants:
         finally:
             if not storing:
                 edge.fills.release(fill)
+
+    def unmade(self, exc: ImageError, wanted: Wanted, status: CacheStatus) -> None:
+        """When an image variant cannot be made: raise its error, or return (the
+        source is sent, as stored, with the reason in Cache-Status), as the request
+        says for a source over the limits and image_errors for any other failure.
+        Neither is stored under the variant's key: a changed setting applies at once."""
+        answer = wanted.over_limits if isinstance(exc, OverLimits) else self.config.image_errors
+        if answer == "error":
+            raise EdgeError(exc.status, exc.reason, exc.detail, log=exc.log) from None
+        status.detail = exc.detail
 
     async def store(self, derived: Entry, fill: Fill) -> None:
         """Write a made variant to the store, then let the node's waiters have it."""

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import logging
+import struct
+import zlib
 from pathlib import Path
 
 import aiohttp
@@ -278,3 +281,125 @@ async def test_a_placeholder_is_tiny_and_fit_to_inline(
     reply = await send(client, edge.url + "/img/Cerkiew.jpg?lqip=1", {"Accept": CHROME_ACCEPT})
     assert reply.status == 200 and len(reply.body) < 1024
     assert reply.headers["Content-Type"].startswith("image/")
+
+
+# ── sources over the image limits ────────────────────────────────────────────
+
+BOMB_SIDE = 30_000
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """A valid 30000x30000 PNG of one colour: 900 megapixels (over 3 GB for a
+    browser to decode) in about half a megabyte. Written row by row with zlib,
+    since libvips takes about 6 s to encode it on this machine."""
+    row = b"\0" + b"\xff" * (BOMB_SIDE // 8)  # filter type 0, then 1-bit grey pixels
+    deflate = zlib.compressobj(1)
+    pixels = b"".join([deflate.compress(row) for _ in range(BOMB_SIDE)] + [deflate.flush()])
+    header = struct.pack(">IIBBBBB", BOMB_SIDE, BOMB_SIDE, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", pixels)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def serve_bomb(scripted: Scripted, bomb: bytes) -> None:
+    scripted.reply(
+        "/img/bomb.png",
+        bomb,
+        headers={"Content-Type": "image/png", "Cache-Control": "public, max-age=3600"},
+    )
+
+
+async def test_a_width_asked_of_an_image_over_the_pixel_limit_is_a_422_not_the_bomb(
+    scripted: Scripted,
+    edge: RunningEdge,
+    client: aiohttp.ClientSession,
+    bomb: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    serve_bomb(scripted, bomb)
+    with caplog.at_level(logging.INFO, logger="pinedge"):
+        replies = [
+            await send(client, edge.url + "/img/bomb.png?w=236", {"Accept": CHROME_ACCEPT})
+            for _ in range(2)
+        ]
+    for reply in replies:
+        assert reply.status == 422
+        assert b"resolution" in reply.body
+        assert reply.cache["detail"] == "image-pixels-over-limit"
+        assert reply.headers["Cache-Control"] == "no-store"
+        assert not reply.body.startswith(b"\x89PNG") and len(reply.body) < 200
+    assert any(
+        "422" in record.getMessage() and f"{BOMB_SIDE}x{BOMB_SIDE}" in record.getMessage()
+        for record in caplog.records
+    )
+    assert scripted.hits["/img/bomb.png"] == 1
+
+
+async def test_an_image_over_the_limits_is_still_served_at_its_own_url(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession, bomb: bytes
+) -> None:
+    """Only a variant the URL names (?w=, ?fm=, ?lqip=, a preset) is refused; the URL
+    itself, even when Accept would have made it AVIF, is the source as stored."""
+    serve_bomb(scripted, bomb)
+    named = await send(client, edge.url + "/img/bomb.png?fm=webp")
+    assert named.status == 422
+    own = await send(client, edge.url + "/img/bomb.png", {"Accept": CHROME_ACCEPT})
+    assert own.status == 200
+    assert own.body == bomb
+    assert own.cache["detail"] == "image-pixels-over-limit"
+    assert "Accept" in own.headers["Vary"]
+
+
+async def test_concurrent_requests_for_a_variant_of_a_bomb_all_get_the_422(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession, bomb: bytes
+) -> None:
+    serve_bomb(scripted, bomb)
+    await send(client, edge.url + "/img/bomb.png", {"Accept": "image/png"})
+    replies = await asyncio.gather(
+        *(
+            send(client, edge.url + "/img/bomb.png?w=474", {"Accept": CHROME_ACCEPT})
+            for _ in range(8)
+        )
+    )
+    assert [reply.status for reply in replies] == [422] * 8
+    assert all(reply.body != bomb for reply in replies)
+
+
+async def test_a_site_may_choose_to_pass_an_image_over_the_limits_through(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, bomb: bytes
+) -> None:
+    serve_bomb(scripted, bomb)
+    site = {
+        "name": "legacy",
+        "hosts": ["127.0.0.1"],
+        "origin": scripted.url,
+        "image_over_limits": "source",
+    }
+    edge = await start_edge(sites=[site])
+    url = edge.url + "/img/bomb.png?w=236"
+    replies = [await send(client, url, {"Accept": CHROME_ACCEPT}) for _ in range(2)]
+    for reply in replies:
+        assert reply.status == 200
+        assert reply.body == bomb
+        assert reply.headers["Content-Type"] == "image/png"
+        assert reply.cache["detail"] == "image-pixels-over-limit"
+    assert scripted.hits["/img/bomb.png"] == 1
+
+
+async def test_a_width_asked_of_a_source_over_the_byte_limit_is_a_422(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    source = serve_photo(scripted, "Cerkiew.jpg")  # 1.7 MB
+    edge = await start_edge(scripted.url, image_max_bytes="1MiB")
+    reply = await send(client, edge.url + "/img/Cerkiew.jpg?w=236", {"Accept": CHROME_ACCEPT})
+    assert reply.status == 422
+    assert reply.cache["detail"] == "image-bytes-over-limit"
+    assert len(reply.body) < len(source) and b"larger" in reply.body

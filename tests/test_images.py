@@ -24,6 +24,7 @@ from pinedge.edge.images import (
     Format,
     ImageError,
     Limits,
+    OverLimits,
     PoolFull,
     Settings,
     SourceInfo,
@@ -388,7 +389,8 @@ def test_a_pixel_bomb_is_refused_from_its_header_before_any_decoding(engine: str
     with pytest.raises(ImageError) as refused:
         transform(bomb, Variant(Format.WEBP, 236), Limits(), settings_for(engine))
     assert time.perf_counter() - started < 0.5
-    assert (refused.value.status, refused.value.detail) == (413, "image-too-large")
+    assert (refused.value.status, refused.value.detail) == (422, "image-pixels-over-limit")
+    assert isinstance(refused.value, OverLimits)
 
 
 def test_a_truncated_jpeg_is_corrupt(engine: str) -> None:
@@ -415,16 +417,16 @@ def test_bytes_that_are_not_a_served_image_are_unsupported(body: bytes) -> None:
     assert (refused.value.status, refused.value.detail) == (415, "image-unsupported")
 
 
-def test_a_source_over_the_byte_limit_is_too_large() -> None:
-    with pytest.raises(ImageError) as refused:
+def test_a_source_over_the_byte_limit_is_over_the_limits() -> None:
+    with pytest.raises(OverLimits) as refused:
         probe(read(BIG_JPEG), Limits(max_source_bytes=1_000_000))
-    assert refused.value.status == 413
+    assert (refused.value.status, refused.value.detail) == (422, "image-bytes-over-limit")
 
 
-def test_an_animation_over_the_frame_limit_is_too_large() -> None:
-    with pytest.raises(ImageError) as refused:
+def test_an_animation_over_the_frame_limit_is_over_the_limits() -> None:
+    with pytest.raises(OverLimits) as refused:
         probe(read(ANIMATED_GIF), Limits(max_frames=10))
-    assert refused.value.status == 413
+    assert (refused.value.status, refused.value.detail) == (422, "image-frames-over-limit")
 
 
 def test_a_transform_over_its_time_budget_is_a_timeout(engine: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Literal
 
 
 class Format(StrEnum):
@@ -136,8 +137,17 @@ class ImageError(Exception):
         self.log = log
 
 
-def too_large(reason: str, log: str = "") -> ImageError:
-    return ImageError(413, reason, "image-too-large", log)
+class OverLimits(ImageError):
+    """A source beyond this node's limits (bytes, pixels or frames), refused before
+    any pixel is decoded. Its variants are not made: the answer is the error or,
+    where a site prefers it, the source as it is."""
+
+
+def over_limits(limit: Literal["bytes", "pixels", "frames"], reason: str, log: str) -> OverLimits:
+    # 422, as imgproxy answers: the request is well formed, what it names cannot
+    # be processed here. 413 would blame the request's own content (it has none);
+    # a 5xx would count as the node failing and invite retries no retry can help.
+    return OverLimits(422, reason, f"image-{limit}-over-limit", log)
 
 
 def unsupported(reason: str, log: str = "") -> ImageError:

@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyvips
 from PIL import Image, ImageCms, ImageFilter, ImageSequence
 
-from pinedge.edge.images.model import Format, Settings, SourceInfo, corrupt, too_large
+from pinedge.edge.images.model import Format, Settings, SourceInfo, corrupt, over_limits
 
 NAME = "pillow"
 
@@ -58,14 +58,18 @@ class Frames:
 
 
 def _translated(fn: Callable[P, R]) -> Callable[P, R]:
-    """Pillow's errors for bad input as ImageErrors (422, or 413 for a bomb)."""
+    """Pillow's errors for bad input as ImageErrors (422; OverLimits for a bomb)."""
 
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except Image.DecompressionBombError as exc:
-            raise too_large("the image has too many pixels", log=f"pillow: {exc}") from None
+            raise over_limits(
+                "pixels",
+                "the source image's resolution is over this node's limit",
+                f"pillow: {exc}",
+            ) from None
         except (OSError, SyntaxError, ValueError, EOFError, ImageCms.PyCMSError) as exc:
             raise corrupt(log=f"pillow: {type(exc).__name__}: {exc}") from None
 

@@ -162,7 +162,7 @@ Step = Callable[[Job], Result | None]
 
 
 def transform(data: bytes, variant: Variant, limits: Limits, settings: Settings) -> Result:
-    """The variant of `data`; raises ImageError (413, 415, 422, 504) when it cannot."""
+    """The variant of `data`; raises ImageError (415, 422, 504) when it cannot."""
     job = Job(data, variant, limits, settings, time.monotonic() + limits.time_budget)
     with job.held:
         for step in STEPS:

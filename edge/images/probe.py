@@ -8,7 +8,7 @@ the time to read its header.
 from __future__ import annotations
 
 from pinedge.edge.images import vips
-from pinedge.edge.images.model import Format, Limits, SourceInfo, too_large, unsupported
+from pinedge.edge.images.model import Format, Limits, SourceInfo, over_limits, unsupported
 
 _AVIF_BRANDS = (b"avif", b"avis")
 
@@ -16,8 +16,9 @@ _AVIF_BRANDS = (b"avif", b"avis")
 def probe(data: bytes, limits: Limits) -> SourceInfo:
     """The source's format, displayed size, frames and alpha; ImageError if refused."""
     if len(data) > limits.max_source_bytes:
-        raise too_large(
-            "the image is larger than this node transforms",
+        raise over_limits(
+            "bytes",
+            "the source image is larger than this node transforms",
             log=f"{len(data)} bytes > {limits.max_source_bytes}",
         )
     fmt = sniff(data)
@@ -31,12 +32,15 @@ def probe(data: bytes, limits: Limits) -> SourceInfo:
         orientation = 1
     width, height = image.width, image.height
     if frames > limits.max_frames:
-        raise too_large(
-            "the animation has too many frames", log=f"{frames} frames > {limits.max_frames}"
+        raise over_limits(
+            "frames",
+            "the source animation has more frames than this node transforms",
+            log=f"{frames} frames > {limits.max_frames}",
         )
     if width * height * frames > limits.max_pixels:
-        raise too_large(
-            "the image has too many pixels",
+        raise over_limits(
+            "pixels",
+            "the source image's resolution is over this node's limit",
             log=f"{width}x{height}x{frames} > {limits.max_pixels} pixels",
         )
     if orientation >= 5:
