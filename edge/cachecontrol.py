@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum, auto
 from types import MappingProxyType
 from typing import TypeAlias
 
@@ -183,21 +184,83 @@ _SF_BYTES = re.compile(r":[A-Za-z0-9+/=]*:")
 _SF_BOOLEAN = re.compile(r"\?[01]")
 
 
+class _SFType(Enum):
+    """The type of a Dictionary member's value (RFC 8941 §3.3, §3.1.1)."""
+
+    INTEGER = auto()
+    DECIMAL = auto()
+    STRING = auto()
+    TOKEN = auto()
+    BYTES = auto()
+    BOOLEAN = auto()
+    INNER_LIST = auto()
+
+
+# The type each directive's definition implies for its value (RFC 9213 §2.1):
+# delta-seconds are Integers (never negative, RFC 9111 §1.2.2), field-name
+# lists are Strings (or Tokens), the rest take no argument (Boolean true).
+# Extension directives take any type.
+_DIRECTIVE_TYPES: Mapping[str, frozenset[_SFType]] = MappingProxyType(
+    {
+        **dict.fromkeys(
+            ("max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"),
+            frozenset({_SFType.INTEGER}),
+        ),
+        **dict.fromkeys(
+            ("no-cache", "private"), frozenset({_SFType.BOOLEAN, _SFType.STRING, _SFType.TOKEN})
+        ),
+        **dict.fromkeys(
+            (
+                "no-store",
+                "must-revalidate",
+                "proxy-revalidate",
+                "public",
+                "immutable",
+                "no-transform",
+                "must-understand",
+            ),
+            frozenset({_SFType.BOOLEAN}),
+        ),
+    }
+)
+
+_SFValue: TypeAlias = tuple[_SFType, str | bool]
+
+
 class _SFError(ValueError):
     pass
 
 
 def parse_sf_dictionary(value: str) -> dict[str, str | None]:
-    """Directives from an RFC 8941 Dictionary; {} when empty or malformed (RFC 9213 §2.1).
+    """Directives from an RFC 8941 Dictionary; {} when empty, malformed, or when a
+    directive's value is not of the type its definition implies (RFC 9213 §2.1).
 
     Boolean true maps to None (a bare directive) and false removes the member;
     other values map to their text (strings unquoted); parameters are ignored.
     A repeated key takes the last value, as RFC 8941 §4.2.2 says.
     """
     try:
-        return _SFParser(value).dictionary()
+        members = _SFParser(value).dictionary()
     except _SFError:
         return {}
+    # §2.1: such a value is not consumed, nor coerced (max-age=1.5 is not 1); the
+    # field as a whole is then invalid, like one that fails to parse, so the
+    # cache falls back to the next targeted field or Cache-Control.
+    if any(not _value_fits(name, kind, value) for name, (kind, value) in members.items()):
+        return {}
+    return {
+        name: None if value is True else str(value)
+        for name, (_, value) in members.items()
+        if value is not False
+    }
+
+
+def _value_fits(name: str, kind: _SFType, value: str | bool) -> bool:
+    """Whether `value` (of type `kind`) is one the directive `name` takes."""
+    allowed = _DIRECTIVE_TYPES.get(name)
+    if allowed is None:
+        return True
+    return kind in allowed and not (kind is _SFType.INTEGER and str(value).startswith("-"))
 
 
 class _SFParser:
@@ -205,8 +268,8 @@ class _SFParser:
         self.text = text.strip(" \t")
         self.pos = 0
 
-    def dictionary(self) -> dict[str, str | None]:
-        members: dict[str, str | bool | None] = {}
+    def dictionary(self) -> dict[str, _SFValue]:
+        members: dict[str, _SFValue] = {}
         while self.pos < len(self.text):
             key = self.match(_SF_KEY)
             if self.peek() == "=":
@@ -214,7 +277,7 @@ class _SFParser:
                 members[key] = self.item_or_inner_list()
             else:
                 self.parameters()
-                members[key] = True
+                members[key] = (_SFType.BOOLEAN, True)
             self.skip_ows()
             if self.pos == len(self.text):
                 break
@@ -222,9 +285,9 @@ class _SFParser:
             self.skip_ows()
             if self.pos == len(self.text):
                 raise _SFError("trailing comma")
-        return {k: None if v is True else v for k, v in members.items() if v is not False}
+        return members
 
-    def item_or_inner_list(self) -> str | bool:
+    def item_or_inner_list(self) -> _SFValue:
         if self.peek() != "(":
             return self.item()
         start = self.pos
@@ -240,24 +303,25 @@ class _SFParser:
                 raise _SFError("bad inner list")
         raw = self.text[start : self.pos]
         self.parameters()
-        return raw
+        return _SFType.INNER_LIST, raw
 
-    def item(self) -> str | bool:
+    def item(self) -> _SFValue:
         value = self.bare_item()
         self.parameters()
         return value
 
-    def bare_item(self) -> str | bool:
+    def bare_item(self) -> _SFValue:
         char = self.peek()
         if char == '"':
-            return self.string()
+            return _SFType.STRING, self.string()
         if char == "?":
-            return self.match(_SF_BOOLEAN) == "?1"
+            return _SFType.BOOLEAN, self.match(_SF_BOOLEAN) == "?1"
         if char == ":":
-            return self.match(_SF_BYTES)
+            return _SFType.BYTES, self.match(_SF_BYTES)
         if char == "-" or char.isdigit():
-            return self.match(_SF_NUMBER)
-        return self.match(_SF_TOKEN)
+            number = self.match(_SF_NUMBER)
+            return (_SFType.DECIMAL if "." in number else _SFType.INTEGER), number
+        return _SFType.TOKEN, self.match(_SF_TOKEN)
 
     def string(self) -> str:
         out: list[str] = []

@@ -321,6 +321,26 @@ async def test_cdn_cache_control_wins_over_cache_control(
     assert scripted.hits["/cdn"] == 1
 
 
+@pytest.mark.parametrize("targeted", ['s-maxage="abc"', "max-age=?1", "max-age=1.5", "max-age=-1"])
+async def test_a_cdn_cache_control_value_of_the_wrong_type_leaves_cache_control_in_charge(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession, targeted: str
+) -> None:
+    """RFC 9213 §2.1: a value its directive does not take is not consumed (nor
+    coerced), and the invalid field is ignored as if absent: Cache-Control rules."""
+    scripted.reply(
+        "/typed",
+        b"by cache-control",
+        headers={"Cache-Control": "max-age=60", "CDN-Cache-Control": targeted},
+    )
+    first = await send(client, edge.url + "/typed")
+    second = await send(client, edge.url + "/typed")
+    assert first.cache.get("stored") is True
+    assert second.hit
+    assert 0 < second.ttl <= 60
+    assert second.body == b"by cache-control"
+    assert scripted.hits["/typed"] == 1
+
+
 async def test_cdn_cache_control_is_not_forwarded_to_the_client(
     scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
 ) -> None:
