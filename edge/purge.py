@@ -85,6 +85,8 @@ def parse_request(body: bytes, hosts: Iterable[str]) -> PurgeRequest:
         asked = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PurgeError(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise PurgeError("the body nests arrays or objects too deeply to be a purge") from None
     if not isinstance(asked, dict):
         raise PurgeError("the body must be a JSON object")
     unknown = set(asked) - {"tags", "urls", "prefixes", "all", "soft"}
@@ -159,10 +161,9 @@ class PurgeEndpoint:
         if refused is not None:
             log.warning("purge from %s refused: %s", who, refused.text.strip())
             return refused
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return _error(413, f"the purge body is over {MAX_BODY} bytes")
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
+        body = await read_body(request)
+        if body is None:
+            log.warning("purge from %s refused: body over %d bytes", who, MAX_BODY)
             return _error(413, f"the purge body is over {MAX_BODY} bytes")
         try:
             asked = parse_request(body, self.hosts)
@@ -194,9 +195,25 @@ class PurgeEndpoint:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             return _error(401, "send the admin token as Authorization: Bearer TOKEN")
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+        # header values are decoded with surrogateescape: bytes that are not UTF-8 survive
+        sent = given.strip().encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(sent, self.token.encode("utf-8", "surrogateescape")):
             return _error(401, "the admin token is wrong")
         return None
+
+
+async def read_body(request: web.Request) -> bytes | None:
+    """The whole request body, however it arrives (in pieces, chunked), or None
+    as soon as it is known to be over MAX_BODY."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return None
+    body = bytearray()
+    while len(body) <= MAX_BODY:
+        piece = await request.content.read(MAX_BODY + 1 - len(body))
+        if not piece:
+            return bytes(body)
+        body += piece
+    return None
 
 
 def _error(status: int, reason: str) -> web.Response:

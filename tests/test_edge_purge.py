@@ -5,6 +5,7 @@ the node's answers and its metrics."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import aiohttp
 import pytest
 from conftest import RunningEdge, Scripted, StartEdge, send
 from test_store import running_node, serve_photo
+from yarl import URL
+
+from pinedge.edge.purge import MAX_BODY
 
 TOKEN = "s3cret-purge-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -287,3 +291,134 @@ async def test_a_purge_on_a_node_of_two_workers_applies_to_both(
                 for _ in range(3):
                     assert (await send(fresh, node.url + path)).hit
     assert all(scripted.hits[path] == 2 for path in paths)
+
+
+# ── the body as it comes over the wire ───────────────────────────────────────
+
+
+def purge_head(framing: str, authorization: bytes = f"Bearer {TOKEN}".encode()) -> bytes:
+    return (
+        b"POST /purge HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\n"
+        b"Content-Type: application/json\r\n%s\r\nConnection: close\r\n\r\n"
+    ) % (authorization, framing.encode())
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def exchange_in_parts(url: str, *parts: bytes) -> tuple[int, dict]:
+    """Send each part on one new connection with a pause between them (so that
+    the node gets them as separate segments); the answer's status and JSON body."""
+    target = URL(url)
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        for index, part in enumerate(parts):
+            if index:
+                await asyncio.sleep(0.2)
+            writer.write(part)
+            await writer.drain()
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await reader.read()
+        status = int(head.split(b" ", 2)[1])
+        if b"application/json" not in head.lower():
+            return status, {"not JSON": body.decode(errors="replace")}
+        return status, json.loads(body)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="arrays"),
+        pytest.param(b'{"tags": ' * 100_000 + b"[]" + b"}" * 100_000, id="objects"),
+    ],
+)
+async def test_a_deeply_nested_purge_body_gets_400_and_the_node_keeps_serving(
+    scripted: Scripted,
+    start_edge: StartEdge,
+    client: aiohttp.ClientSession,
+    token: str,
+    body: bytes,
+) -> None:
+    edge = await start_edge(scripted.url)
+    tagged(scripted, "/a", "pins")
+    await fill(client, edge.url, "/a")
+
+    head = purge_head(f"Content-Length: {len(body)}")
+    status, answer = await exchange_in_parts(edge.admin_url, head + body)
+
+    assert status == 400 and "too deeply" in answer.get("error", ""), answer
+    assert (await send(client, edge.url + "/a")).hit
+    assert (await purge(client, edge.admin_url, {"tags": ["pins"]}))[1]["purged"] == 1
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+async def test_a_purge_whose_body_arrives_in_two_segments_is_carried_out(
+    scripted: Scripted,
+    start_edge: StartEdge,
+    client: aiohttp.ClientSession,
+    token: str,
+    framing: str,
+) -> None:
+    edge = await start_edge(scripted.url)
+    tagged(scripted, "/a", "pins")
+    await fill(client, edge.url, "/a")
+    body = json.dumps({"tags": ["pins"], "urls": ["/never-stored"]}).encode()
+    first, rest = body[:10], body[10:]
+    if framing == "chunked":
+        parts = [purge_head("Transfer-Encoding: chunked") + chunk(first), chunk(rest) + chunk(b"")]
+    else:
+        parts = [purge_head(f"Content-Length: {len(body)}") + first, rest]
+
+    status, answer = await exchange_in_parts(edge.admin_url, *parts)
+
+    assert status == 200 and answer.get("purged") == 1, answer
+    assert not (await send(client, edge.url + "/a")).hit
+
+
+async def test_a_chunked_purge_body_over_the_limit_gets_413_and_purges_nothing(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, token: str
+) -> None:
+    edge = await start_edge(scripted.url)
+    tagged(scripted, "/a", "pins")
+    await fill(client, edge.url, "/a")
+    # a valid purge of "pins", padded with spaces past MAX_BODY, sent in 64 KiB chunks
+    body = b'{"tags": ["pins"]}' + b" " * MAX_BODY
+    pieces = [chunk(body[at : at + 65536]) for at in range(0, len(body), 65536)]
+
+    status, answer = await exchange_in_parts(
+        edge.admin_url, purge_head("Transfer-Encoding: chunked") + b"".join(pieces) + chunk(b"")
+    )
+
+    assert status == 413 and str(MAX_BODY) in answer.get("error", ""), answer
+    assert (await send(client, edge.url + "/a")).hit
+
+
+async def test_a_purge_in_two_segments_works_on_a_node_of_two_workers(
+    scripted: Scripted, client: aiohttp.ClientSession, token: str
+) -> None:
+    tagged(scripted, "/a", "pins")
+    async with running_node(client, scripted.url, workers=2) as node:
+        await send(client, node.url + "/a")
+        body = b'{"tags": ["pins"]}'
+        parts = [purge_head("Transfer-Encoding: chunked") + chunk(body[:5]), chunk(body[5:])]
+        status, answer = await exchange_in_parts(node.admin, *parts, chunk(b""))
+        assert status == 200 and answer.get("purged") == 1, answer
+
+
+async def test_a_token_that_is_not_utf8_is_refused_with_401_and_purges_nothing(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, token: str
+) -> None:
+    edge = await start_edge(scripted.url)
+    tagged(scripted, "/a", "pins")
+    await fill(client, edge.url, "/a")
+    body = b'{"all": true}'
+    head = purge_head(f"Content-Length: {len(body)}", authorization=b"Bearer \xff\xfe")
+
+    status, answer = await exchange_in_parts(edge.admin_url, head + body)
+
+    assert status == 401 and "token" in answer.get("error", ""), answer
+    assert (await send(client, edge.url + "/a")).hit
