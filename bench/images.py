@@ -148,8 +148,9 @@ def pinedge_env() -> dict[str, str]:
 
 
 def start_origin(tmp: Path) -> tuple[Server, int]:
-    (port,) = free_ports(1)
-    argv = [*pinedge_argv(), "origin", "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"]
+    port, admin = free_ports(2)
+    argv = [*pinedge_argv(), "origin", "--listen", f"127.0.0.1:{port}"]
+    argv += ["--admin", f"127.0.0.1:{admin}", "--log-level", "WARNING"]
     origin = Server("origin", argv, tmp, pinedge_env()).start()
     wait_http(origin, port, "/img/horse.png", timeout=30)
     return origin, port

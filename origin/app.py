@@ -1,15 +1,16 @@
 """Assembling the origin: catalog, routes, middlewares; `create_app` and `start`.
 
-A request passes, outermost first: the counters (stats), fault injection,
-then the router's error pages, then a handler. Just before headers go out,
-`finish_headers` names the server and makes sure every response says how it
-may be cached (`no-store` unless the handler said otherwise, always on
-`/_origin/…`).
+A request to the public listener passes, outermost first: the counters
+(stats), fault injection, then the router's error pages, then a handler. Just
+before headers go out, `finish_headers` names the server and makes sure every
+response says how it may be cached (`no-store` unless the handler said
+otherwise). `start` also serves the control listener (control.py) on its own port.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from aiohttp.typedefs import Handler
 from pinedge.core.config import parse_hostport
 from pinedge.origin import api, catalog, faults, files, pages, stats
 from pinedge.origin.config import OriginConfig
+from pinedge.origin.control import create_control_app
 
 SERVER_NAME = web.AppKey("server_name", str)
 
@@ -38,10 +40,7 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
 
 async def finish_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     response.headers["Server"] = request.app[SERVER_NAME]
-    if stats.is_control(request.path):
-        response.headers["Cache-Control"] = "no-store"
-    else:
-        response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Cache-Control", "no-store")
 
 
 def create_app(config: OriginConfig) -> web.Application:
@@ -62,11 +61,45 @@ def create_app(config: OriginConfig) -> web.Application:
     return app
 
 
-async def start(config: OriginConfig) -> web.AppRunner:
-    """Serve the origin on `config.listen`; the caller awaits `runner.cleanup()`."""
-    host, port = parse_hostport(config.listen)
+@dataclass
+class RunningOrigin:
+    """The origin serving: its public listener and its control listener."""
+
+    public: web.AppRunner
+    control: web.AppRunner
+
+    @property
+    def url(self) -> str:
+        """The public listener's URL, e.g. ``http://127.0.0.1:8090``."""
+        return url_of(self.public.addresses[0])
+
+    @property
+    def admin_url(self) -> str:
+        """The control listener's URL (`/_origin/stats`, `/_origin/faults` are under it)."""
+        return url_of(self.control.addresses[0])
+
+    async def cleanup(self) -> None:
+        await self.control.cleanup()
+        await self.public.cleanup()
+
+
+async def start(config: OriginConfig) -> RunningOrigin:
+    """Serve the origin on `config.listen` and its control endpoints on
+    `config.admin`; the caller awaits `cleanup()`."""
     app = create_app(config)
-    runner = web.AppRunner(app) if config.access_log else web.AppRunner(app, access_log=None)
+    control = create_control_app(app, config.name, config.admin_token)
+    public_runner = await _serve(app, config.listen, config.access_log)
+    try:
+        control_runner = await _serve(control, config.admin, config.access_log)
+    except BaseException:
+        await public_runner.cleanup()
+        raise
+    return RunningOrigin(public_runner, control_runner)
+
+
+async def _serve(app: web.Application, listen: str, access_log: bool) -> web.AppRunner:
+    host, port = parse_hostport(listen)
+    runner = web.AppRunner(app) if access_log else web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -74,3 +107,9 @@ async def start(config: OriginConfig) -> web.AppRunner:
         await runner.cleanup()
         raise
     return runner
+
+
+def url_of(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """``http://HOST:PORT`` for a listening socket's address (IPv6 in brackets)."""
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

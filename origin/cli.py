@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from pinedge.core.config import ConfigError, load
-from pinedge.origin.app import start
+from pinedge.core.config import ConfigError, load, parse_hostport
+from pinedge.origin.app import start, url_of
 from pinedge.origin.catalog import CatalogError
 from pinedge.origin.config import OriginConfig
 
@@ -20,6 +21,11 @@ log = logging.getLogger("pinedge.origin")
 # flag: (config key, metavar, help); every default is None so the file's value stands
 FLAGS = {
     "--listen": ("listen", "HOST:PORT", "address to serve on (default 127.0.0.1:8090)"),
+    "--admin": (
+        "admin",
+        "HOST:PORT",
+        "control listener for /_origin/stats and /_origin/faults (default 127.0.0.1:8091)",
+    ),
     "--name": ("name", "NAME", "Server header value (default pinedge-origin)"),
     "--page-size": ("page_size", "N", "pins per HTML page (default 12)"),
     "--photos": ("photos", "DIR", "directory with catalog.json and photos (default: bundled)"),
@@ -61,23 +67,40 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(config: OriginConfig) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly."""
-    runner = await start(config)
+    origin = await start(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     try:
         for signum in signals:
             loop.add_signal_handler(signum, stop.set)
-        for address in runner.addresses:
-            host, port = address[0], address[1]
-            shown = f"[{host}]" if ":" in host else host
-            log.info("origin listening on http://%s:%d", shown, port)
+        for address in origin.public.addresses:
+            log.info("origin listening on %s", url_of(address))
+        for address in origin.control.addresses:
+            log.info(
+                "origin control listening on %s (/_origin/stats, /_origin/faults)", url_of(address)
+            )
+        if config.admin_token is None and not _is_loopback(parse_hostport(config.admin)[0]):
+            log.warning(
+                "the control listener %s is beyond loopback and open to anyone who reaches it: "
+                "set PINEDGE_ORIGIN_TOKEN to ask for a token",
+                config.admin,
+            )
         await stop.wait()
         log.info("origin shutting down")
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
-        await runner.cleanup()
+        await origin.cleanup()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

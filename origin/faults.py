@@ -1,8 +1,9 @@
 """Fault injection, scripted over HTTP: latency, errors, a dead origin, cut bodies.
 
-`POST /_origin/faults` replaces the whole fault set with its JSON body (keys
-left out take their defaults), `GET` reads it, `DELETE` clears it. Faults never
-apply to `/_origin/…`, and only to paths under `prefix` when one is given.
+`POST /_origin/faults` on the control listener (control.py) replaces the whole
+fault set with its JSON body (keys left out take their defaults), `GET` reads
+it, `DELETE` clears it. Faults apply to the public listener only, and only to
+paths under `prefix` when one is given.
 In order, a faulty request: waits `latency` seconds; if `down`, loses its
 connection with no response; gets `error_status` on a fixed share of requests
 (`error_rate`); if `truncate`, gets its headers and half its body, then the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 import struct
 from contextlib import suppress
@@ -26,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pinedge.origin.stats import is_control
+log = logging.getLogger("pinedge.origin")
 
 MAX_LATENCY = 600.0
 
@@ -41,7 +43,7 @@ class Faults:
     prefix: str | None = None
 
     def applies_to(self, path: str) -> bool:
-        return not is_control(path) and (self.prefix is None or path.startswith(self.prefix))
+        return self.prefix is None or path.startswith(self.prefix)
 
 
 def _number(key: str, value: Any, low: float, high: float) -> float:
@@ -179,18 +181,21 @@ async def replace(request: web.Request) -> web.Response:
     try:
         document = await request.json()
     except ValueError:
-        return web.json_response(
-            {"status": 400, "error": "bad request", "reason": "body is not valid JSON"},
-            status=400,
-        )
+        return _bad_request(request, "body is not valid JSON")
+    except RecursionError:
+        return _bad_request(request, "body nests arrays or objects too deeply")
     try:
         faults = parse(document)
     except ValueError as exc:
-        return web.json_response(
-            {"status": 400, "error": "bad request", "reason": str(exc)}, status=400
-        )
+        return _bad_request(request, str(exc))
     request.app[FAULTS].set(faults)
+    log.info("faults set by %s: %s", request.remote, dataclasses.asdict(faults))
     return _as_json(faults)
+
+
+def _bad_request(request: web.Request, reason: str) -> web.Response:
+    log.warning("faults from %s refused: %s", request.remote, reason)
+    return web.json_response({"status": 400, "error": "bad request", "reason": reason}, status=400)
 
 
 async def clear(request: web.Request) -> web.Response:
@@ -199,8 +204,13 @@ async def clear(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Register the fault state and its routes; the middleware is added by app.py."""
+    """Register the fault state of the public app; the middleware is added by app.py."""
     app[FAULTS] = FaultState()
-    app.router.add_get("/_origin/faults", read)
-    app.router.add_post("/_origin/faults", replace)
-    app.router.add_delete("/_origin/faults", clear)
+
+
+def add_routes(control: web.Application, state: FaultState) -> None:
+    """Serve `state` at `/_origin/faults` on the control app."""
+    control[FAULTS] = state
+    control.router.add_get("/_origin/faults", read)
+    control.router.add_post("/_origin/faults", replace)
+    control.router.add_delete("/_origin/faults", clear)

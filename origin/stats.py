@@ -1,8 +1,9 @@
 """Request counters: what reached the origin, by path and by path with query.
 
-Tests read `GET /_origin/stats` to see what the edge forwarded ("two clients,
-one origin hit") and reset it with `DELETE /_origin/stats`. Requests to
-`/_origin/…` are not counted. Paths are counted as sent (not percent-decoded).
+Every request to the public listener is counted. Tests read `GET /_origin/stats`
+on the control listener (control.py) to see what the edge forwarded ("two
+clients, one origin hit") and reset it with `DELETE /_origin/stats`. Paths are
+counted as sent (not percent-decoded).
 """
 
 from __future__ import annotations
@@ -12,13 +13,6 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-
-CONTROL_PREFIX = "/_origin/"
-
-
-def is_control(path: str) -> bool:
-    """Whether `path` is one of the origin's own control endpoints."""
-    return path.startswith(CONTROL_PREFIX) or path == CONTROL_PREFIX.rstrip("/")
 
 
 @dataclass
@@ -47,8 +41,7 @@ STATS = web.AppKey("stats", Stats)
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count the request before anything else can fail or delay it."""
-    if not is_control(request.path):
-        request.app[STATS].record(request.raw_path)
+    request.app[STATS].record(request.raw_path)
     return await handler(request)
 
 
@@ -62,7 +55,12 @@ async def reset(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Register the counters and their routes; the middleware is added by app.py."""
+    """Register the counters of the public app; the middleware is added by app.py."""
     app[STATS] = Stats()
-    app.router.add_get("/_origin/stats", read)
-    app.router.add_delete("/_origin/stats", reset)
+
+
+def add_routes(control: web.Application, stats: Stats) -> None:
+    """Serve `stats` at `/_origin/stats` on the control app."""
+    control[STATS] = stats
+    control.router.add_get("/_origin/stats", read)
+    control.router.add_delete("/_origin/stats", reset)

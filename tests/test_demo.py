@@ -30,6 +30,7 @@ class Demo:
     page: str
     metrics: str
     origin: str
+    stats: str  # the origin's counters, on its control listener
     process: asyncio.subprocess.Process
 
 
@@ -56,13 +57,13 @@ async def demo() -> AsyncIterator[Demo]:
     urls: list[str] = []
     output = []
     async with asyncio.timeout(20):
-        while len(urls) < 3:
+        while len(urls) < 4:
             line = (await process.stdout.readline()).decode()
             assert line, "pinedge demo exited early:\n" + "".join(output)
             output.append(line)
             urls += re.findall(r"http://[\w.:\[\]]+/?[\w/]*", line)
     try:
-        yield Demo(urls[0], urls[1], urls[2].rstrip("/"), process)
+        yield Demo(urls[0], urls[1], urls[2].rstrip("/"), urls[3], process)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -99,8 +100,8 @@ async def load_in_chromium(url: str, net_log: Path | None = None) -> str:
     return dom.decode()
 
 
-async def origin_stats(session: aiohttp.ClientSession, origin: str) -> dict[str, int]:
-    async with session.get(origin + "/_origin/stats") as response:
+async def origin_stats(session: aiohttp.ClientSession, stats_url: str) -> dict[str, int]:
+    async with session.get(stats_url) as response:
         return dict((await response.json())["urls"])
 
 
@@ -115,13 +116,13 @@ async def test_the_demo_page_loads_through_the_edge_in_a_browser_and_a_second_vi
     assert "srcset=" in first and 'loading="lazy"' in first
 
     async with aiohttp.ClientSession() as session:
-        after_first = await origin_stats(session, demo.origin)
+        after_first = await origin_stats(session, demo.stats)
         assert after_first.get("/") == 1
         assert sum(1 for url in after_first if url.startswith("/img/")) > 0
 
         second = await load_in_chromium(demo.page)
         assert re.search(r"(\d+)/\1 images loaded", second)
-        assert await origin_stats(session, demo.origin) == after_first
+        assert await origin_stats(session, demo.stats) == after_first
 
         async with session.get(demo.page) as response:
             assert response.status == 200
@@ -130,6 +131,21 @@ async def test_the_demo_page_loads_through_the_edge_in_a_browser_and_a_second_vi
             metrics = await response.text()
     hits = re.search(r'pinedge_requests_total\{cache="hit",code="2xx"\} (\d+)', metrics)
     assert hits and int(hits.group(1)) >= sum(after_first.values())
+
+
+async def test_the_origin_controls_the_demo_prints_are_not_reachable_through_its_edge(
+    demo: Demo,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(demo.stats) as response:
+            assert response.status == 200 and "paths" in await response.json()
+        for path in ("_origin/stats", "_origin/faults"):
+            async with session.get(demo.page + path) as response:
+                assert response.status == 404, path
+            async with session.post(demo.page + path, json={"down": True}) as response:
+                assert response.status == 404, path
+        async with session.get(demo.page) as response:
+            assert response.status == 200
 
 
 async def test_the_demo_stops_cleanly_on_sigterm(demo: Demo) -> None:

@@ -1,10 +1,13 @@
-"""The sample origin, served for real on a loopback port and asked with aiohttp's client.
+"""The sample origin, served for real on loopback ports and asked with aiohttp's client.
 
-One behaviour per test; faults are scripted over HTTP as the edge tests do.
+One behaviour per test; faults are scripted over HTTP on the origin's control
+listener, as the edge tests do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import signal
 import subprocess
@@ -17,12 +20,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from pinedge.core.cli import main
 from pinedge.core.config import ConfigError, load
-from pinedge.origin import OriginConfig, start
+from pinedge.origin import OriginConfig, RunningOrigin, start
 
 PHOTOS = Path(__file__).resolve().parent.parent / "origin" / "photos"
 HORSE = "/img/horse.png"
@@ -30,11 +33,22 @@ WIDTHS = (236, 474, 736, 1200)
 
 
 @pytest.fixture
-async def origin() -> AsyncIterator[str]:
-    runner: web.AppRunner = await start(OriginConfig(listen="127.0.0.1:0"))
-    host, port = runner.addresses[0][:2]
-    yield f"http://{host}:{port}"
-    await runner.cleanup()
+async def running() -> AsyncIterator[RunningOrigin]:
+    origin = await start(OriginConfig(listen="127.0.0.1:0", admin="127.0.0.1:0"))
+    yield origin
+    await origin.cleanup()
+
+
+@pytest.fixture
+def origin(running: RunningOrigin) -> str:
+    """The public listener's URL."""
+    return running.url
+
+
+@pytest.fixture
+def control(running: RunningOrigin) -> str:
+    """The control listener's URL (`/_origin/stats`, `/_origin/faults`)."""
+    return running.admin_url
 
 
 @pytest.fixture
@@ -50,8 +64,8 @@ async def get(
         return response.status, response.headers.copy(), await response.read()
 
 
-async def set_faults(client: aiohttp.ClientSession, origin: str, **faults: object) -> None:
-    async with client.post(f"{origin}/_origin/faults", json=faults) as response:
+async def set_faults(client: aiohttp.ClientSession, control: str, **faults: object) -> None:
+    async with client.post(f"{control}/_origin/faults", json=faults) as response:
         assert response.status == 200, await response.text()
 
 
@@ -278,86 +292,229 @@ async def test_if_range_with_another_etag_gets_the_whole_200(origin, client):
 # counters
 
 
-async def test_stats_count_per_path_and_url_and_reset(origin, client):
+async def test_stats_count_per_path_and_url_and_reset(origin, control, client):
     await get(client, f"{origin}{HORSE}?w=236")
     await get(client, f"{origin}{HORSE}?w=474")
     await get(client, f"{origin}/api/pins")
-    async with client.get(f"{origin}/_origin/stats") as response:
+    async with client.get(f"{control}/_origin/stats") as response:
         assert response.headers["Cache-Control"] == "no-store"
         stats = await response.json()
     assert stats["total"] == 3
     assert stats["paths"] == {HORSE: 2, "/api/pins": 1}
     assert stats["urls"][f"{HORSE}?w=236"] == 1 and stats["urls"][f"{HORSE}?w=474"] == 1
-    async with client.delete(f"{origin}/_origin/stats") as response:
+    async with client.delete(f"{control}/_origin/stats") as response:
         assert response.status == 200
-    async with client.get(f"{origin}/_origin/stats") as response:
+    async with client.get(f"{control}/_origin/stats") as response:
         assert await response.json() == {"total": 0, "paths": {}, "urls": {}}
 
 
 # faults
 
 
-async def test_latency_fault_delays_the_answer(origin, client):
-    await set_faults(client, origin, latency=0.3)
+async def test_latency_fault_delays_the_answer(origin, control, client):
+    await set_faults(client, control, latency=0.3)
     started = time.monotonic()
     status, _, _ = await get(client, f"{origin}/api/pins/1")
     assert status == 200 and time.monotonic() - started >= 0.3
 
 
-async def test_error_rate_one_always_gives_the_error_status(origin, client):
-    await set_faults(client, origin, error_rate=1, error_status=502)
+async def test_error_rate_one_always_gives_the_error_status(origin, control, client):
+    await set_faults(client, control, error_rate=1, error_status=502)
     for _ in range(3):
         status, headers, _ = await get(client, f"{origin}{HORSE}")
         assert status == 502 and headers["Cache-Control"] == "no-store"
 
 
-async def test_error_rate_half_errs_every_other_request(origin, client):
-    await set_faults(client, origin, error_rate=0.5)
+async def test_error_rate_half_errs_every_other_request(origin, control, client):
+    await set_faults(client, control, error_rate=0.5)
     statuses = [(await get(client, f"{origin}/pin/1"))[0] for _ in range(4)]
     assert statuses == [200, 503, 200, 503]
 
 
-async def test_down_fault_drops_the_connection_without_a_response(origin, client):
-    await set_faults(client, origin, down=True)
+async def test_down_fault_drops_the_connection_without_a_response(origin, control, client):
+    await set_faults(client, control, down=True)
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(client, f"{origin}/")
-    async with client.get(f"{origin}/_origin/faults") as response:
+    async with client.get(f"{control}/_origin/faults") as response:
         assert (await response.json())["down"] is True
 
 
-async def test_truncate_fault_cuts_the_body_short(origin, client):
-    await set_faults(client, origin, truncate=True)
+async def test_truncate_fault_cuts_the_body_short(origin, control, client):
+    await set_faults(client, control, truncate=True)
     with pytest.raises(aiohttp.ClientPayloadError):
         await get(client, f"{origin}{HORSE}")
 
 
-async def test_fault_prefix_limits_faults_to_matching_paths(origin, client):
-    await set_faults(client, origin, error_rate=1, prefix="/img/")
+async def test_fault_prefix_limits_faults_to_matching_paths(origin, control, client):
+    await set_faults(client, control, error_rate=1, prefix="/img/")
     assert (await get(client, f"{origin}{HORSE}"))[0] == 503
     assert (await get(client, f"{origin}/api/pins/1"))[0] == 200
 
 
-async def test_faults_are_cleared_by_delete(origin, client):
-    await set_faults(client, origin, error_rate=1)
-    async with client.delete(f"{origin}/_origin/faults") as response:
+async def test_faults_are_cleared_by_delete(origin, control, client):
+    await set_faults(client, control, error_rate=1)
+    async with client.delete(f"{control}/_origin/faults") as response:
         assert (await response.json())["error_rate"] == 0
     assert (await get(client, f"{origin}/"))[0] == 200
 
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"latency": "slow"}', b'{"colour": 1}', b'{"error_rate": 2}', b"[1]", b"{not json"],
+    [
+        b'{"latency": "slow"}',
+        b'{"colour": 1}',
+        b'{"error_rate": 2}',
+        b"[1]",
+        b"{not json",
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deeply-nested"),
+    ],
 )
-async def test_bad_fault_json_gets_400_with_a_reason(origin, client, body):
-    async with client.post(f"{origin}/_origin/faults", data=body) as response:
+async def test_bad_fault_json_gets_400_with_a_reason(control, client, body):
+    async with client.post(f"{control}/_origin/faults", data=body) as response:
         assert response.status == 400
         assert (await response.json())["reason"]
 
 
-async def test_faults_never_apply_to_origin_control_paths(origin, client):
-    await set_faults(client, origin, down=True)
-    async with client.delete(f"{origin}/_origin/faults") as response:
+async def test_faults_never_apply_to_the_control_listener(control, client):
+    await set_faults(client, control, down=True)
+    async with client.delete(f"{control}/_origin/faults") as response:
         assert response.status == 200
+
+
+# the control listener, apart from the public one
+
+CONTROL_REQUESTS = [
+    ("POST", "/_origin/faults"),
+    ("DELETE", "/_origin/faults"),
+    ("GET", "/_origin/faults"),
+    ("DELETE", "/_origin/stats"),
+    ("GET", "/_origin/stats"),
+]
+DOWN = {"down": True}
+TOKEN = "origin-control-token"
+
+
+async def faults_and_stats(
+    client: aiohttp.ClientSession, control: str, **headers: str
+) -> tuple[dict, dict]:
+    """The control listener's fault set and counters."""
+    async with client.get(f"{control}/_origin/faults", headers=headers) as response:
+        faults = await response.json()
+    async with client.get(f"{control}/_origin/stats", headers=headers) as response:
+        stats = await response.json()
+    return faults, stats
+
+
+async def raw_request(
+    url: str, method: str, path: str, authorization: bytes | None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a new connection, the Authorization value sent byte for byte."""
+    target = URL(url)
+    body = json.dumps(DOWN).encode()
+    head = f"{method} {path} HTTP/1.1\r\nHost: {target.host}\r\nConnection: close\r\n".encode()
+    if authorization is not None:
+        head += b"Authorization: " + authorization + b"\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        writer.write(head + body)
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    top, _, content = answer.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split(" ", 2)[1]), headers, content
+
+
+async def test_the_public_listener_answers_control_paths_with_its_404_page_and_counts_them(
+    origin, control, client
+):
+    await get(client, f"{origin}/api/pins/1")
+    for method, path in CONTROL_REQUESTS:
+        body = DOWN if method == "POST" else None
+        async with client.request(method, origin + path, json=body) as response:
+            assert response.status == 404, (method, path)
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert b"Not found" in await response.read()
+    faults, stats = await faults_and_stats(client, control)
+    assert faults["down"] is False
+    assert stats["paths"] == {"/api/pins/1": 1, "/_origin/faults": 3, "/_origin/stats": 2}
+    assert (await get(client, f"{origin}/api/pins/1"))[0] == 200
+
+
+async def test_an_edge_client_cannot_reach_the_origin_control_endpoints(
+    running, client, start_edge
+):
+    edge = await start_edge(running.url)
+    assert (await get(client, f"{edge.url}/api/pins/1"))[0] == 200
+    before = await faults_and_stats(client, running.admin_url)
+
+    for method, path in CONTROL_REQUESTS:
+        body = DOWN if method == "POST" else None
+        async with client.request(method, edge.url + path, json=body) as response:
+            assert response.status == 404, (method, path)
+
+    faults, stats = await faults_and_stats(client, running.admin_url)
+    assert faults == before[0] and faults["down"] is False
+    assert stats["paths"]["/api/pins/1"] == 1  # not reset
+    assert (await get(client, f"{edge.url}/api/pins/2"))[0] == 200
+
+
+async def test_faults_set_on_the_control_listener_reach_an_edges_clients(
+    running, client, start_edge
+):
+    edge = await start_edge(running.url)
+    await set_faults(client, running.admin_url, error_rate=1, error_status=503)
+    async with client.get(f"{edge.url}/api/pins/3") as response:
+        assert response.status == 503
+    _, stats = await faults_and_stats(client, running.admin_url)
+    assert stats["paths"] == {"/api/pins/3": 1}
+
+
+@pytest.fixture
+async def guarded(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOrigin]:
+    """An origin whose control listener asks for PINEDGE_ORIGIN_TOKEN."""
+    monkeypatch.setenv("PINEDGE_ORIGIN_TOKEN", TOKEN)
+    origin = await start(OriginConfig(listen="127.0.0.1:0", admin="127.0.0.1:0"))
+    yield origin
+    await origin.cleanup()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(None, id="no-token"),
+        pytest.param(b"Bearer wrong", id="wrong-token"),
+        pytest.param(f"Basic {TOKEN}".encode(), id="not-bearer"),
+        pytest.param(b"Bearer \xff\xfe", id="not-utf8"),
+    ],
+)
+async def test_with_a_token_set_the_control_listener_refuses_requests_without_it(
+    guarded, client, authorization
+):
+    for method, path in CONTROL_REQUESTS:
+        status, headers, body = await raw_request(guarded.admin_url, method, path, authorization)
+        assert status == 401, (method, path)
+        assert headers["www-authenticate"].startswith("Bearer ")
+        assert "PINEDGE_ORIGIN_TOKEN" in json.loads(body)["reason"]
+    assert (await get(client, f"{guarded.url}/api/pins/1"))[0] == 200  # not switched down
+    faults, stats = await faults_and_stats(
+        client, guarded.admin_url, Authorization=f"Bearer {TOKEN}"
+    )
+    assert faults["down"] is False and stats["total"] == 1
+
+
+async def test_with_a_token_set_the_control_listener_serves_requests_that_carry_it(guarded, client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with client.post(f"{guarded.admin_url}/_origin/faults", json=DOWN, headers=auth) as r:
+        assert r.status == 200 and (await r.json())["down"] is True
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(client, f"{guarded.url}/")
 
 
 # configuration
@@ -377,15 +534,26 @@ def test_origin_command_refuses_a_bad_listen_address_with_status_2(capsys):
     assert capsys.readouterr().err.startswith("pinedge origin: listen: ")
 
 
+def test_origin_command_refuses_the_same_address_for_listen_and_admin(capsys):
+    assert main(["origin", "--listen", "127.0.0.1:9100", "--admin", "127.0.0.1:9100"]) == 2
+    assert "admin must be another address than listen" in capsys.readouterr().err
+
+
 def test_origin_command_serves_until_sigterm_then_exits_0():
     command = [sys.executable, "-m", "pinedge", "origin", "--listen", "127.0.0.1:0"]
+    command += ["--admin", "127.0.0.1:0"]
     with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
         try:
             line = process.stderr.readline()
             assert "origin listening on http://127.0.0.1:" in line
             port = int(line.rsplit(":", 1)[1])
+            line = process.stderr.readline()
+            assert "origin control listening on http://127.0.0.1:" in line
+            control = re.search(r"http://127\.0\.0\.1:(\d+)", line).group(0)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/pins/1") as reply:
                 assert reply.status == 200
+            with urllib.request.urlopen(f"{control}/_origin/stats") as reply:
+                assert json.loads(reply.read())["paths"] == {"/api/pins/1": 1}
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=10) == 0
         finally:

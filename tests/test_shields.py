@@ -5,7 +5,7 @@ its port); each shield is the real `pinedge edge --role shield` command (a
 supervisor and its worker) in a process group of its own, so that it can be
 killed whole; the edges are in-process nodes with both shields. What is checked
 is what clients see (status, body, Cache-Status), what reached the origin
-(`/_origin/stats`) and the nodes' /metrics.
+(`/_origin/stats` on its control listener) and the nodes' /metrics.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from aiohttp import web
 from conftest import Reply, RunningEdge, Scripted, StartEdge, send
 from test_store import free_port
 
-from pinedge.origin import OriginConfig
+from pinedge.origin import OriginConfig, RunningOrigin
 from pinedge.origin import start as start_origin
 
 TOKEN = "shield-topology-token"
@@ -180,7 +180,7 @@ class Shield:
 @dataclass
 class Topology:
     origin_config: OriginConfig
-    origin_runner: web.AppRunner | None
+    origin_runner: RunningOrigin | None
     shields: list[Shield]
     edges: list[RunningEdge]
     names: dict[str, str] = field(default_factory=dict)  # edge URL -> edge name
@@ -199,7 +199,8 @@ class Topology:
         return found
 
     async def origin_hits(self, client: aiohttp.ClientSession, path: str) -> int:
-        async with client.get(self.origin + "/_origin/stats") as response:
+        control = "http://" + self.origin_config.admin
+        async with client.get(control + "/_origin/stats") as response:
             stats = await response.json()
         return int(stats["paths"].get(path, 0))
 
@@ -209,7 +210,7 @@ class Topology:
         await runner.cleanup()
 
     async def restart_origin(self) -> None:
-        """The origin again, on the same port (its counters start from zero)."""
+        """The origin again, on the same ports (its counters start from zero)."""
         assert self.origin_runner is None
         self.origin_runner = await start_origin(self.origin_config)
 
@@ -310,7 +311,9 @@ async def start_topology(
     started: list[Topology] = []
 
     async def start(html_ttl: float = 60.0) -> Topology:
-        config = OriginConfig(listen=f"127.0.0.1:{free_port()}", html_ttl=html_ttl)
+        config = OriginConfig(
+            listen=f"127.0.0.1:{free_port()}", admin=f"127.0.0.1:{free_port()}", html_ttl=html_ttl
+        )
         net = Topology(config, await start_origin(config), [], [])
         started.append(net)
         net.shields = await spawn_shields(net.origin)

@@ -1,0 +1,62 @@
+"""The control listener: the request counters and fault injection, on a port of their own.
+
+`/_origin/stats` and `/_origin/faults` are served here and nowhere else, so an
+edge's clients (who reach only the public listener) can neither read the
+counters nor switch the origin down. With `PINEDGE_ORIGIN_TOKEN` set, every
+request here needs `Authorization: Bearer TOKEN`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from pinedge.origin import faults, stats
+
+log = logging.getLogger("pinedge.origin")
+
+SERVER_NAME = web.AppKey("control_server_name", str)
+
+
+def create_control_app(origin: web.Application, name: str, token: str | None) -> web.Application:
+    """The control app for the public app `origin`: the same counters and faults."""
+    control = web.Application(middlewares=[bearer_token(token)] if token else [])
+    control[SERVER_NAME] = name
+    stats.add_routes(control, origin[stats.STATS])
+    faults.add_routes(control, origin[faults.FAULTS])
+    control.on_response_prepare.append(finish_headers)
+    return control
+
+
+def bearer_token(token: str) -> Middleware:
+    """Refuse every request that does not carry `token` as a Bearer token."""
+    expected = token.encode("utf-8", "surrogateescape")
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        sent = given.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() == "bearer" and hmac.compare_digest(sent, expected):
+            return await handler(request)
+        reason = "send the token in PINEDGE_ORIGIN_TOKEN as Authorization: Bearer TOKEN"
+        log.warning(
+            "origin control %s %s from %s refused: no or wrong token",
+            request.method,
+            request.path,
+            request.remote,
+        )
+        return web.json_response(
+            {"status": 401, "error": "unauthorized", "reason": reason},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="pinedge origin"'},
+        )
+
+    return check
+
+
+async def finish_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    response.headers["Server"] = request.app[SERVER_NAME]
+    response.headers["Cache-Control"] = "no-store"
