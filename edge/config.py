@@ -16,6 +16,7 @@ from pinedge.core.config import (
     size_field,
     url_field,
 )
+from pinedge.edge.forwarding import TrustedPeers
 
 
 @dataclass(kw_only=True)
@@ -200,6 +201,11 @@ class EdgeConfig:
         ["CDN-Cache-Control", "Surrogate-Control"],
         doc="targeted cache-control fields (RFC 9213) that win over Cache-Control",
     )
+    trusted_proxies: list[str] = setting(
+        [],
+        doc="addresses or CIDRs whose Forwarded / X-Forwarded-* chain is kept and extended "
+        "(this node's edges and shields, a load balancer); everyone else's is replaced",
+    )
     admin_token: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -235,6 +241,10 @@ class EdgeConfig:
             raise ValueError("give --origin URL or at least one [[sites]] table")
         if self.origin is not None and self.sites:
             raise ValueError("give either origin (one site) or [[sites]] tables, not both")
+        try:
+            TrustedPeers.parse(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
         self.admin_token = os.environ.get("PINEDGE_ADMIN_TOKEN") or None
 
     def site_list(self) -> list[SiteConfig]:

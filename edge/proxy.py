@@ -33,13 +33,14 @@ from pinedge.edge.config import EdgeConfig, SiteConfig
 from pinedge.edge.deliver import Delivery, FileBody, Wire, error_response
 from pinedge.edge.entry import Entry, FreshnessSettings
 from pinedge.edge.errors import EdgeError, UpstreamError
+from pinedge.edge.forwarding import TrustedPeers, forward
 from pinedge.edge.freshness import (
     client_accepts_stale,
     client_requires_validation,
     format_http_date,
     stale_if_error,
 )
-from pinedge.edge.headers import with_via, without_hop_by_hop
+from pinedge.edge.headers import without_hop_by_hop
 from pinedge.edge.key import check_target, primary_key, split_host
 from pinedge.edge.metrics import EdgeMetrics
 from pinedge.edge.negotiate import ACCEPT_CH
@@ -143,7 +144,6 @@ class Route:
     host: str
     target: str
     params: dict[str, str] = field(default_factory=dict)  # the edge's own image parameters
-    request_host: str = ""  # the Host field as the client sent it (a shield needs it)
 
 
 @dataclass(slots=True)
@@ -168,6 +168,7 @@ class Edge:
         self.config = config
         self.name = config.name
         self.sites = {host: site for site in config.site_list() for host in site.hosts}
+        self.trusted = TrustedPeers.parse(config.trusted_proxies)
         self.upstreams = Upstreams(
             config.shield,
             {site.name: site.pool() for site in config.site_list()},
@@ -417,7 +418,7 @@ class Edge:
         params: dict[str, str] = {}
         if self.config.images:
             target, params = split_image_params(target, self.config.image_presets)
-        return Route(site, host, target, params, host_field)
+        return Route(site, host, target, params)
 
     # ── hash + lookup ────────────────────────────────────────────────────────
 
@@ -500,7 +501,7 @@ class Edge:
     # ── fetch: one upstream request per key ──────────────────────────────────
 
     def plan(self, request: web.Request, route: Route, key: str, stale: Entry | None) -> FetchPlan:
-        headers = self.upstream_headers(request, route.site, (*CLIENT_VALIDATORS, *RANGE_FIELDS))
+        headers = self.upstream_headers(request, route, (*CLIENT_VALIDATORS, *RANGE_FIELDS))
         if stale is not None:
             headers.update(upstream_validators(stale.headers))
         return FetchPlan(key, route, route.target, headers, request.headers, stale)
@@ -854,8 +855,7 @@ class Edge:
         self, request: web.Request, route: Route, status: CacheStatus, fwd: Fwd | None
     ) -> web.StreamResponse:
         status.fwd = fwd
-        site = route.site
-        headers = self.upstream_headers(request, site)
+        headers = self.upstream_headers(request, route)
         body = None
         if request.body_exists and request.method not in BODILESS_METHODS:
             body = RequestBody(request, self.config.max_request_body)
@@ -987,19 +987,22 @@ class Edge:
     # ── upstream requests ────────────────────────────────────────────────────
 
     def upstream_headers(
-        self, request: web.Request, site: SiteConfig, also: tuple[str, ...] = ()
+        self, request: web.Request, route: Route, also: tuple[str, ...] = ()
     ) -> CIMultiDict[str]:
         """The client's end-to-end fields for upstream; send() sets Host per upstream.
         Framing fields are never copied: the upstream request is framed by what is sent."""
         headers = without_hop_by_hop(
             request.headers, also=("Host", "Expect", "Content-Length", *also)
         )
-        remote = request.remote or ""
-        forwarded_for = request.headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{forwarded_for}, {remote}" if forwarded_for else remote
-        headers.setdefault("X-Forwarded-Proto", request.scheme)
-        headers.setdefault("X-Forwarded-Host", request.host)
-        with_via(headers, self.name)
+        forward(
+            headers,
+            request.headers,
+            request.remote,
+            self.trusted,
+            route.host,
+            request.scheme,
+            self.name,
+        )
         return headers
 
     async def send(
@@ -1030,7 +1033,7 @@ class Edge:
                 continue
             tries -= 1
             client_host = upstream.kind == "shield" or site.preserve_host
-            headers["Host"] = route.request_host if client_host else upstream.host
+            headers["Host"] = route.host if client_host else upstream.host
             try:
                 response, request_time, response_time = await self.upstream.request(
                     method,
