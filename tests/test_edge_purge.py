@@ -12,7 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import RunningEdge, Scripted, StartEdge, send
-from test_store import running_node, serve_photo
+from support import running_node
+from test_store import serve_photo
 from yarl import URL
 
 from pinedge.edge.purge import MAX_BODY

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 from conftest import Scripted, StartEdge, send
+from support import Node, running_node
 from test_edge_purge import TOKEN, fill, purge, tagged
-from test_store import Node, running_node
 
 from pinedge.edge import objectfile
 from pinedge.edge.idle import IdleMeter

@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import Reply, RunningEdge, Scripted, StartEdge, send
-from test_store import free_port
+from support import free_port
 
 from pinedge.origin import OriginConfig, RunningOrigin
 from pinedge.origin import start as start_origin

@@ -11,102 +11,11 @@ import asyncio
 import os
 import re
 import signal
-import socket
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from conftest import Scripted, StartEdge, send
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Node:
-    process: asyncio.subprocess.Process
-    url: str
-    admin: str
-
-    async def metric(self, client: aiohttp.ClientSession, name: str) -> float:
-        async with client.get(self.admin + "/metrics") as response:
-            text = await response.text()
-        values = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
-        return sum(float(v) for v in values)
-
-    def worker_pids(self) -> list[int]:
-        """The supervisor's worker processes (not its other helpers)."""
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                command = (stat.parent / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(fields[1]) == self.process.pid and b"spawn_main" in command:
-                pids.append(int(stat.parent.name))
-        return pids
-
-
-async def wait_ready(client: aiohttp.ClientSession, node: Node, workers: int = 1) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            assert node.process.returncode is None, "pinedge edge exited"
-            try:
-                async with client.get(node.admin + "/readyz") as response:
-                    text = await response.text()
-                    if response.status == 200 and text.startswith(f"ready: {workers} of"):
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-
-
-@asynccontextmanager
-async def running_node(
-    client: aiohttp.ClientSession, origin: str, *flags: str, workers: int = 1, config: str = ""
-) -> AsyncIterator[Node]:
-    port, admin = free_port(), free_port()
-    args = [
-        "edge",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin",
-        f"127.0.0.1:{admin}",
-        "--origin",
-        origin,
-        "--name",
-        "pinedge-test",
-        "--workers",
-        str(workers),
-        *flags,
-    ]
-    if config:
-        args += ["--config", config]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pinedge",
-        *args,
-        env={**os.environ, "PINEDGE_CONFIG": ""},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    node = Node(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}")
-    try:
-        await wait_ready(client, node, workers)
-        yield node
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(20):
-                await process.wait()
+from support import running_node, wait_ready
 
 
 async def test_the_store_never_grows_past_its_budget_when_filled_with_more_than_fits(

@@ -13,9 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import Scripted, send
+from support import running_node
 from test_edge_purge import TOKEN, purge, tagged
 from test_purge_cleanup import fields, fill_node, stored_files
-from test_store import running_node
 
 from pinedge.edge import objectfile
 from pinedge.edge.objectfile import Meta
