@@ -31,6 +31,7 @@ from pathlib import Path
 from pinedge.edge import objectfile
 from pinedge.edge.eviction import make_policy
 from pinedge.edge.idle import IdleMeter
+from pinedge.edge.leftovers import process_alive, remove_leftover_segments
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.purge import Ban, Selection
 from pinedge.edge.tags import tags_of
@@ -72,7 +73,7 @@ class Generations:
         if name is None:
             # Named after this process, so that a node started after one that was
             # killed can remove what it left.
-            _remove_leftover_segments()
+            remove_leftover_segments(GENERATIONS_PREFIX)
             name = f"{GENERATIONS_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
             self.memory = shared_memory.SharedMemory(name=name, create=True, size=(SLOTS + 1) * 4)
             self.owned = True
@@ -521,13 +522,6 @@ class StoreOwner:
         self.generations.close()
 
 
-def _remove_leftover_segments() -> None:
-    for segment in Path("/dev/shm").glob(f"{GENERATIONS_PREFIX}*"):
-        pid = segment.name.removeprefix(GENERATIONS_PREFIX).split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            segment.unlink(missing_ok=True)
-
-
 def memory_root(name: str) -> Path:
     """Where a node without --cache-dir keeps its objects: shared memory if the
     system has it, so workers share the pages and nothing touches a disk. The
@@ -535,17 +529,7 @@ def memory_root(name: str) -> Path:
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     for leftover in base.glob("pinedge-store-*"):
         pid = leftover.name.split("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     return base / f"pinedge-store-{os.getpid()}-{secrets.token_hex(4)}-{safe}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
