@@ -35,6 +35,32 @@ class OriginConfig:
 
 
 @dataclass(kw_only=True)
+class RateLimitConfig:
+    """Per-client request budgets (token buckets): beyond them, 429 with Retry-After."""
+
+    requests: float = setting(0.0, doc="requests per second a client may make (0: no limit)")
+    requests_burst: int = setting(
+        0, doc="requests a client may make at once beyond that rate (0: two seconds' worth)"
+    )
+    misses: float = setting(
+        0.0,
+        doc="requests per second a client may send to the origin: misses, validations and "
+        "passes; hits do not count (0: no limit)",
+    )
+    misses_burst: int = setting(
+        0, doc="misses a client may make at once beyond that rate (0: two seconds' worth)"
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "requests_burst", "misses", "misses_burst"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: cannot be negative")
+
+    def burst(self, rate: float, burst: int) -> float:
+        return float(burst) if burst else max(2.0 * rate, 1.0)
+
+
+@dataclass(kw_only=True)
 class SiteConfig:
     """One site: the host names it answers for and the origin(s) behind it."""
 
@@ -49,6 +75,9 @@ class SiteConfig:
     )
     probe_path: str = setting(
         "/", doc="path GET every probe_interval from each origin (an answer under 500 is up)"
+    )
+    rate_limit: RateLimitConfig | None = setting(
+        None, doc="[sites.rate_limit] table: this site's client budgets instead of rate_limit's"
     )
     image_over_limits: Literal["error", "source"] = setting(
         "error",
@@ -148,6 +177,37 @@ class EdgeConfig:
         "15s", doc="how long a collapsed request waits for the leader's response headers"
     )
     drain_time: float = duration_field("10s", doc="SIGTERM: time to finish in-flight requests")
+    header_timeout: float = duration_field(
+        "15s", doc="time a client has to send a whole request head once it starts (408)"
+    )
+    keepalive_timeout: float = duration_field(
+        "60s", doc="an idle client connection (no request started) is closed after this"
+    )
+    body_timeout: float = duration_field(
+        "30s", doc="longest pause between two reads of a request body (408)"
+    )
+    send_timeout: float = duration_field(
+        "30s", doc="a response the client takes nothing of for this long is cut off"
+    )
+    max_connections: int = setting(
+        8192, doc="client connections the node holds at once; beyond, 503 and close"
+    )
+    max_client_connections: int = setting(
+        256, doc="connections one client may hold at once; beyond, 429 and close (0: no limit)"
+    )
+    client_ipv4_prefix: int = setting(
+        32, doc="IPv4 addresses that count as one client in limits (24: each /24 is one)"
+    )
+    client_ipv6_prefix: int = setting(
+        64, doc="IPv6 addresses that count as one client in limits (a host has a whole /64)"
+    )
+    rate_limit: RateLimitConfig = field(
+        default_factory=RateLimitConfig,
+        metadata={
+            "doc": "[rate_limit] table: every site's client budgets, unless the site has its own",
+            "shown": "no limits",
+        },
+    )
     grace: float = duration_field(
         "0s", doc="serve stale this long past expiry when every upstream fails"
     )
@@ -241,6 +301,10 @@ class EdgeConfig:
             raise ValueError("give --origin URL or at least one [[sites]] table")
         if self.origin is not None and self.sites:
             raise ValueError("give either origin (one site) or [[sites]] tables, not both")
+        if self.max_connections < 1 or self.max_client_connections < 0:
+            raise ValueError("max_connections: at least 1; max_client_connections: 0 or more")
+        if not 8 <= self.client_ipv4_prefix <= 32 or not 16 <= self.client_ipv6_prefix <= 128:
+            raise ValueError("client_ipv4_prefix: 8 to 32; client_ipv6_prefix: 16 to 128")
         try:
             TrustedPeers.parse(self.trusted_proxies)
         except ValueError as exc:

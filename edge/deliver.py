@@ -22,6 +22,8 @@ from pinedge.edge.tags import TAG_FIELDS
 from pinedge.edge.validation import evaluate_preconditions, not_modified_response_headers
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+# Large bodies go out a slice at a time: a client that stops reading holds one slice.
+SLICE = 256 * 1024
 
 
 class Wire:
@@ -48,6 +50,28 @@ class Wire:
             )
             self.last_numbers = numbers
         return self.last
+
+
+async def send_sliced(
+    request: web.BaseRequest, response: web.Response, body: bytes | bytearray
+) -> web.StreamResponse:
+    """`response`, its body written a SLICE at a time, each once the client has taken
+    enough of the last (a client that stops reading holds one slice, not the body)."""
+    out = web.StreamResponse(status=response.status, reason=response.reason)
+    out.headers.update(response.headers)
+    out.content_length = len(body)
+    if response.keep_alive is False:
+        out.force_close()
+    try:
+        await out.prepare(request)
+        if request.method != "HEAD":
+            view = memoryview(body)
+            for start in range(0, len(view), SLICE):
+                await out.write(view[start : start + SLICE])
+        await out.write_eof()
+    except ConnectionError:
+        pass  # the client went away (or was cut off for not reading)
+    return out
 
 
 class FileBody:
@@ -222,6 +246,32 @@ def merge_vary(existing: tuple[str, ...] | list[str], extra: str) -> str:
         if name.strip() and name.strip().lower() not in {n.lower() for n in names}:
             names.append(name.strip())
     return ", ".join(names)
+
+
+def error_bytes(
+    name: str,
+    code: int,
+    reason: str,
+    detail: str,
+    extra: dict[str, str] | None = None,
+    close: bool = True,
+) -> bytes:
+    """The bytes of an answer the edge makes itself outside a request handler (the
+    hit path, limits, timeouts); the same fields as error_response."""
+    body = f"{code} {reason}\n".encode()
+    fields = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Cache-Status": f"{name}; detail={detail}",
+        **(extra or {}),
+        "Via": f"1.1 {name}",
+        **({"Connection": "close"} if close else {}),
+        "Content-Length": str(len(body)),
+    }
+    head = f"HTTP/1.1 {code} {_phrase(code)}\r\n" + "".join(
+        f"{field}: {value}\r\n" for field, value in fields.items()
+    )
+    return head.encode("latin-1") + b"\r\n" + body
 
 
 def error_response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pinedge.core.metrics import Counter, Gauge, Histogram, Registry
+from pinedge.edge.clients import ClientTable
 from pinedge.edge.owner import StoreOwner
 from pinedge.edge.upstreams import Target
 
@@ -126,6 +127,35 @@ class EdgeMetrics:
                 ("source",),
             )
         )
+        self.connections_closed = add(
+            Counter(
+                "pinedge_connections_closed_total",
+                "Client connections the node closed, by reason (header-timeout, idle-timeout, "
+                "send-timeout).",
+                ("reason",),
+            )
+        )
+        self.connections_refused = add(
+            Counter(
+                "pinedge_connections_refused_total",
+                "Client connections refused at once, by reason (node-limit, client-limit).",
+                ("reason",),
+            )
+        )
+        self.limited = add(
+            Counter(
+                "pinedge_requests_limited_total",
+                "Requests answered 429 because their client was over a budget, by site and "
+                "budget (requests, misses).",
+                ("site", "budget"),
+            )
+        )
+        self.body_timeouts = add(
+            Counter(
+                "pinedge_request_body_timeouts_total",
+                "Request bodies that paused longer than body_timeout (408).",
+            )
+        )
         if owner is not None:
             add_store_metrics(self.registry, owner)
         add(Gauge("pinedge_inflight_requests", "Client requests in progress.", inflight))
@@ -200,5 +230,23 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
             "Stored files found damaged (truncated or corrupt) and dropped, never served.",
             lambda: owner.dropped,
             kind="counter",
+        )
+    )
+
+
+def add_client_metrics(registry: Registry, clients: ClientTable) -> None:
+    """The node's figures from the shared client table, read when scraped."""
+    registry.add(
+        Gauge(
+            "pinedge_connections_open",
+            "Client connections open on the node.",
+            clients.node_connections,
+        )
+    )
+    registry.add(
+        Gauge(
+            "pinedge_clients_limited",
+            "Clients over one of their request budgets now.",
+            clients.limited_clients,
         )
     )

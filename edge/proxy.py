@@ -16,9 +16,10 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -28,12 +29,21 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from pinedge.edge.cachecontrol import Directives, request_directives, response_directives
+from pinedge.edge.clients import ClientTable, client_key
 from pinedge.edge.collapse import CollapseTable, Fill, Head, Outcome, TruncatedFill
 from pinedge.edge.config import EdgeConfig, SiteConfig
-from pinedge.edge.deliver import Delivery, FileBody, Wire, error_response
+from pinedge.edge.deliver import (
+    SLICE,
+    Delivery,
+    FileBody,
+    Wire,
+    error_bytes,
+    error_response,
+    send_sliced,
+)
 from pinedge.edge.entry import Entry, FreshnessSettings
 from pinedge.edge.errors import EdgeError, UpstreamError
-from pinedge.edge.forwarding import TrustedPeers, forward
+from pinedge.edge.forwarding import TrustedPeers, client_address, forward
 from pinedge.edge.freshness import (
     client_accepts_stale,
     client_requires_validation,
@@ -46,6 +56,7 @@ from pinedge.edge.metrics import EdgeMetrics
 from pinedge.edge.negotiate import ACCEPT_CH
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.owner import StoreOwner
+from pinedge.edge.ratelimit import MISSES, QUIET, REQUESTS, RateLimiter
 from pinedge.edge.status import CacheStatus, Fwd
 from pinedge.edge.storable import fields_not_to_store, no_store_reason
 from pinedge.edge.store import SharedStore
@@ -162,9 +173,16 @@ class FetchPlan:
 class Edge:
     """One edge node's state and its request handler."""
 
-    def __init__(self, config: EdgeConfig, store: SharedStore, owner: StoreOwner | None) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        store: SharedStore,
+        owner: StoreOwner | None,
+        clients: ClientTable,
+    ) -> None:
         """`owner` is the store's owner when it lives in this process (its figures
-        go into this node's metrics); with workers, the supervisor reports them."""
+        go into this node's metrics); with workers, the supervisor reports them.
+        `clients` is the node's shared table of client connections and budgets."""
         self.config = config
         self.name = config.name
         self.sites = {host: site for site in config.site_list() for host in site.hosts}
@@ -197,6 +215,10 @@ class Edge:
         self.fast_bytes = 0
         self.metrics.registry.collectors.append(self.count_fast_hits)
         self.metrics.watch_breakers(self.upstreams.all())
+        self.limiter = RateLimiter(
+            clients, config.site_list(), config.rate_limit, self.metrics.limited
+        )
+        self.prefixes = (config.client_ipv4_prefix, config.client_ipv6_prefix)
 
     async def start(self) -> None:
         config = self.config
@@ -204,9 +226,19 @@ class Edge:
             Timeouts(config.connect_timeout, config.first_byte_timeout, config.total_timeout)
         )
         if config.probe_interval > 0:
-            task = asyncio.create_task(self.probe_upstreams())
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+            self.run_in_background(self.probe_upstreams())
+        if self.limiter.budgets:
+            self.run_in_background(self.sweep_limits())
+
+    def run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def sweep_limits(self) -> None:
+        while True:
+            await asyncio.sleep(QUIET)
+            self.limiter.sweep()
 
     async def close(self) -> None:
         self.variants.close()
@@ -224,9 +256,11 @@ class Edge:
         self.inflight += 1
         try:
             route = self.recv(request)
+            self.charge(request, route, REQUESTS)
             if request.method in ("GET", "HEAD"):
                 response = await self.lookup_and_deliver(request, route, status)
             else:
+                self.charge(request, route, MISSES)
                 response = await self.pass_through(request, route, status, Fwd.METHOD)
             label = status.label()
         except EdgeError as err:
@@ -244,11 +278,32 @@ class Edge:
         body = getattr(response, "body", None)
         if isinstance(body, bytes | bytearray):
             self.metrics.response_bytes.inc(label, amount=len(body))
+            if len(body) > SLICE and type(response) is web.Response:
+                return await send_sliced(request, response, body)
         return response
+
+    def limiter_refusal_bytes(self, site: str, wait: float) -> bytes:
+        """The hit path's 429: the same answer handle() gives, the connection kept."""
+        err = self.limiter.refusal(site, REQUESTS, wait)
+        self.metrics.requests.inc("error", "4xx")
+        return error_bytes(self.name, err.status, err.reason, err.detail, err.headers, False)
+
+    def charge(self, request: web.Request, route: Route, which: int) -> None:
+        """Spend one of the client's tokens of the site's `which` budget; over it, 429."""
+        site = route.site.name
+        if site not in self.limiter.budgets:
+            return
+        address = client_address(request.remote, request.headers, self.trusted)
+        client = client_key(address, *self.prefixes)
+        wait = self.limiter.charge(site, client, which)
+        if wait:
+            raise self.limiter.refusal(site, which, wait)
 
     # ── the hit path: a parsed request, a fresh stored response, bytes out ─────
 
-    def fast_hit(self, message: RawRequestMessage) -> list[bytes | FileBody] | None:
+    def fast_hit(
+        self, message: RawRequestMessage, client: str | None
+    ) -> list[bytes | FileBody] | None:
         """The response to a plain GET/HEAD that a fresh stored entry answers as is,
         as buffers to write; None sends the request down handle() instead.
 
@@ -267,9 +322,9 @@ class Edge:
                 host = value
             elif lowered in FAST_PATH_BLOCKERS:
                 return None
-        return self.serve_stored(method == "HEAD", host, message.path, message.headers)
+        return self.serve_stored(method == "HEAD", host, message.path, message.headers, client)
 
-    def fast_hit_bytes(self, data: bytes) -> list[bytes | FileBody] | None:
+    def fast_hit_bytes(self, data: bytes, client: str | None) -> list[bytes | FileBody] | None:
         """fast_hit for a buffer holding exactly one plain request, read without the
         general parser; anything it does not fully understand returns None (and the
         bytes then go to the general parser as they are)."""
@@ -277,7 +332,7 @@ class Edge:
         if request is None:
             return None
         head_only, host, target, fields = request
-        return self.serve_stored(head_only, host, target, fields)
+        return self.serve_stored(head_only, host, target, fields, client)
 
     def serve_stored(
         self,
@@ -285,12 +340,13 @@ class Edge:
         host: bytes | None,
         target: str,
         headers: CIMultiDictProxy[str] | list[tuple[bytes, bytes]],
+        client: str | None,
     ) -> list[bytes | FileBody] | None:
         known = self.fast_keys.get((host, target), UNKNOWN)
         found = self.fast_key(host, target) if known is UNKNOWN else known
         if found is None:
             return None
-        key, params = found  # type: ignore[misc]
+        key, params, site = found  # type: ignore[misc]
         for entry in self.store.variants(key):
             if entry.vary_names:
                 if isinstance(headers, list):
@@ -308,6 +364,12 @@ class Edge:
             age = fresh.initial_age + time.time() - fresh.response_time
             if wire is None or age >= fresh.lifetime:
                 return None
+            if site in self.limiter.request_sites:
+                if client is None:
+                    return None  # behind a trusted peer: the client is in X-Forwarded-For
+                wait = self.limiter.charge(site, client, REQUESTS)
+                if wait:
+                    return [self.limiter_refusal_bytes(site, wait)]
             self.store.hit(entry)
             self.fast_hits[entry.status] = self.fast_hits.get(entry.status, 0) + 1
             head = wire.response_head(age, fresh.lifetime - age)
@@ -368,11 +430,11 @@ class Edge:
 
     def fast_key(
         self, host: bytes | None, raw_target: str
-    ) -> tuple[str, tuple[tuple[str, str], ...]] | None:
-        """(cache key, the edge's image parameters) for a Host and request target as
-        recv would route them, or None where recv would not simply accept them;
-        remembered, since the same few URLs repeat."""
-        found: tuple[str, tuple[tuple[str, str], ...]] | None = None
+    ) -> tuple[str, tuple[tuple[str, str], ...], str] | None:
+        """(cache key, the edge's image parameters, site) for a Host and request
+        target as recv would route them, or None where recv would not simply accept
+        them; remembered, since the same few URLs repeat."""
+        found: tuple[str, tuple[tuple[str, str], ...], str] | None = None
         if host is not None:
             try:
                 route = self.route(host.decode("latin-1"), raw_target)
@@ -380,7 +442,7 @@ class Edge:
                 pass
             else:
                 key = primary_key("http", route.host, route.target)
-                found = (key, tuple(sorted(route.params.items())))
+                found = (key, tuple(sorted(route.params.items())), route.site.name)
         if len(raw_target) <= FAST_TARGET_MAX:
             if len(self.fast_keys) >= FAST_KEYS_MAX:
                 self.fast_keys.clear()
@@ -467,6 +529,7 @@ class Edge:
         if "If-Match" in request.headers or "If-Unmodified-Since" in request.headers:
             # RFC 9111 §4.3.2: these preconditions are for the origin, not a cache.
             status.detail = "origin-precondition"
+            self.charge(request, route, MISSES)
             return await self.pass_through(request, route, status, Fwd.REQUEST)
         key = self.hash(request, route)
         directives = self.client_directives(request)
@@ -486,6 +549,7 @@ class Edge:
             fwd = Fwd.VARY_MISS if other_variants else Fwd.MISS
         if "only-if-cached" in directives:
             raise EdgeError(504, "only-if-cached: no usable stored response", "only-if-cached")
+        self.charge(request, route, MISSES)
         status.fwd = fwd
         if request.method == "HEAD" and entry is None:
             return await self.pass_through(request, route, status, status.fwd)
@@ -858,7 +922,7 @@ class Edge:
         headers = self.upstream_headers(request, route)
         body = None
         if request.body_exists and request.method not in BODILESS_METHODS:
-            body = RequestBody(request, self.config.max_request_body)
+            body = RequestBody(request, self.config.max_request_body, self.config.body_timeout)
             if request.content_length is not None:
                 headers["Content-Length"] = str(request.content_length)
         try:
@@ -866,8 +930,10 @@ class Edge:
                 route, request.method, route.target, headers, body, self.hash(request, route)
             )
         except UpstreamError:
-            if body is not None and body.too_large is not None:
-                raise body.too_large from None
+            if body is not None and body.error is not None:
+                if body.error.detail == "body-timeout":
+                    self.metrics.body_timeouts.inc()
+                raise body.error from None
             raise
         head = response_head(response, response_time)
         status.fwd_status = head.status
@@ -1042,7 +1108,7 @@ class Edge:
                     body.chunks() if body is not None else None,
                 )
             except UpstreamError as err:
-                if body is not None and body.too_large is not None:
+                if body is not None and body.error is not None:
                     raise
                 upstream.breaker.failed(time.monotonic())
                 self.metrics.upstream_errors.inc(site.name, upstream.label, err.detail)
@@ -1103,35 +1169,52 @@ class Edge:
 
 
 class RequestBody:
-    """A client's request body streamed upstream, cut off past `limit` bytes; the
-    413 it then owes the client is kept here, since the upstream client sees only
-    a broken send. A body that ends short of its Content-Length fails the send, so
-    the upstream connection is closed instead of being left to read the next
-    request as the rest of this one."""
+    """A client's request body streamed upstream: cut off past `limit` bytes (413),
+    or when the client pauses longer than `timeout` between two reads (408). The
+    answer it then owes the client is kept in `error`, since the upstream client
+    sees only a broken send. A body that ends short of its Content-Length fails the
+    send too, so the upstream connection is closed instead of being left to read
+    the next request as the rest of this one."""
 
-    def __init__(self, request: web.BaseRequest, limit: int) -> None:
+    def __init__(self, request: web.BaseRequest, limit: int, timeout: float) -> None:
         self.request = request
         self.limit = limit
+        self.timeout = timeout
         self.declared = request.content_length
-        self.too_large: EdgeError | None = None
+        self.error: EdgeError | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         received = 0
-        async for chunk in self.request.content.iter_any():
+        content = self.request.content
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout or None):
+                    chunk = await content.readany()
+            except TimeoutError:
+                self.error = EdgeError(
+                    408,
+                    f"the request body paused for over {self.timeout:g} s",
+                    "body-timeout",
+                    close=True,
+                )
+                raise self.error from None
+            if not chunk:
+                break
             received += len(chunk)
             if received > self.limit:
-                self.too_large = EdgeError(
+                self.error = EdgeError(
                     413, f"request body is over the limit of {self.limit} bytes", "body-too-large"
                 )
-                raise self.too_large
+                raise self.error
             yield chunk
         if self.declared is not None and received != self.declared:
-            raise EdgeError(
+            self.error = EdgeError(
                 400,
                 f"the request body ended after {received} of {self.declared} bytes",
                 "body-incomplete",
                 close=True,
             )
+            raise self.error
 
 
 def check_framing(request: web.BaseRequest) -> None:

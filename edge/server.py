@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import shutil
 import signal
 from dataclasses import dataclass
@@ -15,19 +16,23 @@ from aiohttp import web
 
 from pinedge.core.config import parse_hostport
 from pinedge.edge.admin import Admin
+from pinedge.edge.clients import ClientTable
 from pinedge.edge.config import EdgeConfig
 from pinedge.edge.entry import Entry
+from pinedge.edge.forwarding import TrustedPeers
 from pinedge.edge.images.pipeline import share_decodes
+from pinedge.edge.metrics import add_client_metrics
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.owner import Generations, StoreOwner, memory_root
 from pinedge.edge.ownerlink import LocalLink, OwnerLink
-from pinedge.edge.protocol import EdgeHTTPServer
+from pinedge.edge.protocol import ConnectionEvents, ConnectionPolicy, EdgeHTTPServer
 from pinedge.edge.proxy import Edge
 from pinedge.edge.store import SharedStore
 
 log = logging.getLogger("pinedge.edge")
 
 SHM_RESERVE = 8 * 1024 * 1024  # the generation table and other shared memory
+LINGERING_TIME = 10.0  # aiohttp's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,7 @@ class WorkerContext:
     root: Path
     link: OwnerLink
     generations: Generations
+    clients: ClientTable  # attached with this worker's row of connection counts
     decodes: tuple[Path, int] | None = None  # where workers share decoded images, and budget
 
 
@@ -99,14 +105,19 @@ class EdgeServer:
             self.owner = StoreOwner(root, budget, config.eviction)
             link: OwnerLink = LocalLink(self.owner)
             generations = self.owner.generations
+            self.clients = ClientTable()
         else:
             root, link, generations = worker.root, worker.link, worker.generations
+            self.clients = worker.clients
             self.persistent = True
             if worker.decodes is not None and config.workers > 1:
                 share_decodes(*worker.decodes)
+        self.clients.claim_row()
         self.store = SharedStore(root, link, generations, config.hot_memory, self._entry)
-        self.edge = Edge(config, self.store, self.owner)
+        self.edge = Edge(config, self.store, self.owner, self.clients)
         self.admin = Admin(self.edge, self.owner) if self.owner is not None else None
+        if self.owner is not None:
+            add_client_metrics(self.edge.metrics.registry, self.clients)
         self._runners: list[web.BaseRunner] = []
         self.port = 0
         self.admin_port = 0
@@ -122,19 +133,26 @@ class EdgeServer:
                 log.info("store %s: %d stored responses kept", self.owner.root, kept)
         self.store.start()
         await self.edge.start()
+        metrics = self.edge.metrics
         server = EdgeHTTPServer(
             self.edge.handle,  # type: ignore[arg-type]
-            config.name,
-            f"request line {config.max_request_line} bytes, header field "
-            f"{config.max_header_size} bytes",
+            connection_policy(config, self.edge.trusted),
+            ConnectionEvents(
+                metrics.connections_closed,
+                metrics.connections_refused,
+                self.edge.count_parse_error,
+            ),
+            self.clients,
             self.edge.fast_hit if config.fast_path else None,
             self.edge.fast_hit_bytes if config.fast_path else None,
-            self.edge.count_parse_error,
-            max_request_line=config.max_request_line,
-            max_header_size=config.max_header_size,
+            keepalive_timeout=config.keepalive_timeout,
+            # A body left unread (a GET's, or after an early answer) is read and
+            # dropped before the connection closes, for at most this long.
+            lingering_time=min(LINGERING_TIME, config.body_timeout),
             auto_decompress=False,
             access_log=None,
         )
+        allow_open_files(config.max_connections // max(config.workers, 1) + 1024)
         proxy_runner = web.ServerRunner(server, shutdown_timeout=config.drain_time)
         await proxy_runner.setup()
         host, port = parse_hostport(config.listen)
@@ -182,6 +200,32 @@ class EdgeServer:
             self.owner.close(keep_files=self.persistent)
             if not self.persistent:
                 shutil.rmtree(self.owner.root, ignore_errors=True)
+            self.clients.close()
+
+
+def connection_policy(config: EdgeConfig, trusted: TrustedPeers) -> ConnectionPolicy:
+    return ConnectionPolicy(
+        node_name=config.name,
+        max_request_line=config.max_request_line,
+        max_header_size=config.max_header_size,
+        header_timeout=config.header_timeout,
+        send_timeout=config.send_timeout,
+        max_connections=config.max_connections,
+        max_client_connections=config.max_client_connections,
+        trusted=trusted,
+        ipv4_prefix=config.client_ipv4_prefix,
+        ipv6_prefix=config.client_ipv6_prefix,
+    )
+
+
+def allow_open_files(wanted: int) -> None:
+    """Raise this process's open-file limit toward `wanted` (as far as the hard
+    limit allows), so that max_connections, not the default of 1024, decides."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        log.debug("open files: %d -> %d", soft, target)
 
 
 def _bound_port(runner: web.BaseRunner, asked: int) -> int:

@@ -27,8 +27,9 @@ from pinedge.core import logs
 from pinedge.core.config import ConfigError, parse_hostport
 from pinedge.core.metrics import Counter, Gauge, Registry, merge, snapshot
 from pinedge.edge.admin import purge_endpoint
+from pinedge.edge.clients import ROWS, ClientTable
 from pinedge.edge.config import EdgeConfig
-from pinedge.edge.metrics import add_store_metrics
+from pinedge.edge.metrics import add_client_metrics, add_store_metrics
 from pinedge.edge.owner import Generations, StoreOwner
 from pinedge.edge.ownerlink import OwnerServer, RemoteLink
 from pinedge.edge.server import (
@@ -53,12 +54,13 @@ def worker_main(
     root: str,
     socket_path: str,
     generations: str,
+    clients: tuple[str, int],
     decodes: tuple[Path, int] | None,
     log_level: str | None,
 ) -> None:
     """A worker process: one EdgeServer on the shared port and the shared store."""
     logs.setup(log_level)
-    asyncio_run(_worker(config, Path(root), Path(socket_path), generations, decodes))
+    asyncio_run(_worker(config, Path(root), Path(socket_path), generations, clients, decodes))
 
 
 async def _worker(
@@ -66,6 +68,7 @@ async def _worker(
     root: Path,
     socket_path: Path,
     generations: str,
+    clients: tuple[str, int],
     decodes: tuple[Path, int] | None,
 ) -> None:
     stop = asyncio.Event()
@@ -76,7 +79,8 @@ async def _worker(
     await link.connect()
     link.on_lost = stop.set
     shared = Generations(generations)
-    server = EdgeServer(config, WorkerContext(root, link, shared, decodes))
+    table = ClientTable(*clients)
+    server = EdgeServer(config, WorkerContext(root, link, shared, table, decodes))
     await server.start()
 
     async def report() -> None:
@@ -90,11 +94,13 @@ async def _worker(
     await server.stop()
     shared.counters.release()
     shared.memory.close()
+    table.close()
 
 
 class Worker:
-    def __init__(self, process: BaseProcess) -> None:
+    def __init__(self, process: BaseProcess, row: int) -> None:
         self.process = process
+        self.row = row  # its row of connection counts in the client table
         self.started = time.monotonic()
         self.died: float | None = None
 
@@ -111,6 +117,8 @@ class Supervisor:
         reserve = self.decodes[1] if self.decodes is not None else 0
         root, budget, self.persistent = store_location(config, reserve)
         self.owner = StoreOwner(root, budget, config.eviction)
+        self.clients = ClientTable()
+        self.rows_in_use: set[int] = set()
         self.socket_dir = Path(tempfile.mkdtemp(prefix="pinedge-"))
         self.link_server = OwnerServer(self.owner, self.socket_dir / "owner.sock")
         self.workers: list[Worker] = []
@@ -156,7 +164,11 @@ class Supervisor:
             await self.shutdown()
         return self.exit_code
 
-    def spawn(self) -> Worker:
+    def spawn(self, row: int | None = None) -> Worker:
+        """A new worker, in `row` of the client table (a dead worker's), or a free one."""
+        if row is None:
+            row = min(set(range(ROWS)) - self.rows_in_use)
+        self.rows_in_use.add(row)
         process = SPAWN.Process(
             target=worker_main,
             args=(
@@ -164,6 +176,7 @@ class Supervisor:
                 str(self.owner.root),
                 str(self.link_server.path),
                 self.owner.generations.name,
+                (self.clients.name, row),
                 self.decodes,
                 self.log_level,
             ),
@@ -171,7 +184,7 @@ class Supervisor:
             daemon=False,
         )
         process.start()
-        return Worker(process)
+        return Worker(process, row)
 
     def replace_dead(self) -> bool:
         """Start a worker for each that died (after a pause if it died right after
@@ -197,7 +210,7 @@ class Supervisor:
             elif now - worker.died < CRASH_BACKOFF:
                 continue
             self.restarts += 1
-            self.workers[index] = self.spawn()
+            self.workers[index] = self.spawn(worker.row)
         return True
 
     async def reload(self) -> None:
@@ -235,6 +248,8 @@ class Supervisor:
             log.warning("worker pid %s did not drain in time; killing it", process.pid)
             process.kill()
         process.join(1)
+        if not process.is_alive():
+            self.rows_in_use.discard(worker.row)
 
     async def shutdown(self) -> None:
         self.stopping = True
@@ -244,6 +259,7 @@ class Supervisor:
             await self.admin_runner.cleanup()
         await self.link_server.close()
         self.owner.close(keep_files=self.persistent)
+        self.clients.close()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
         if not self.persistent:
             shutil.rmtree(self.owner.root, ignore_errors=True)
@@ -284,6 +300,7 @@ class Supervisor:
         shots = [s["metrics"] for s in self.link_server.snapshots.values()]
         registry: Registry = merge(shots)
         add_store_metrics(registry, self.owner)
+        add_client_metrics(registry, self.clients)
         registry.add(
             Gauge(
                 "pinedge_workers",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pinedge.core.config import load
-from pinedge.edge.config import EdgeConfig, SiteConfig
+from pinedge.edge.config import EdgeConfig, RateLimitConfig, SiteConfig
 from pinedge.geodns.config import DnsConfig, PopConfig, SteeredConfig, ZoneConfig
 from pinedge.geodns.zone import Zones
 from pinedge.origin import OriginConfig
@@ -19,11 +19,20 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 @pytest.mark.parametrize(
     "schema",
-    [EdgeConfig, SiteConfig, OriginConfig, DnsConfig, ZoneConfig, SteeredConfig, PopConfig],
+    [
+        EdgeConfig,
+        SiteConfig,
+        RateLimitConfig,
+        OriginConfig,
+        DnsConfig,
+        ZoneConfig,
+        SteeredConfig,
+        PopConfig,
+    ],
 )
 def test_every_setting_is_in_the_configuration_reference(schema: type) -> None:
     names = [f.name for f in dataclasses.fields(schema) if f.init]
-    missing = [name for name in names if not re.search(rf"`(\w+\[\]\.)*{name}`", README)]
+    missing = [name for name in names if not re.search(rf"`(\w+(\[\])?\.)*{name}`", README)]
     assert missing == []
 
 
