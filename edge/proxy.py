@@ -60,7 +60,7 @@ from pinedge.edge.ratelimit import MISSES, QUIET, REQUESTS, RateLimiter
 from pinedge.edge.status import CacheStatus, Fwd
 from pinedge.edge.storable import fields_not_to_store, no_store_reason
 from pinedge.edge.store import SharedStore
-from pinedge.edge.upstream import Timeouts, Upstream, body_error
+from pinedge.edge.upstream import Interim, Timeouts, Upstream, body_error
 from pinedge.edge.upstreams import BreakerState, Target, Upstreams
 from pinedge.edge.validation import not_modified_applies, upstream_validators
 from pinedge.edge.variants import Variants, derived_key, split_image_params
@@ -82,6 +82,7 @@ BREAKER_STATUSES = frozenset({500, 502, 503, 504})
 BROKEN_BODY = (aiohttp.ClientError, TimeoutError, UpstreamError, TruncatedFill)
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
 CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+VALIDATORS_SENT = ("If-None-Match", "If-Modified-Since")  # what a refresh asks with
 RANGE_FIELDS = ("Range", "If-Range")
 CLIENT_PREFERENCES = frozenset({"no-cache", "max-age", "min-fresh"})
 # A request carrying any of these needs more than "is it stored and fresh?".
@@ -167,6 +168,7 @@ class FetchPlan:
     headers: CIMultiDict[str]
     request_headers: CIMultiDictProxy[str]
     stale: Entry | None
+    interim: Interim | None = None  # passes interim responses on to the client who asked
     upstream: str = ""  # the label of the upstream that answered
 
 
@@ -553,7 +555,8 @@ class Edge:
         status.fwd = fwd
         if request.method == "HEAD" and entry is None:
             return await self.pass_through(request, route, status, status.fwd)
-        return await self.fetch(request, self.plan(request, route, key, entry), status)
+        plan = self.plan(request, route, key, entry, interim_to(request))
+        return await self.fetch(request, plan, status)
 
     def deliver(
         self, request: web.Request, entry: Entry, status: CacheStatus, now: float
@@ -564,11 +567,18 @@ class Edge:
 
     # ── fetch: one upstream request per key ──────────────────────────────────
 
-    def plan(self, request: web.Request, route: Route, key: str, stale: Entry | None) -> FetchPlan:
+    def plan(
+        self,
+        request: web.Request,
+        route: Route,
+        key: str,
+        stale: Entry | None,
+        interim: Interim | None = None,
+    ) -> FetchPlan:
         headers = self.upstream_headers(request, route, (*CLIENT_VALIDATORS, *RANGE_FIELDS))
         if stale is not None:
             headers.update(upstream_validators(stale.headers))
-        return FetchPlan(key, route, route.target, headers, request.headers, stale)
+        return FetchPlan(key, route, route.target, headers, request.headers, stale, interim)
 
     async def fetch(
         self, request: web.Request, plan: FetchPlan, status: CacheStatus
@@ -635,18 +645,37 @@ class Edge:
         assert self.upstream is not None
         try:
             response, request_time, response_time, plan.upstream = await self.send(
-                plan.route, "GET", plan.target, plan.headers, None, plan.key
+                plan.route, "GET", plan.target, plan.headers, None, plan.key, plan.interim
             )
+            head = response_head(response, response_time)
+            stale = plan.stale
+            mismatched = head.status == 304 and stale is not None
+            if mismatched and not not_modified_applies(stale.headers, head.headers):
+                # RFC 9111 §4.3.4: a 304 that selects no stored response updates
+                # nothing; the request is still owed an answer, so ask again
+                # without conditions.
+                response.release()
+                log.warning(
+                    "%s: the 304 from %s matches no stored response; fetching again",
+                    plan.key,
+                    plan.upstream,
+                )
+                for name in VALIDATORS_SENT:
+                    plan.headers.popall(name, None)
+                response, request_time, response_time, plan.upstream = await self.send(
+                    plan.route, "GET", plan.target, plan.headers, None, plan.key
+                )
+                head = response_head(response, response_time)
         except UpstreamError as err:
             fill.settle(Outcome.ERROR, error=err)
             return None
-        head = response_head(response, response_time)
         fill.request_headers = plan.request_headers
-        stale = plan.stale
         if head.status == 304 and stale is not None:
             response.release()
             if not not_modified_applies(stale.headers, head.headers):
-                err = UpstreamError(502, "the origin's 304 does not match", "bad-304")
+                err = UpstreamError(
+                    502, "the origin answered an unconditional request with 304", "bad-304"
+                )
                 fill.settle(Outcome.ERROR, error=err)
                 return None
             entry = stale.updated(head.headers, request_time, response_time, self.settings)
@@ -927,7 +956,13 @@ class Edge:
                 headers["Content-Length"] = str(request.content_length)
         try:
             response, _request_time, response_time, _ = await self.send(
-                route, request.method, route.target, headers, body, self.hash(request, route)
+                route,
+                request.method,
+                route.target,
+                headers,
+                body,
+                self.hash(request, route),
+                interim_to(request),
             )
         except UpstreamError:
             if body is not None and body.error is not None:
@@ -1079,6 +1114,7 @@ class Edge:
         headers: CIMultiDict[str],
         body: RequestBody | None,
         key: str,
+        interim: Interim | None = None,
     ) -> tuple[aiohttp.ClientResponse, float, float, str]:
         """Send the request to the first upstream that takes it (shields ranked by
         the cache key, the same for every method, then origins), skipping
@@ -1106,6 +1142,7 @@ class Edge:
                     upstream.url + target,
                     headers,
                     body.chunks() if body is not None else None,
+                    interim,
                 )
             except UpstreamError as err:
                 if body is not None and body.error is not None:
@@ -1240,6 +1277,25 @@ def check_framing(request: web.BaseRequest) -> None:
             "bad-framing",
             close=True,
         )
+
+
+def interim_to(request: web.BaseRequest) -> Interim | None:
+    """Pass an upstream's interim responses (103 Early Hints) on to this client as
+    they arrive: never to an HTTP/1.0 client (RFC 9110 §15.2), never stored."""
+    if request.version < aiohttp.HttpVersion11:
+        return None
+
+    def write(code: int, reason: str, fields: CIMultiDictProxy[str]) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        kept = without_hop_by_hop(fields, also=("Content-Length",))
+        head = f"HTTP/1.1 {code} {reason or 'Informational'}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in kept.items()
+        )
+        transport.write(head.encode("latin-1", "replace") + b"\r\n")
+
+    return write
 
 
 def must_revalidate(entry: Entry) -> bool:

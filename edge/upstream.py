@@ -1,17 +1,52 @@
-"""Requests to an origin: one pooled client, timeouts, and errors mapped to 502/504."""
+"""Requests to an origin: one pooled client, timeouts, errors mapped to 502/504, and
+interim (1xx) responses reported as they arrive."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
+from aiohttp.client_reqrep import ClientResponse
+from aiohttp.connector import Connection
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from pinedge.edge.errors import UpstreamError
+
+# Told of each interim response (1xx other than 100 and 101) to the request being sent
+# in this context: (status, reason, fields).
+Interim = Callable[[int, str, CIMultiDictProxy[str]], None]
+INTERIM: ContextVar[Interim | None] = ContextVar("interim", default=None)
+
+
+class InterimReportingResponse(ClientResponse):
+    """aiohttp reads interim responses and drops them; this one reports each to the
+    INTERIM callback of the context that sent the request (103 Early Hints are what
+    browsers use for preload hints), then lets aiohttp go on."""
+
+    async def start(self, connection: Connection) -> ClientResponse:
+        report = INTERIM.get()
+        protocol = connection.protocol
+        if report is None or protocol is None:
+            return await super().start(connection)
+        read = protocol.read
+
+        async def read_reporting() -> Any:
+            message, payload = await read()
+            if 100 < message.code < 200 and message.code != 101:
+                report(message.code, message.reason, message.headers)
+            return message, payload
+
+        protocol.read = read_reporting  # type: ignore[method-assign]
+        try:
+            return await super().start(connection)
+        finally:
+            del protocol.read
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +67,7 @@ class Upstream:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             cookie_jar=aiohttp.DummyCookieJar(),
+            response_class=InterimReportingResponse,
             timeout=aiohttp.ClientTimeout(
                 total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.first_byte
             ),
@@ -46,9 +82,12 @@ class Upstream:
         url: str,
         headers: Mapping[str, str] | CIMultiDict[str],
         body: AsyncIterable[bytes] | None = None,
+        interim: Interim | None = None,
     ) -> tuple[aiohttp.ClientResponse, float, float]:
-        """(response, request_time, response_time); the body is left to read."""
+        """(response, request_time, response_time); the body is left to read.
+        `interim` is told of interim responses as they arrive."""
         request_time = time.time()
+        token = INTERIM.set(interim)
         try:
             response = await self.session.request(
                 method,
@@ -92,6 +131,8 @@ class Upstream:
             raise UpstreamError(
                 502, "the origin could not be reached", "upstream-error", repr(exc)
             ) from exc
+        finally:
+            INTERIM.reset(token)
         return response, request_time, time.time()
 
 

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from recorder import RawClient, RecordingOrigin, exchange
+from recorder import RawClient, RecordingOrigin, exchange, response
 
 HOST = b"Host: 127.0.0.1\r\n"
 
@@ -189,3 +189,62 @@ async def test_an_http10_request_with_transfer_encoding_gets_400_and_the_connect
     assert await client.closed()
     await client.close()
     assert origin.requests == []
+
+
+# ── interim responses (RFC 9110 §15.2) ──────────────────────────────────────
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload; as=style\r\n\r\n"
+
+
+def hinted(received):
+    return response(
+        body=b"page",
+        headers={"Cache-Control": "max-age=60", "Content-Type": "text/html"},
+        interim=[EARLY_HINTS],
+    )
+
+
+async def test_103_early_hints_reach_the_client_before_the_response_and_are_never_stored(
+    start_edge,
+):
+    origin = await RecordingOrigin(hinted).start()
+    try:
+        edge = await start_edge(origin.url)
+        client = await RawClient.connect(edge.url)
+        await client.send(b"GET /page HTTP/1.1\r\n" + HOST + b"\r\n")
+        hints = await client.response()
+        assert hints.status == 103
+        assert hints.header("Link") == "</app.css>; rel=preload; as=style"
+        final = await client.response()
+        assert (final.status, final.body) == (200, b"page")
+        await client.send(b"GET /page HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+        again = await client.response()
+        assert again.status == 200, "a hit is the stored final response alone"
+        assert "hit" in (again.header("Cache-Status") or "")
+        await client.close()
+    finally:
+        await origin.stop()
+
+
+async def test_103_early_hints_on_a_pass_reach_the_client(start_edge):
+    origin = await RecordingOrigin(hinted).start()
+    try:
+        edge = await start_edge(origin.url)
+        client = await RawClient.connect(edge.url)
+        await client.send(b"POST /page HTTP/1.1\r\n" + HOST + b"Content-Length: 2\r\n\r\nhi")
+        assert (await client.response()).status == 103
+        assert (await client.response()).status == 200
+        await client.close()
+    finally:
+        await origin.stop()
+
+
+async def test_an_http10_client_never_gets_an_interim_response(start_edge):
+    """RFC 9110 §15.2: a server must not send a 1xx response to an HTTP/1.0 client."""
+    origin = await RecordingOrigin(hinted).start()
+    try:
+        edge = await start_edge(origin.url)
+        reply = await exchange(edge.url, b"GET /page HTTP/1.0\r\n" + HOST + b"\r\n")
+        assert (reply.status, reply.body) == (200, b"page")
+    finally:
+        await origin.stop()

@@ -107,6 +107,30 @@ async def test_a_200_on_revalidation_replaces_the_stored_body(
     assert hit.headers["ETag"] == '"e2"'
 
 
+async def test_a_304_that_matches_no_stored_response_is_followed_by_an_unconditional_fetch(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """RFC 9111 §4.3.4: a 304 whose validators select no stored response updates
+    nothing, and the client still gets an answer: the edge asks again without
+    conditions (an origin behind a load balancer answering from another version)."""
+    asked: list[str | None] = []
+
+    async def confused(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("If-None-Match"))
+        if request.headers.get("If-None-Match"):
+            return web.Response(status=304, headers={"ETag": '"other"'})
+        body = b"one" if len(asked) == 1 else b"two"
+        return web.Response(body=body, headers={"ETag": '"e1"', "Cache-Control": "max-age=1"})
+
+    scripted.handle("/v", confused)
+    await send(client, edge.url + "/v")
+    await asyncio.sleep(1.1)
+    reply = await send(client, edge.url + "/v")
+    assert reply.status == 200
+    assert reply.body == b"two"
+    assert asked == [None, '"e1"', None]
+
+
 # ── the edge answers its clients' conditional requests (RFC 9110 §13.2.2) ───
 
 
