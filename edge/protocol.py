@@ -197,7 +197,12 @@ class EdgeConnection(RequestHandler):
         ):
             count = self._request_count
             super().data_received(data)
-            self._note_head(data, self._request_count > count)
+            added = self._request_count - count
+            if added:
+                queued = self._messages
+                for index in range(len(queued) - added, len(queued)):
+                    queued[index] = only_http1(queued[index])
+            self._note_head(data, added > 0)
             return
         assert self._parser is not None and self.transport is not None
         try:
@@ -206,7 +211,7 @@ class EdgeConnection(RequestHandler):
             messages = [(_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD)]
             upgraded, tail = False, b""
         self._note_head(data, bool(messages))
-        self._serve(messages, upgraded, tail)
+        self._serve([only_http1(item) for item in messages], upgraded, tail)
 
     def _serve(self, messages: list[Any], upgraded: bool, tail: bytes) -> None:
         """Answer what the hit path can, in order; the rest goes to aiohttp."""
@@ -423,7 +428,9 @@ class EdgeConnection(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send the parse error")
         policy = self.policy
-        if isinstance(exc, LineTooLong):
+        if isinstance(exc, UnsupportedVersion):
+            status, reason = 505, f"{exc.message} is not supported here; use HTTP/1.1"
+        elif isinstance(exc, LineTooLong):
             if exc.args[1] == policy.max_request_line:
                 status, reason = 414, f"the request target is too long ({policy.limits})"
             else:
@@ -444,6 +451,23 @@ class EdgeConnection(RequestHandler):
         response = web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
         response.force_close()
         return response
+
+
+class UnsupportedVersion(BadHttpMessage):
+    """A request line naming an HTTP version other than 1.x."""
+
+    code = 505
+
+
+def only_http1(item: tuple[Any, Any]) -> tuple[Any, Any]:
+    """A parsed request, or in place of one whose major version is not 1 (aiohttp
+    takes "HTTP/2.0" or "HTTP/0.9" in an HTTP/1 request line), the parse error that
+    answers it with 505 and closes (RFC 9110 §15.6.6)."""
+    message = item[0]
+    if not isinstance(message, RawRequestMessage) or message.version.major == 1:
+        return item
+    error = UnsupportedVersion(f"HTTP/{message.version.major}.{message.version.minor}")
+    return _ErrInfo(status=400, exc=error, message=error.message), EMPTY_PAYLOAD
 
 
 class EdgeHTTPServer(web.Server):

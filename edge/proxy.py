@@ -116,9 +116,9 @@ PLAIN_FIELD = re.compile(
 PLAIN_REFUSED = FAST_PATH_BLOCKERS | {b"connection", b"expect", b"upgrade", b"te"}
 
 
-def plain_request(data: bytes) -> tuple[bool, bytes | None, str, list[tuple[bytes, bytes]]] | None:
+def plain_request(data: bytes) -> tuple[bool, bytes, str, list[tuple[bytes, bytes]]] | None:
     """(HEAD?, Host, target, fields) when `data` is exactly one bodiless GET/HEAD in
-    plain HTTP/1.1 (visible ASCII, at most 15 fields, each once for Host, none that
+    plain HTTP/1.1 (visible ASCII, at most 15 fields, Host exactly once, none that
     changes how the request is answered); None for anything else."""
     if len(data) > PLAIN_MAX:
         return None
@@ -136,6 +136,8 @@ def plain_request(data: bytes) -> tuple[bool, bytes | None, str, list[tuple[byte
                 return None
             host = value
         fields.append((name, value))
+    if host is None:
+        return None  # RFC 9112 §3.2: the general path answers 400
     return match.group(1) == b"HEAD", host, match.group(2).decode("ascii"), fields
 
 
@@ -271,10 +273,15 @@ class Edge:
             status.generated = status.fwd is None
             log_error(request, err)
             response = error_response(self.name, err.status, err.reason, status, err.headers)
-            if err.close:
+            if err.close or (request.body_exists and not request.content.is_eof()):
+                # The body was not read: what follows it cannot be trusted to be a request.
                 response.force_close()
         finally:
             self.inflight -= 1
+        if "Transfer-Encoding" in request.headers:
+            # aiohttp's C parser hands a chunked body's last trailer field to the next
+            # request's head: nothing more is read from this connection.
+            response.force_close()
         self.metrics.requests.inc(label, f"{response.status // 100}xx")
         self.metrics.request_duration.observe(time.monotonic() - started, label)
         body = getattr(response, "body", None)
@@ -454,12 +461,13 @@ class Edge:
     # ── recv: is this a request we serve at all? ─────────────────────────────
 
     def recv(self, request: web.Request) -> Route:
-        if request.version < aiohttp.HttpVersion10:
-            raise EdgeError(400, "HTTP/0.9 requests are not supported", "http-version")
+        if request.method == "CONNECT":
+            # RFC 9110 §9.3.6: what follows a CONNECT head is tunnel data to one
+            # reader and the next request to another; an edge is no tunnel.
+            raise EdgeError(501, "CONNECT is not supported here", "method", close=True)
         if request.version >= aiohttp.HttpVersion11 and "Host" not in request.headers:
             raise EdgeError(400, "an HTTP/1.1 request needs a Host header", "no-host")
         check_framing(request)
-        route = self.route(request.host or "", request.raw_path)
         length = request.content_length
         if length is not None and length > self.config.max_request_body:
             raise EdgeError(
@@ -467,8 +475,9 @@ class Edge:
                 f"request body of {length} bytes is over the limit of "
                 f"{self.config.max_request_body}",
                 "body-too-large",
+                close=True,
             )
-        return route
+        return self.route(request.host or "", request.raw_path)
 
     def route(self, host_field: str, raw_target: str) -> Route:
         """The site, host and origin-form target (less the edge's image parameters)

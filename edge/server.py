@@ -12,7 +12,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import http_parser, web
 
 from pinedge.core.config import parse_hostport
 from pinedge.edge.admin import Admin
@@ -127,6 +127,11 @@ class EdgeServer:
 
     async def start(self) -> None:
         config = self.config
+        if http_parser.HttpRequestParser is http_parser.HttpRequestParserPy:
+            log.warning(
+                "aiohttp runs without its C parser (AIOHTTP_NO_EXTENSIONS, or no compiled "
+                "wheel here): requests are read more slowly, and methods are upper-cased"
+            )
         if self.owner is not None:
             kept = self.owner.scan()
             if kept:
