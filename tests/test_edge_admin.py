@@ -4,7 +4,6 @@ graceful stop of a real `pinedge edge` process on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import socket
 import sys
@@ -12,25 +11,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support import sample
 
 NODE = "pinedge-test"
 PINEDGE = Path(sys.executable).with_name("pinedge")
 
 
 # ── helpers ──────────────────────────────────────────────────────────────────
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels` (0 if none)."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
 
 
 def free_port() -> int:

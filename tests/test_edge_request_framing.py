@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from recorder import RawClient, RecordingOrigin, exchange, response
+from recorder import RawClient, RawResponse, RecordingOrigin, exchange, response
 
 HOST = b"Host: 127.0.0.1\r\n"
 
@@ -20,6 +20,18 @@ async def origin() -> AsyncIterator[RecordingOrigin]:
     recording = await RecordingOrigin().start()
     yield recording
     await recording.stop()
+
+
+async def refused(url: str, data: bytes) -> RawResponse:
+    """The answer to `data` on a new connection, which the edge then closes."""
+    client = await RawClient.connect(url)
+    try:
+        await client.send(data)
+        answer = await client.response()
+        assert await client.closed(), "the edge reads on after refusing"
+        return answer
+    finally:
+        await client.close()
 
 
 async def test_a_get_with_a_body_reaches_the_origin_without_it_and_nothing_rides_inside(
@@ -157,20 +169,17 @@ async def test_a_transfer_coding_the_edge_does_not_implement_is_refused_and_the_
     responds 501 and closes; chunked applied twice is faulty framing (400). What
     follows the body must never be read as a request."""
     edge = await start_edge(origin.url)
-    client = await RawClient.connect(edge.url)
-    await client.send(
+    reply = await refused(
+        edge.url,
         b"POST /a HTTP/1.1\r\n"
         + HOST
         + b"Transfer-Encoding: "
         + coding
         + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-        + b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        + b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     )
-    reply = await client.response()
     assert reply.status == answer
     assert b"Transfer-Encoding" in reply.body or b"chunked" in reply.body.lower()
-    assert await client.closed()
-    await client.close()
     assert origin.requests == []
 
 
@@ -179,34 +188,30 @@ async def test_a_trailer_field_never_reaches_the_next_request(origin, start_edge
     request's head; the edge reads nothing after a chunked request, so a client
     cannot plant a field (a Cookie, an Authorization) in the request behind it."""
     edge = await start_edge(origin.url)
-    client = await RawClient.connect(edge.url)
-    await client.send(
+    reply = await refused(
+        edge.url,
         b"POST /a HTTP/1.1\r\n"
         + HOST
         + b"Transfer-Encoding: chunked\r\n\r\n0\r\nCookie: planted=1\r\n\r\n"
         + b"GET /next HTTP/1.1\r\n"
         + HOST
-        + b"\r\n"
+        + b"\r\n",
     )
-    assert (await client.response()).status == 200
-    assert await client.closed()
-    await client.close()
+    assert reply.status == 200
     assert b"planted" not in origin.all_bytes()
 
 
 async def test_connect_gets_501_and_what_follows_is_never_read(origin, start_edge):
     edge = await start_edge(origin.url)
-    client = await RawClient.connect(edge.url)
     smuggled = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    await client.send(
+    reply = await refused(
+        edge.url,
         b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n"
         + HOST
         + b"Content-Length: %d\r\n\r\n" % len(smuggled)
-        + smuggled
+        + smuggled,
     )
-    assert (await client.response()).status == 501
-    assert await client.closed()
-    await client.close()
+    assert reply.status == 501
     assert origin.requests == []
 
 
@@ -223,13 +228,11 @@ async def test_a_request_line_naming_another_http_version_gets_505_and_the_conne
     assert await client.closed()
     await client.close()
     # With a request behind it, aiohttp refuses the whole stream (400): never read on.
-    client = await RawClient.connect(edge.url)
-    await client.send(
-        b"GET /a " + version + b"\r\n" + HOST + b"\r\n" + b"GET /b HTTP/1.1\r\n" + HOST + b"\r\n"
+    reply = await refused(
+        edge.url,
+        b"GET /a " + version + b"\r\n" + HOST + b"\r\n" + b"GET /b HTTP/1.1\r\n" + HOST + b"\r\n",
     )
-    assert (await client.response()).status in (400, 505)
-    assert await client.closed()
-    await client.close()
+    assert reply.status in (400, 505)
     assert origin.requests == []
 
 
@@ -238,14 +241,11 @@ async def test_a_content_length_over_the_limit_gets_413_and_the_connection_close
 ):
     """2**64 - 1 bytes of body: nothing after the head can be told apart from it."""
     edge = await start_edge(origin.url)
-    client = await RawClient.connect(edge.url)
-    await client.send(
-        b"POST /a HTTP/1.1\r\n" + HOST + b"Content-Length: 18446744073709551615\r\n\r\n"
+    reply = await refused(
+        edge.url, b"POST /a HTTP/1.1\r\n" + HOST + b"Content-Length: 18446744073709551615\r\n\r\n"
     )
-    reply = await client.response()
     assert reply.status == 413
     assert reply.header("Connection") == "close"
-    await client.close()
     assert origin.requests == []
 
 
@@ -254,18 +254,15 @@ async def test_an_http10_request_with_transfer_encoding_gets_400_and_the_connect
 ):
     """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing."""
     edge = await start_edge(origin.url)
-    client = await RawClient.connect(edge.url)
-    await client.send(
+    reply = await refused(
+        edge.url,
         b"POST /a HTTP/1.0\r\n"
         + HOST
         + b"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-        + b"GET /smuggled HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        + b"GET /smuggled HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
     )
-    reply = await client.response()
     assert reply.status == 400
     assert b"Transfer-Encoding" in reply.body
-    assert await client.closed()
-    await client.close()
     assert origin.requests == []
 
 
