@@ -79,10 +79,8 @@ class SiteConfig:
     rate_limit: RateLimitConfig | None = setting(
         None, doc="[sites.rate_limit] table: this site's client budgets instead of rate_limit's"
     )
-    image_over_limits: Literal["error", "source"] = setting(
-        "error",
-        doc="a width or format asked (?w=, ?fm=, ?lqip=, a preset) of an image over "
-        "image_max_pixels, image_max_bytes or 200 frames: error (422), or source (as it is)",
+    image_over_limits: Literal["error", "source"] | None = setting(
+        None, doc="this site's answer instead of image_over_limits's"
     )
 
     def __post_init__(self) -> None:
@@ -249,6 +247,11 @@ class EdgeConfig:
     )
     image_threads: int = setting(2, doc="threads transforming images (both engines free the GIL)")
     image_queue: int = setting(16, doc="transforms waiting at most; beyond, 503 with Retry-After")
+    image_over_limits: Literal["error", "source"] = setting(
+        "error",
+        doc="a width or format asked (?w=, ?fm=, ?lqip=, a preset) of an image over "
+        "image_max_pixels, image_max_bytes or 200 frames: error (422), or source (as it is)",
+    )
     image_errors: Literal["source", "error"] = setting(
         "source", doc="a source that cannot be transformed: serve it as is, or the error"
     )

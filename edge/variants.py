@@ -251,9 +251,10 @@ class Variants:
         )
 
     def site_answer(self, request: web.BaseRequest) -> OverLimitsAnswer:
-        """The request's site's image_over_limits ("error" or "source")."""
+        """The request's site's image_over_limits ("error" or "source"), or the node's."""
         site = self.edge.sites.get(split_host(request.host or ""))
-        return site.image_over_limits if site is not None else "error"
+        chosen = site.image_over_limits if site is not None else None
+        return chosen or self.config.image_over_limits
 
     # ── answering with a variant ─────────────────────────────────────────────
 

@@ -394,6 +394,16 @@ async def test_a_site_may_choose_to_pass_an_image_over_the_limits_through(
     assert scripted.hits["/img/bomb.png"] == 1
 
 
+async def test_a_single_site_node_may_pass_an_image_over_the_limits_through(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, bomb: bytes
+) -> None:
+    serve_bomb(scripted, bomb)
+    edge = await start_edge(scripted.url, image_over_limits="source")
+    reply = await send(client, edge.url + "/img/bomb.png?w=236", {"Accept": CHROME_ACCEPT})
+    assert reply.status == 200
+    assert reply.body == bomb
+
+
 async def test_a_width_asked_of_a_source_over_the_byte_limit_is_a_422(
     scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
 ) -> None:
