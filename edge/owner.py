@@ -461,10 +461,22 @@ class StoreOwner:
             siblings.discard(vid)
             if not siblings:
                 del self.by_key[meta.key]
+                self._underive(meta.key)
         if bump:
             self.generations.bump(meta.key)
         if unlink:
             objectfile.object_path(self.root, vid).unlink(missing_ok=True)
+
+    def _underive(self, key: str) -> None:
+        """A derived key with nothing stored under it any more leaves its source's set."""
+        source, mark, _ = key.partition("#")
+        if not mark:
+            return
+        variants = self.derived.get(source)
+        if variants is not None:
+            variants.discard(key)
+            if not variants:
+                del self.derived[source]
 
     def _leave_groups(self, vid: str, meta: Meta) -> None:
         """A record that goes (forgotten, or replaced by the next version) leaves the
