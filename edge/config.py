@@ -154,7 +154,9 @@ class EdgeConfig:
     )
     cache_disk: int = size_field("1GiB", doc="budget of the store in cache_dir")
     hot_memory: int = size_field(
-        "32MiB", doc="per worker: bodies of recently used objects kept in process memory"
+        "32MiB",
+        doc="per worker: recently used responses kept in process memory (bodies and what "
+        "goes with them); the metadata of up to hot_memory / 2 KiB more keys",
     )
     eviction: Literal["s3fifo", "lru"] = setting(
         "s3fifo", doc="eviction policy: s3fifo (scan-resistant, default) or lru"

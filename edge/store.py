@@ -3,8 +3,8 @@
 Objects live in files (objectfile.py) under one directory — shared memory or
 --cache-dir — so every worker reads the same pages from the OS page cache and
 they survive a worker's restart. The owner (owner.py) indexes them. Each worker
-keeps, per key it has used, the stored variants' metadata and, within its
-`local_budget`, their bodies in memory for the hit path. Generation counters
+keeps, within its `local_budget`, recently used responses in memory for the hit
+path, and the metadata of more keys it has used. Generation counters
 shared with the owner, one per key slot and one per tag slot, tell it on every
 hit whether its copy is still the stored one and not purged by a tag.
 """
@@ -34,7 +34,13 @@ EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written 
 # a copy is cheaper than a second system call; above it, a measured loopback run
 # sent 1 MiB bodies faster from memory in one write than by sendfile.
 SENDFILE_RANGE = (16 * 1024, 256 * 1024)
-LOCAL_KEYS_MAX = 200_000
+# What a worker's copies cost beside their bodies, counted against its budget so that
+# the budget is what the worker holds (measured: an in-memory response of eight
+# fields costs about 2.6 KiB more than its body; the metadata of one whose body is
+# not in memory, about 1.5 KiB).
+ENTRY_COST = 2048  # and twice its header bytes
+META_COST = 2048  # the budget over this is how many keys' metadata a worker keeps
+LOCAL_KEYS_MIN = 4096
 
 
 @dataclass(slots=True)
@@ -61,6 +67,7 @@ class SharedStore:
         self.generations = generations
         self.counters = generations.counters
         self.local_budget = local_budget
+        self.local_keys_max = max(LOCAL_KEYS_MIN, local_budget // META_COST)
         self.local_size = 0
         self.build = build
         self.local: OrderedDict[str, LocalKey] = OrderedDict()
@@ -238,7 +245,7 @@ class SharedStore:
 
     def _remember(self, key: str, local: LocalKey) -> None:
         self._forget(key)
-        size = sum(len(entry.body) for entry in local.entries or ())
+        size = sum(_memory_cost(entry) for entry in local.entries or ())
         self.local[key] = local
         if size <= self.local_budget:
             local.size = size
@@ -260,7 +267,7 @@ class SharedStore:
             self.local_size -= victim.size
             _close_files(victim.entries)
             victim.entries, victim.size = None, 0
-        while len(self.local) > LOCAL_KEYS_MAX:
+        while len(self.local) > self.local_keys_max:
             self._forget(next(iter(self.local)))
 
     def _forget(self, key: str) -> None:
@@ -295,6 +302,13 @@ class SharedStore:
         if self.pending_hits:
             batch, self.pending_hits = self.pending_hits, {}
             self.link.hits([vid for vid, count in batch.items() for _ in range(min(count, 3))])
+
+
+def _memory_cost(entry: Entry) -> int:
+    """The bytes an in-memory response holds: its body, and the fields and
+    prepared heads that go with it."""
+    fields = sum(len(name) + len(value) for name, value in entry.headers.items())
+    return len(entry.body) + ENTRY_COST + 2 * fields
 
 
 def _close_files(entries: list[Entry] | None) -> None:
