@@ -101,7 +101,9 @@ FAST_PATH_BLOCKERS = frozenset(
         "Transfer-Encoding",
     )
 )
-FAST_KEYS_MAX = 65536
+# The hit path remembers how it routed this many (Host, target) pairs, about 350
+# bytes each; when full it starts again: the URLs that repeat are soon back.
+FAST_KEYS_MAX = 8192
 OVERSIZED_WINDOW = 4 * 1024 * 1024  # bytes a too-large body may run ahead of its reader
 FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
 PLAIN_MAX = 4096  # larger requests go to the general parser and its limits

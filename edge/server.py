@@ -21,6 +21,7 @@ from pinedge.edge.config import EdgeConfig
 from pinedge.edge.entry import Entry
 from pinedge.edge.forwarding import TrustedPeers
 from pinedge.edge.images.pipeline import share_decodes
+from pinedge.edge.malloc import tune_malloc
 from pinedge.edge.metrics import add_client_metrics
 from pinedge.edge.objectfile import Meta
 from pinedge.edge.owner import Generations, StoreOwner, memory_root
@@ -260,6 +261,7 @@ async def run_until_signalled(*servers: object) -> None:
 
 
 def run(config: EdgeConfig) -> None:
+    tune_malloc()
     asyncio_run(run_until_signalled(EdgeServer(config)))
 
 

@@ -29,6 +29,7 @@ from pinedge.core.metrics import Counter, Gauge, Registry, merge, snapshot
 from pinedge.edge.admin import purge_endpoint
 from pinedge.edge.clients import ROWS, ClientTable
 from pinedge.edge.config import EdgeConfig
+from pinedge.edge.malloc import tune_malloc
 from pinedge.edge.metrics import add_client_metrics, add_store_metrics
 from pinedge.edge.owner import Generations, StoreOwner
 from pinedge.edge.ownerlink import OwnerServer, RemoteLink
@@ -60,6 +61,7 @@ def worker_main(
 ) -> None:
     """A worker process: one EdgeServer on the shared port and the shared store."""
     logs.setup(log_level)
+    tune_malloc()
     asyncio_run(_worker(config, Path(root), Path(socket_path), generations, clients, decodes))
 
 
