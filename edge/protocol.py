@@ -304,12 +304,43 @@ class EdgeConnection(RequestHandler):
         if type(body) is FileBody:
             self._send_file(buffers[0], body)  # type: ignore[arg-type]
         elif len(buffers) == 2 and len(body) > SLICE:  # type: ignore[arg-type]
-            self.transport.write(buffers[0])  # type: ignore[union-attr, arg-type]
-            self._outgoing = memoryview(body)  # type: ignore[arg-type]
-            self._outgoing_at = 0
-            self._send_more()
+            self._send_large(buffers[0], memoryview(body))  # type: ignore[arg-type]
         else:
             self.transport.writelines(buffers)  # type: ignore[union-attr, arg-type]
+
+    def _send_large(self, head: bytes, body: memoryview) -> None:
+        """Head and body in one writev(2) straight from the stored bytes, when nothing
+        is queued on the transport (a reader keeping up takes it all at once, and
+        nothing is copied); what the socket does not take goes out a slice at a time."""
+        transport = self.transport
+        assert transport is not None
+        sent = 0
+        if not transport.get_write_buffer_size():
+            try:
+                sent = self._raw_socket().sendmsg([head, body])
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                transport.abort()
+                return
+        if sent < len(head):
+            transport.write(head[sent:])
+            sent = 0
+        else:
+            sent -= len(head)
+        self._outgoing = body
+        self._outgoing_at = sent
+        self._send_more()
+
+    def _raw_socket(self) -> socket.socket:
+        """A socket object on the connection's descriptor, for calls the transport
+        does not offer (writev of stored bytes, sendfile)."""
+        if self._socket is None:
+            transport = self.transport
+            assert transport is not None
+            self._socket = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+            self._socket_fd = self._socket.fileno()
+        return self._socket
 
     def _send_more(self) -> None:
         """Write slices of the outgoing body while the transport takes them; when
@@ -384,12 +415,10 @@ class EdgeConnection(RequestHandler):
         if transport.get_write_buffer_size():
             transport.writelines([head, body.data])
             return
-        if self._socket is None:
-            self._socket = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
-            self._socket_fd = self._socket.fileno()
+        sock = self._raw_socket()
         try:
             # MSG_MORE holds the head back to share a segment with the body's start.
-            written = self._socket.send(head, socket.MSG_MORE)
+            written = sock.send(head, socket.MSG_MORE)
         except BlockingIOError:
             written = 0
         except OSError:
