@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pinedge.edge.eviction import LRU, S3FIFO, Policy, make_policy
+from pinedge.edge.store.eviction import LRU, S3FIFO, Policy, make_policy
 
 TRACE = Path(__file__).parent / "traces" / "elastic_apache_logs.log.gz"
 FRACTIONS = (0.01, 0.05, 0.20)

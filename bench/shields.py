@@ -46,8 +46,8 @@ from procs import REPO, BenchError, Server, free_ports, http_get, wait_http
 from report import Report
 from yarl import URL
 
-from pinedge.edge.errors import EdgeError
-from pinedge.edge.key import check_target, primary_key
+from pinedge.edge.http.key import check_target, primary_key
+from pinedge.edge.pipeline.errors import EdgeError
 
 TRACE = Path(__file__).parent / "traces" / "elastic_apache_logs.log.gz"
 QUICK_LINES = 2000
@@ -684,7 +684,7 @@ def describe(
         f"aiohttp client, {args.concurrency} requests in flight, taken in log order; no "
         "`Accept`, `Accept-Encoding` or conditional headers, so every answer is the stored "
         "object itself (image and compression variants are derived at the edge from the "
-        "stored source, edge/variants.py, so they would add no origin requests).",
+        "stored source, edge/variants/derive.py, so they would add no origin requests).",
         "- Every scenario of every round starts fresh processes (origin, shields, edges), "
         "each round runs A then B. After a replay the script waits 2.5 s and reads every "
         "node's `/metrics` (`pinedge_upstream_requests_total` by upstream).",
@@ -883,7 +883,7 @@ def head_note(extra: set[str]) -> str:
         f"- **A HEAD miss can go to the other shield.** In B, the origin saw more requests than "
         f"the model for {len(extra)} URL(s) that HEAD requests ask for "
         f"({', '.join(f'`{short(k)}`' for k in sorted(extra))}). An edge passes a HEAD miss "
-        "through (`Edge.pass_through` in `edge/proxy.py`), and it calls `send()` without "
+        "through (`Edge.pass_through` in `edge/pipeline/proxy.py`), and it calls `send()` without "
         "`key=`, so `Upstreams.order` ranks the shields by `route.host + target` "
         "(`127.0.0.1/path`) rather than by the cache key (`http://127.0.0.1/path`) that GETs "
         "are ranked by. Where the two rankings differ the HEAD goes to the shield that does "

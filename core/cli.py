@@ -18,10 +18,10 @@ from pinedge.core import logs
 
 SUBCOMMANDS = {
     "origin": ("pinedge.origin.cli", "run the sample origin (pin catalog, pages, API, faults)"),
-    "edge": ("pinedge.edge.cli", "run a caching edge (or shield) node"),
+    "edge": ("pinedge.edge.node.cli", "run a caching edge (or shield) node"),
     "dns": ("pinedge.geodns.cli", "run the authoritative GeoDNS server"),
     "control": ("pinedge.control.cli", "run the control plane"),
-    "demo": ("pinedge.edge.demo", "run an origin and an edge on loopback for a browser"),
+    "demo": ("pinedge.edge.node.demo", "run an origin and an edge on loopback for a browser"),
 }
 
 

@@ -19,8 +19,8 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from pinedge.core.config import build
-from pinedge.edge.config import EdgeConfig
-from pinedge.edge.server import EdgeServer
+from pinedge.edge.node.config import EdgeConfig
+from pinedge.edge.node.server import EdgeServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NAME = "pinedge-test"

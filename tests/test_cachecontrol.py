@@ -3,7 +3,7 @@
 import pytest
 from multidict import CIMultiDict
 
-from pinedge.edge.cachecontrol import (
+from pinedge.edge.http.cachecontrol import (
     EMPTY,
     parse_directives,
     request_directives,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pinedge.core.config import ConfigError, load
-from pinedge.edge.config import EdgeConfig
+from pinedge.edge.node.config import EdgeConfig
 
 ORIGIN = 'origin = "http://127.0.0.1:8090"\n'
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pinedge.core.config import load
-from pinedge.edge.config import EdgeConfig, RateLimitConfig, SiteConfig
+from pinedge.edge.node.config import EdgeConfig, RateLimitConfig, SiteConfig
 from pinedge.geodns.config import DnsConfig, PopConfig, SteeredConfig, ZoneConfig
 from pinedge.geodns.zone import Zones
 from pinedge.origin import OriginConfig

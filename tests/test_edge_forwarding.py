@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 from recorder import RecordingOrigin, exchange
 
 from pinedge.core.config import ConfigError
-from pinedge.edge.forwarding import TrustedPeers, client_address, forward
+from pinedge.edge.http.forwarding import TrustedPeers, client_address, forward
 
 SPOOFED = (
     b"X-Forwarded-Host: evil.example\r\n"

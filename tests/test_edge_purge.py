@@ -16,7 +16,7 @@ from support import running_node
 from test_store import serve_photo
 from yarl import URL
 
-from pinedge.edge.purge import MAX_BODY
+from pinedge.edge.store.purge import MAX_BODY
 
 TOKEN = "s3cret-purge-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

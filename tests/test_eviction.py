@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinedge.edge.eviction import LRU, S3FIFO, Policy, make_policy
+from pinedge.edge.store.eviction import LRU, S3FIFO, Policy, make_policy
 
 FACTORIES: dict[str, Callable[[int], Policy]] = {
     "lru": LRU,

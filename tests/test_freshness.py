@@ -3,8 +3,8 @@
 import pytest
 from multidict import CIMultiDict
 
-from pinedge.edge.cachecontrol import parse_directives, request_directives, response_directives
-from pinedge.edge.freshness import (
+from pinedge.edge.http.cachecontrol import parse_directives, request_directives, response_directives
+from pinedge.edge.http.freshness import (
     HEURISTICALLY_CACHEABLE,
     client_accepts_stale,
     client_requires_validation,

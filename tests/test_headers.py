@@ -1,7 +1,7 @@
 import pytest
 from multidict import CIMultiDict
 
-from pinedge.edge.headers import HOP_BY_HOP, connection_nominated, with_via, without_hop_by_hop
+from pinedge.edge.http.headers import HOP_BY_HOP, connection_nominated, with_via, without_hop_by_hop
 
 
 def test_hop_by_hop_names() -> None:

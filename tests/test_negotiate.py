@@ -4,8 +4,7 @@ the Responsive Image Client Hints draft (Sec-CH-Width, Sec-CH-DPR, Sec-CH-Viewpo
 import pytest
 from multidict import CIMultiDict, MultiDict
 
-from pinedge.edge.images.model import Format
-from pinedge.edge.negotiate import (
+from pinedge.edge.http.negotiate import (
     ACCEPT_CH,
     DEFAULT_BREAKPOINTS,
     DEFAULT_PREFERENCE,
@@ -20,6 +19,7 @@ from pinedge.edge.negotiate import (
     parse_accept,
     snap_width,
 )
+from pinedge.edge.images.model import Format
 
 AVIF, WEBP, JPEG, PNG, GIF = Format.AVIF, Format.WEBP, Format.JPEG, Format.PNG, Format.GIF
 

@@ -15,10 +15,10 @@ from conftest import Scripted, StartEdge, send
 from support import Node, running_node
 from test_edge_purge import TOKEN, fill, purge, tagged
 
-from pinedge.edge import objectfile
-from pinedge.edge.idle import IdleMeter
-from pinedge.edge.owner import StoreOwner
-from pinedge.edge.purge import Selection
+from pinedge.edge.node.idle import IdleMeter
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.owner import StoreOwner
+from pinedge.edge.store.purge import Selection
 
 
 def stored_files(cache_dir: Path) -> int:

@@ -1,6 +1,6 @@
 import pytest
 
-from pinedge.edge.ranges import (
+from pinedge.edge.http.ranges import (
     MAX_RANGES,
     ByteRange,
     RangeRequest,

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from pinedge.edge.cachecontrol import parse_directives, request_directives, response_directives
-from pinedge.edge.storable import (
+from pinedge.edge.http.cachecontrol import parse_directives, request_directives, response_directives
+from pinedge.edge.http.storable import (
     NoStoreReason,
     fields_needing_validation,
     fields_not_to_store,

@@ -13,9 +13,9 @@ from pathlib import Path
 import aiohttp
 from conftest import Scripted, StartEdge
 
-from pinedge.edge import objectfile
-from pinedge.edge.owner import StoreOwner
-from pinedge.edge.store import LOCAL_KEYS_MIN
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.owner import StoreOwner
+from pinedge.edge.store.view import LOCAL_KEYS_MIN
 
 
 def fields(key: str) -> dict[str, object]:

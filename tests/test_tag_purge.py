@@ -17,10 +17,10 @@ from support import running_node
 from test_edge_purge import TOKEN, purge, tagged
 from test_purge_cleanup import fields, fill_node, stored_files
 
-from pinedge.edge import objectfile
-from pinedge.edge.objectfile import Meta
-from pinedge.edge.owner import StoreOwner
-from pinedge.edge.purge import Selection
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.objectfile import Meta
+from pinedge.edge.store.owner import StoreOwner
+from pinedge.edge.store.purge import Selection
 
 BODY = os.urandom(300)
 

@@ -3,7 +3,7 @@ from typing import Literal
 import pytest
 from multidict import CIMultiDict
 
-from pinedge.edge.validation import (
+from pinedge.edge.http.validation import (
     evaluate_preconditions,
     merge_not_modified,
     not_modified_applies,

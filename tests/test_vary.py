@@ -3,7 +3,7 @@
 import pytest
 from multidict import CIMultiDict
 
-from pinedge.edge.vary import normalize, secondary_key, vary_names
+from pinedge.edge.http.vary import normalize, secondary_key, vary_names
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDict[str]:

@@ -1,0 +1,294 @@
+"""Responses to clients: from a stored entry, or from an upstream head as it streams.
+
+Client preconditions (304/412) and byte ranges (206/416) are answered here,
+from the stored representation, so they behave the same on a hit and a miss.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from http import HTTPStatus
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinedge.edge.http import ranges
+from pinedge.edge.http.freshness import parse_http_date
+from pinedge.edge.http.headers import with_via, without_hop_by_hop
+from pinedge.edge.http.status import CacheStatus, append_entry
+from pinedge.edge.http.validation import evaluate_preconditions, not_modified_response_headers
+from pinedge.edge.store.entry import Entry
+from pinedge.edge.store.tags import TAG_FIELDS
+
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+# Large bodies go out a slice at a time: a client that stops reading holds one slice.
+SLICE = 256 * 1024
+
+
+class Wire:
+    """A stored response's head for the fast path: everything up to the value of Age,
+    then the start of our Cache-Status entry; a hit fills in the two numbers. The
+    last head made is kept, since both numbers change once a second."""
+
+    __slots__ = ("head", "last", "last_numbers", "status_prefix")
+
+    def __init__(self, head: bytes, status_prefix: bytes) -> None:
+        self.head = head
+        self.status_prefix = status_prefix
+        self.last_numbers = (-1, 0)
+        self.last = b""
+
+    def response_head(self, age: float, ttl: float) -> bytes:
+        numbers = (int(age), math.floor(ttl))
+        if numbers != self.last_numbers:
+            self.last = b"%s%d\r\nCache-Status: %s%d\r\n\r\n" % (
+                self.head,
+                numbers[0],
+                self.status_prefix,
+                numbers[1],
+            )
+            self.last_numbers = numbers
+        return self.last
+
+
+async def send_sliced(
+    request: web.BaseRequest, response: web.Response, body: bytes | bytearray
+) -> web.StreamResponse:
+    """`response`, its body written a SLICE at a time, each once the client has taken
+    enough of the last (a client that stops reading holds one slice, not the body)."""
+    out = web.StreamResponse(status=response.status, reason=response.reason)
+    out.headers.update(response.headers)
+    out.content_length = len(body)
+    if response.keep_alive is False:
+        out.force_close()
+    try:
+        await out.prepare(request)
+        if request.method != "HEAD":
+            view = memoryview(body)
+            for start in range(0, len(view), SLICE):
+                await out.write(view[start : start + SLICE])
+        await out.write_eof()
+    except ConnectionError:
+        pass  # the client went away (or was cut off for not reading)
+    return out
+
+
+class FileBody:
+    """A stored body the hit path may send straight from its file (sendfile); `data`
+    is the same bytes, for when the socket cannot take it all at once."""
+
+    __slots__ = ("data", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, data: bytes) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.data = data
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class Delivery:
+    """What every response to a client gets: our Via and Cache-Status entries."""
+
+    def __init__(
+        self,
+        name: str,
+        targeted_fields: tuple[str, ...],
+        accept_ch: str | None = None,
+        shield: bool = False,
+    ) -> None:
+        self.name = name
+        # A shield's clients are edges: they need the tags (to purge) and the
+        # fields aimed at CDN caches as much as the shield did.
+        kept_for_edges = () if shield else (*TAG_FIELDS, *targeted_fields)
+        self.private_fields = (*kept_for_edges, "Cache-Status")
+        self.accept_ch = accept_ch
+
+    def client_headers(self, headers: Headers, also: tuple[str, ...] = ()) -> CIMultiDict[str]:
+        """End-to-end fields for a client: no hop-by-hop, tags or targeted fields; on
+        pages, Accept-CH asks browsers for the Client Hints that pick image widths."""
+        out = without_hop_by_hop(headers, also=(*self.private_fields, *also))
+        with_via(out, self.name)
+        if self.accept_ch and out.get("Content-Type", "").startswith("text/html"):
+            out.setdefault("Accept-CH", self.accept_ch)
+        return out
+
+    def wire(self, entry: Entry) -> Wire | None:
+        """The bytes of a hit's response head, prepared once when the entry is stored,
+        or None when a hit on it needs the general path (no-cache, partial fields)."""
+        fresh = entry.fresh
+        if fresh.no_cache_fields or fresh.directives.field_names("no-cache") is not None:
+            return None
+        out = self.client_headers(entry.headers, ("Age",))
+        out["Content-Length"] = str(len(entry.body))
+        upstream = ", ".join(entry.headers.getall("Cache-Status", ()))
+        lines = [f"HTTP/1.1 {entry.status} {entry.reason or _phrase(entry.status)}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in out.items()]
+        lines.append("Age: ")
+        head = "".join(lines).encode("utf-8", "surrogateescape")
+        status_prefix = (f"{upstream}, " if upstream else "") + f"{self.name}; hit; ttl="
+        return Wire(head, status_prefix.encode("utf-8", "surrogateescape"))
+
+    def finish_headers(
+        self,
+        out: CIMultiDict[str],
+        upstream: Headers,
+        status: CacheStatus,
+        sent_status: int,
+        age: float | None,
+    ) -> None:
+        if age is not None:
+            out["Age"] = str(max(0, int(age)))
+        entry = status.render(self.name, sent_status)
+        out["Cache-Status"] = append_entry(", ".join(upstream.getall("Cache-Status", ())), entry)
+
+    def precondition(
+        self, request: web.BaseRequest, headers: Headers, status_code: int
+    ) -> int | None:
+        """304 or 412 when the client's conditional request is answered without a body."""
+        if status_code != 200:
+            return None
+        return evaluate_preconditions(
+            request.method,
+            request.headers,
+            headers.get("ETag"),
+            parse_http_date(headers.get("Last-Modified")),
+            parse_http_date(headers.get("Date")),
+        )
+
+    def not_modified(
+        self, code: int, headers: Headers, status: CacheStatus, age: float | None
+    ) -> web.Response:
+        if code == 304:
+            out = self.client_headers(not_modified_response_headers(headers))
+        else:
+            out = self.client_headers(CIMultiDict(), ())
+            out["Content-Type"] = "text/plain; charset=utf-8"
+        self.finish_headers(out, headers, status, code, age)
+        body = None if code == 304 else b"precondition failed\n"
+        return web.Response(status=code, headers=out, body=body)
+
+    def from_entry(
+        self,
+        request: web.BaseRequest,
+        entry: Entry,
+        status: CacheStatus,
+        age: float,
+        strip: frozenset[str] = frozenset(),
+        vary: str | None = None,
+    ) -> web.Response:
+        """The stored response for this request: full, 304/412, 206 or 416. `vary`
+        names request fields this answer depends on beyond the stored Vary."""
+        code = self.precondition(request, entry.headers, entry.status)
+        if code is not None:
+            response = self.not_modified(code, entry.headers, status, age)
+            if vary:
+                response.headers["Vary"] = merge_vary(entry.headers.getall("Vary", ()), vary)
+            return response
+        out = self.client_headers(entry.headers, tuple(strip))
+        if vary:
+            out["Vary"] = merge_vary(entry.headers.getall("Vary", ()), vary)
+        body: bytes | memoryview = entry.body
+        sent = entry.status
+        if entry.status == 200 and request.method == "GET" and "Range" in request.headers:
+            sent, body = self._range(request, entry, out)
+        self.finish_headers(out, entry.headers, status, sent, age)
+        out.pop("Content-Length", None)
+        response = web.Response(status=sent, reason=_reason(entry, sent), headers=out)
+        response.body = bytes(body) if isinstance(body, memoryview) else body
+        return response
+
+    def _range(
+        self, request: web.BaseRequest, entry: Entry, out: CIMultiDict[str]
+    ) -> tuple[int, bytes | memoryview]:
+        fresh = entry.fresh
+        if not ranges.if_range_allows(
+            request.headers.get("If-Range"), fresh.etag, fresh.last_modified, fresh.date
+        ):
+            return 200, entry.body
+        size = len(entry.body)
+        wanted = ranges.parse_range(request.headers.get("Range"), size)
+        if wanted.kind == "ignore":
+            return 200, entry.body
+        if wanted.kind in ("unsatisfiable", "invalid"):
+            for name in ("Content-Type", "Content-Encoding", "ETag", "Last-Modified"):
+                out.pop(name, None)
+            out["Content-Range"] = ranges.unsatisfied_range(size)
+            out["Content-Type"] = "text/plain; charset=utf-8"
+            return 416, f"range not satisfiable: {wanted.reason}\n".encode()
+        view = memoryview(entry.body)
+        if len(wanted.ranges) == 1:
+            only = wanted.ranges[0]
+            out["Content-Range"] = ranges.content_range(only, size)
+            return 206, view[only.start : only.end + 1]
+        boundary = secrets.token_hex(12)
+        body = ranges.multipart_byteranges(
+            wanted.ranges, view, entry.headers.get("Content-Type"), size, boundary
+        )
+        out["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        return 206, body
+
+
+def _reason(entry: Entry, sent: int) -> str | None:
+    return entry.reason if sent == entry.status and entry.reason else None
+
+
+def merge_vary(existing: tuple[str, ...] | list[str], extra: str) -> str:
+    """A Vary value naming the fields of `existing` lines and of `extra`, once each."""
+    names = [n.strip() for line in existing for n in line.split(",") if n.strip()]
+    for name in extra.split(","):
+        if name.strip() and name.strip().lower() not in {n.lower() for n in names}:
+            names.append(name.strip())
+    return ", ".join(names)
+
+
+def error_bytes(
+    name: str,
+    code: int,
+    reason: str,
+    detail: str,
+    extra: dict[str, str] | None = None,
+    close: bool = True,
+) -> bytes:
+    """The bytes of an answer the edge makes itself outside a request handler (the
+    hit path, limits, timeouts); the same fields as error_response."""
+    body = f"{code} {reason}\n".encode()
+    fields = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Cache-Status": f"{name}; detail={detail}",
+        **(extra or {}),
+        "Via": f"1.1 {name}",
+        **({"Connection": "close"} if close else {}),
+        "Content-Length": str(len(body)),
+    }
+    head = f"HTTP/1.1 {code} {_phrase(code)}\r\n" + "".join(
+        f"{field}: {value}\r\n" for field, value in fields.items()
+    )
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def error_response(
+    name: str,
+    code: int,
+    reason: str,
+    status: CacheStatus,
+    extra: dict[str, str] | None = None,
+) -> web.Response:
+    """A response the edge generates itself, with the reason in the body."""
+    headers = CIMultiDict(
+        {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "no-store",
+            "Cache-Status": status.render(name, code),
+            **(extra or {}),
+        }
+    )
+    with_via(headers, name)
+    return web.Response(status=code, headers=headers, text=f"{code} {reason}\n")

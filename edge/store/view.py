@@ -1,0 +1,319 @@
+"""A worker's view of the node's store.
+
+Objects live in files (objectfile.py) under one directory — shared memory or
+--cache-dir — so every worker reads the same pages from the OS page cache and
+they survive a worker's restart. The owner (owner.py) indexes them. Each worker
+keeps, within its `local_budget`, recently used responses in memory for the hit
+path, and the metadata of more keys it has used. Generation counters
+shared with the owner, one per key slot and one per tag slot, tell it on every
+hit whether its copy is still the stored one and not purged by a tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.entry import Entry
+from pinedge.edge.store.link import OwnerLink
+from pinedge.edge.store.objectfile import Meta
+from pinedge.edge.store.owner import PURGES, Generations, slot_of, tag_slot
+
+log = logging.getLogger("pinedge.store")
+
+BuildEntry = Callable[[Meta, bytes], Entry]
+EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
+# Hits on bodies in this range go out by sendfile(2) from the stored file. Below it
+# a copy is cheaper than a second system call; above it, a measured loopback run
+# sent 1 MiB bodies faster from memory in one write than by sendfile.
+SENDFILE_RANGE = (16 * 1024, 256 * 1024)
+# What a worker's copies cost beside their bodies, counted against its budget so that
+# the budget is what the worker holds (measured: an in-memory response of eight
+# fields costs about 2.6 KiB more than its body; the metadata of one whose body is
+# not in memory, about 1.5 KiB).
+ENTRY_COST = 2048  # and twice its header bytes
+META_COST = 2048  # the budget over this is how many keys' metadata a worker keeps
+LOCAL_KEYS_MIN = 4096
+
+
+@dataclass(slots=True)
+class LocalKey:
+    slot: int
+    generation: int
+    metas: list[Meta]
+    entries: list[Entry] | None  # None once the bodies were dropped from memory
+    size: int
+    tag_generations: tuple[tuple[int, int], ...] = ()  # (tag slot, generation) of its tags
+
+
+class SharedStore:
+    def __init__(
+        self,
+        root: Path,
+        link: OwnerLink,
+        generations: Generations,
+        local_budget: int,
+        build: BuildEntry,
+    ) -> None:
+        self.root = root
+        self.link = link
+        self.generations = generations
+        self.counters = generations.counters
+        self.local_budget = local_budget
+        self.local_keys_max = max(LOCAL_KEYS_MIN, local_budget // META_COST)
+        self.local_size = 0
+        self.build = build
+        self.local: OrderedDict[str, LocalKey] = OrderedDict()
+        self.resident: OrderedDict[str, None] = OrderedDict()  # keys with bodies in memory
+        self.pending_hits: dict[str, int] = {}
+        self.flusher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.flusher = asyncio.create_task(self._flush_hits())
+
+    async def close(self) -> None:
+        if self.flusher is not None:
+            self.flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.flusher
+        self._send_hits()
+        await self.link.close()
+
+    # ── reads ────────────────────────────────────────────────────────────────
+
+    def variants(self, key: str) -> list[Entry]:
+        """The stored variants of `key` this worker holds in memory and knows to be
+        current; [] means "ask load()". Cheap enough for every hit."""
+        local = self.local.get(key)
+        if local is None or local.entries is None:
+            return []
+        counters = self.counters  # _current(), inline: this runs on every hit
+        if counters[local.slot] != local.generation:
+            self._forget(key)
+            return []
+        for slot, generation in local.tag_generations:
+            if counters[slot] != generation:
+                self._forget(key)
+                return []
+        return local.entries
+
+    async def load(self, key: str) -> list[Entry]:
+        """The stored variants of `key`, asking the owner and reading files as needed."""
+        entries = self.variants(key)
+        if entries:
+            return entries
+        slot = slot_of(key)
+        counters = self.counters
+        generation = counters[slot]
+        purges = counters[PURGES]
+        local = self.local.get(key)
+        metas = local.metas if local is not None and self._current(local) else None
+        for asked in range(2):
+            if metas is None:
+                try:
+                    metas = await self.link.lookup(key)
+                except OSError as exc:
+                    log.error("store lookup of %s failed, treating it as a miss: %s", key, exc)
+                    return []
+            entries, replaced = await self._entries(metas)
+            if not replaced or asked:
+                break
+            # A newer version was written over a file while its admission was on the
+            # way to the owner: ask again rather than miss.
+            _close_files(entries)
+            metas = None
+        tag_generations = self._tag_generations(entries)
+        if counters[PURGES] != purges:
+            # A purge came while the owner was asked: these may be what it purged,
+            # and the tag generations may already be the ones after it. Served
+            # once from memory, not kept.
+            self._forget(key)
+            _close_files(entries)
+            return entries
+        self._remember(key, LocalKey(slot, generation, metas, entries, 0, tag_generations))
+        return entries
+
+    def hit(self, entry: Entry) -> None:
+        entry.used = True
+        hits = self.pending_hits
+        hits[entry.vid] = hits.get(entry.vid, 0) + 1
+
+    # ── writes ───────────────────────────────────────────────────────────────
+
+    async def put(self, entry: Entry) -> bool:
+        fields = {
+            "key": entry.key,
+            "vary_names": entry.vary_names,
+            "vary_values": entry.vary_values,
+            "status": entry.status,
+            "reason": entry.reason,
+            "headers": tuple(entry.headers.items()),
+            "request_time": entry.fresh.request_time,
+            "response_time": entry.fresh.response_time,
+        }
+        if len(entry.body) > EXECUTOR_THRESHOLD:
+            loop = asyncio.get_running_loop()
+            meta = await loop.run_in_executor(None, objectfile.write, self.root, fields, entry.body)
+        else:
+            meta = objectfile.write(self.root, fields, entry.body)
+        counters = self.counters
+        purges = counters[PURGES]
+        metas = await self.link.admit(meta)
+        slot = slot_of(entry.key)
+        generation = counters[slot]
+        tag_generations = self._tag_generations([entry])
+        unpurged = counters[PURGES] == purges
+        only = len(metas) == 1 and metas[0].variant_id == entry.vid and metas[0].purged_at is None
+        if unpurged and only:
+            # The key's only variant is the one in hand, not purged: keep it for the hit path.
+            self._open_file(entry, meta)
+            local = LocalKey(slot, generation, metas, [entry], 0, tag_generations)
+            self._remember(entry.key, local)
+        else:
+            self._forget(entry.key)
+        return True
+
+    async def remove(self, key: str) -> int:
+        self._forget(key)
+        try:
+            return await self.link.remove_key(key)
+        except OSError as exc:
+            log.error("store removal of %s failed: %s", key, exc)
+            return 0
+
+    # ── node-wide collapsed forwarding ───────────────────────────────────────
+
+    async def acquire(self, key: str, timeout: float) -> str:
+        """The node-wide verdict for fetching `key`; "timeout" (fetch alone) if the
+        owner cannot be asked."""
+        try:
+            return await self.link.acquire(key, timeout)
+        except OSError as exc:
+            log.error("store owner unreachable for %s: %s", key, exc)
+            return "timeout"
+
+    def release(self, key: str, outcome: str) -> None:
+        self.link.release(key, outcome)
+
+    # ── internals ────────────────────────────────────────────────────────────
+
+    async def _read(self, meta: Meta) -> bytes | None:
+        path = objectfile.object_path(self.root, meta.variant_id)
+        if meta.body_length > EXECUTOR_THRESHOLD:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, objectfile.read_body, path, meta)
+        return objectfile.read_body(path, meta)
+
+    async def _entries(self, metas: list[Meta]) -> tuple[list[Entry], bool]:
+        """Entries for the metas whose files read back as described, and whether a
+        file was found replaced by another version of its response. A file that is
+        damaged or gone is reported to the owner, which stops indexing it."""
+        entries = []
+        replaced = False
+        for meta in metas:
+            body = await self._read(meta)
+            if body is None:
+                path = objectfile.object_path(self.root, meta.variant_id)
+                current = objectfile.read_meta(path)
+                if current is not None and current.response_time != meta.response_time:
+                    replaced = True
+                else:
+                    self.link.drop(meta.variant_id)
+                continue
+            entry = self.build(meta, body)
+            self._open_file(entry, meta)
+            entries.append(entry)
+        return entries, replaced
+
+    def _current(self, local: LocalKey) -> bool:
+        counters = self.counters
+        if counters[local.slot] != local.generation:
+            return False
+        return all(counters[slot] == generation for slot, generation in local.tag_generations)
+
+    def _tag_generations(self, entries: list[Entry]) -> tuple[tuple[int, int], ...]:
+        slots = {tag_slot(tag) for entry in entries for tag in entry.tags}
+        counters = self.counters
+        return tuple((slot, counters[slot]) for slot in sorted(slots))
+
+    def _remember(self, key: str, local: LocalKey) -> None:
+        self._forget(key)
+        size = sum(_memory_cost(entry) for entry in local.entries or ())
+        self.local[key] = local
+        if size <= self.local_budget:
+            local.size = size
+            self.local_size += size
+            self.resident[key] = None
+        else:
+            _close_files(local.entries)
+            local.entries = None
+        while self.local_size > self.local_budget and self.resident:
+            oldest, _ = self.resident.popitem(last=False)
+            victim = self.local[oldest]
+            if victim.entries and any(e.used for e in victim.entries) and oldest != key:
+                # Used since it came in or was last passed over: a second chance (CLOCK),
+                # so hot bodies stay without reordering anything on the hit path.
+                for entry in victim.entries:
+                    entry.used = False
+                self.resident[oldest] = None
+                continue
+            self.local_size -= victim.size
+            _close_files(victim.entries)
+            victim.entries, victim.size = None, 0
+        while len(self.local) > self.local_keys_max:
+            self._forget(next(iter(self.local)))
+
+    def _forget(self, key: str) -> None:
+        local = self.local.pop(key, None)
+        if local is not None:
+            self.local_size -= local.size
+            self.resident.pop(key, None)
+            _close_files(local.entries)
+
+    def _open_file(self, entry: Entry, meta: Meta) -> None:
+        if not SENDFILE_RANGE[0] <= meta.body_length < SENDFILE_RANGE[1]:
+            return
+        try:
+            fd = os.open(objectfile.object_path(self.root, meta.variant_id), os.O_RDONLY)
+        except OSError:
+            return
+        # Another worker may have rewritten the file since: only the file this
+        # meta describes may be sent from.
+        if os.fstat(fd).st_size != meta.file_size:
+            os.close(fd)
+            return
+        entry.file = (fd, meta.body_offset)
+
+    async def _flush_hits(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._send_hits()
+
+    def _send_hits(self) -> None:
+        """Tell the owner which objects were used since the last time. The eviction
+        policy counts at most three uses per object, so that is all that is sent."""
+        if self.pending_hits:
+            batch, self.pending_hits = self.pending_hits, {}
+            self.link.hits([vid for vid, count in batch.items() for _ in range(min(count, 3))])
+
+
+def _memory_cost(entry: Entry) -> int:
+    """The bytes an in-memory response holds: its body, and the fields and
+    prepared heads that go with it."""
+    fields = sum(len(name) + len(value) for name, value in entry.headers.items())
+    return len(entry.body) + ENTRY_COST + 2 * fields
+
+
+def _close_files(entries: list[Entry] | None) -> None:
+    for entry in entries or ():
+        if entry.file is not None:
+            with contextlib.suppress(OSError):
+                os.close(entry.file[0])
+            entry.file = None
