@@ -14,11 +14,13 @@ from typing import TypeAlias
 
 from multidict import MultiMapping
 
+from pinedge.edge.http.tokens import TCHAR
+from pinedge.edge.http.tokens import TOKEN as _TOKEN
+
 Headers: TypeAlias = MultiMapping[str]  # CIMultiDict[str] or CIMultiDictProxy[str]
 
 DELTA_SECONDS_MAX = 2**31  # RFC 9111 §1.2.2
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -179,7 +181,7 @@ def _targets_device(member: str) -> bool:
 
 _SF_KEY = re.compile(r"[a-z*][a-z0-9_.*-]*")
 _SF_NUMBER = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,3})?")
-_SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+.^_`|~0-9A-Za-z:/-]*")
+_SF_TOKEN = re.compile(rf"[A-Za-z*][:/{TCHAR}]*")  # RFC 8941 §3.3.4
 _SF_BYTES = re.compile(r":[A-Za-z0-9+/=]*:")
 _SF_BOOLEAN = re.compile(r"\?[01]")
 

@@ -20,6 +20,8 @@ from typing import ClassVar
 from multidict import MultiMapping
 
 from pinedge.edge.http.cachecontrol import split_list
+from pinedge.edge.http.tokens import MEDIA_NAME_CHAR
+from pinedge.edge.http.tokens import TOKEN as _TOKEN
 from pinedge.edge.images.model import Format
 
 DEFAULT_BREAKPOINTS: tuple[int, ...] = (236, 474, 736, 1200)
@@ -48,8 +50,7 @@ VARY_IMAGE = "Accept"
 _VARY_HINTED = f"{VARY_IMAGE}, {ACCEPT_CH}"
 VARY_TEXT = "Accept-Encoding"
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_MEDIA_RANGE = re.compile(r"(?:\*/\*|[!#$%&'+.^_`|~0-9a-z-]+/(?:\*|[!#$%&'+.^_`|~0-9a-z-]+))")
+_MEDIA_RANGE = re.compile(rf"(?:\*/\*|[{MEDIA_NAME_CHAR}]+/(?:\*|[{MEDIA_NAME_CHAR}]+))")
 _QVALUE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _SF_INTEGER = re.compile(r"[0-9]{1,15}")  # RFC 8941 §3.3.1, non-negative
 _SF_NUMBER = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,3})?|[0-9]{13,15}")  # RFC 8941 §3.3.1-2
