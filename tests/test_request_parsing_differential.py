@@ -30,7 +30,7 @@ from rawhttp import (
 
 from pinedge.core.config import build
 from pinedge.edge.node.config import EdgeConfig
-from pinedge.edge.pipeline.proxy import plain_request
+from pinedge.edge.pipeline.reader import plain_request
 
 # The limits aiohttp's parser and the edge read requests with, by default.
 DEFAULTS = build(EdgeConfig, {"origin": "http://127.0.0.1:9"})

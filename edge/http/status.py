@@ -29,6 +29,7 @@ class CacheStatus:
     collapsed: bool = False
     detail: str | None = None
     generated: bool = False  # the node answered itself (an error), neither hit nor forwarded
+    served_stale: bool = False  # a stale stored response answered (while revalidating, on error)
 
     @property
     def hit(self) -> bool:
@@ -56,7 +57,7 @@ class CacheStatus:
         """A small, fixed set of values for the requests-by-cache-status metric."""
         if self.fwd is None:
             return "hit" if self.ttl is None or self.ttl >= 0 else "stale"
-        if self.detail and self.detail.startswith("stale-"):
+        if self.served_stale:
             return "stale"
         if self.fwd is Fwd.STALE:
             return "revalidated" if self.fwd_status == 304 else "refreshed"

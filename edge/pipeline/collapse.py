@@ -1,16 +1,21 @@
-"""Collapsed forwarding: one upstream fetch per key, however many ask at once.
+"""Collapsed forwarding: one upstream fetch (or one transform) per key, however
+many ask at once, in this worker and across the node's workers.
 
-`acquire(key)` answers "you fetch" (a new Fill, you lead) or "you wait" (the
-Fill in progress). The leader's Fill settles once with an outcome; if the
-leader vanishes without settling, followers see ABANDONED and compete again.
+`Once` is the primitive every caller uses: `await once(key, make)` runs `make`
+for the first to ask and gives the others its Fill. Underneath, a worker's
+`CollapseTable.acquire(key)` answers "you lead" (a new Fill) or "you wait" (the
+Fill in progress), and the store's owner does the same between workers. The
+leader's Fill settles once with an outcome; if the leader vanishes without
+settling, followers see ABANDONED and compete again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, auto
+from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -194,3 +199,110 @@ class CollapseTable:
         fill.released.set()
         if self.on_release is not None:
             self.on_release(fill)
+
+
+class NodeLocks(Protocol):
+    """Collapse across a node's workers (the store's owner keeps the table)."""
+
+    async def acquire(self, key: str, timeout: float) -> str: ...
+
+    def release(self, key: str, outcome: str) -> None: ...
+
+
+class Role(Enum):
+    """How a caller of `Once` got its Fill."""
+
+    LED = auto()  # it ran `make`
+    FOLLOWED = auto()  # another request in this worker ran it: the fill is settled
+    SHARED = auto()  # another worker stored it: `fill.entry` is what it stored
+    TIMED_OUT = auto()  # the leader did not settle within the collapse timeout
+    ABANDONED = auto()  # every attempt's leader went away without settling
+
+
+# `make(fill)` settles the fill; True when it hands the fill's release on (to a
+# task still reading the body or writing the store), False when it is done with it.
+Make = Callable[[Fill], Awaitable[bool]]
+
+
+class Once:
+    """One `make` per key however many ask: the collapse primitive of fills and variants."""
+
+    def __init__(self, node: NodeLocks | None, timeout: float) -> None:
+        self.node = node
+        self.timeout = timeout
+        self.table = CollapseTable(on_release=self._release_node)
+
+    async def __call__(
+        self,
+        key: str,
+        make: Make,
+        stored: Callable[[], Awaitable[Entry | None]],
+        *,
+        attempts: int = 1,
+        alone: bool = False,
+    ) -> tuple[Fill, Role]:
+        """The fill of `key` and how this caller got it. `stored` loads what another
+        worker stored under `key` (None when it is not usable); `alone` runs `make`
+        without collapsing (a request whose answer is its own, e.g. authorised);
+        a follower whose leader abandoned competes again, up to `attempts` times."""
+        fill = Fill(key)
+        for _attempt in range(attempts):
+            if alone:
+                fill, leader = Fill(key), True
+            else:
+                fill, leader = self.table.acquire(key)
+            if not leader:
+                outcome = await fill.wait(self.timeout)
+                if outcome is None:
+                    return fill, Role.TIMED_OUT
+                if outcome is Outcome.ABANDONED:
+                    continue
+                return fill, Role.FOLLOWED
+            handed_on = False
+            try:
+                if not alone and await self._join_node(fill, stored):
+                    return fill, Role.SHARED
+                handed_on = await make(fill)
+            finally:
+                if not handed_on:
+                    self.table.release(fill)
+            return fill, Role.LED
+        return fill, Role.ABANDONED
+
+    def release(self, fill: Fill) -> None:
+        """Let a handed-on fill go (its body is read, its entry stored)."""
+        self.table.release(fill)
+
+    def lead_if_idle(self, key: str) -> Fill | None:
+        """A fill to lead when nothing in this worker is fetching `key` (a background
+        refresh, which nobody waits for); None otherwise."""
+        if self.table.in_progress(key):
+            return None
+        fill, leader = self.table.acquire(key)
+        return fill if leader else None
+
+    async def _join_node(self, fill: Fill, stored: Callable[[], Awaitable[Entry | None]]) -> bool:
+        """Collapse across the node's workers: True when another worker stored the key
+        (the fill settles with it); otherwise this worker makes it, holding the
+        node-wide lock when it got it (released with the fill)."""
+        if self.node is None:
+            return False
+        for _attempt in range(2):
+            verdict = await self.node.acquire(fill.key, self.timeout)
+            if verdict == "lead":
+                fill.node_lock = True
+                return False
+            if verdict == "stored":
+                entry = await stored()
+                if entry is None:
+                    return False
+                fill.settle(Outcome.UPDATED, entry=entry)
+                return True
+            if verdict != "abandoned":
+                return False
+        return False
+
+    def _release_node(self, fill: Fill) -> None:
+        if fill.node_lock and self.node is not None:
+            fill.node_lock = False
+            self.node.release(fill.key, fill.node_outcome())

@@ -30,6 +30,7 @@ class Freshness:
     may_serve_stale: bool
     stale_while_revalidate: int
     no_cache_fields: frozenset[str]
+    must_validate: bool  # unqualified no-cache: every use needs a validation (RFC 9111 §5.2.2.4)
     etag: str | None
     last_modified: float | None
     date: float | None
@@ -168,6 +169,7 @@ def compute_freshness(
         may_serve_stale=freshness.may_serve_stale(directives),
         stale_while_revalidate=freshness.stale_while_revalidate(directives),
         no_cache_fields=fields_needing_validation(directives),
+        must_validate=directives.field_names("no-cache") == frozenset(),
         etag=headers.get("ETag"),
         last_modified=freshness.parse_http_date(headers.get("Last-Modified")),
         date=freshness.parse_http_date(headers.get("Date")),

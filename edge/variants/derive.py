@@ -10,13 +10,12 @@ Responses say Vary: Accept (images) or Vary: Accept-Encoding (text).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
@@ -45,14 +44,13 @@ from pinedge.edge.images.model import (
 from pinedge.edge.images.pipeline import transform
 from pinedge.edge.images.pool import PoolFull, TransformPool
 from pinedge.edge.node.config import EdgeConfig
-from pinedge.edge.pipeline.collapse import Fill, Outcome
-from pinedge.edge.pipeline.deliver import merge_vary
+from pinedge.edge.node.metrics import EdgeMetrics
+from pinedge.edge.pipeline.collapse import Fill, Once, Outcome, Role
+from pinedge.edge.pipeline.deliver import Delivery, merge_vary
 from pinedge.edge.pipeline.errors import EdgeError
 from pinedge.edge.store.entry import Entry
+from pinedge.edge.store.view import SharedStore
 from pinedge.edge.variants import compress
-
-if TYPE_CHECKING:
-    from pinedge.edge.pipeline.proxy import Edge
 
 log = logging.getLogger("pinedge.variants")
 
@@ -100,10 +98,23 @@ def split_image_params(
     return (f"{path}?{urlencode(kept)}" if kept else path), params
 
 
+@dataclass(frozen=True, slots=True)
+class Workshop:
+    """What variants need of their worker, and no more."""
+
+    store: SharedStore
+    once: Once  # one transform per key, in the worker and across the node
+    delivery: Delivery
+    metrics: EdgeMetrics
+    prepare: Callable[[Entry], None]  # readies a made variant for serving (the hit path's head)
+    run_in_background: Callable[[Coroutine[Any, Any, None]], None]
+
+
 class Variants:
-    def __init__(self, edge: Edge, config: EdgeConfig) -> None:
-        self.edge = edge
+    def __init__(self, config: EdgeConfig, shop: Workshop) -> None:
+        self.shop = shop
         self.config = config
+        self.sites = {host: site for site in config.site_list() for host in site.hosts}
         self.images = config.images
         self.compression = config.compression
         self.breakpoints = tuple(config.image_widths)
@@ -210,7 +221,7 @@ class Variants:
         async def make(source: Entry) -> tuple[bytes, CIMultiDict[str]]:
             started = time.perf_counter()
             body = await self.text_pool.run(compress.compress, source.body, encoding, level)
-            self.edge.metrics.transform_duration.observe(time.perf_counter() - started, "text")
+            self.shop.metrics.transform_duration.observe(time.perf_counter() - started, "text")
             headers = derived_headers(source, "Accept-Encoding", encoding)
             headers["Content-Encoding"] = encoding
             return body, headers
@@ -231,7 +242,7 @@ class Variants:
         variant = Variant(format=wanted.format, width=wanted.width, lqip=wanted.lqip)
 
         async def make(source: Entry) -> tuple[bytes, CIMultiDict[str]]:
-            metrics, started = self.edge.metrics, time.perf_counter()
+            metrics, started = self.shop.metrics, time.perf_counter()
             result = await self.image_pool.run(
                 transform, source.body, variant, self.limits, self.settings
             )
@@ -252,7 +263,7 @@ class Variants:
 
     def site_answer(self, request: web.BaseRequest) -> OverLimitsAnswer:
         """The request's site's image_over_limits ("error" or "source"), or the node's."""
-        site = self.edge.sites.get(split_host(request.host or ""))
+        site = self.sites.get(split_host(request.host or ""))
         chosen = site.image_over_limits if site is not None else None
         return chosen or self.config.image_over_limits
 
@@ -266,65 +277,54 @@ class Variants:
         status: CacheStatus,
     ) -> web.StreamResponse:
         """The answer for this request from a fresh stored source."""
-        edge = self.edge
+        shop = self.shop
         wanted = self.wanted(request, params, source)
         now = time.time()
         if wanted.suffix is None or wanted.make is None:
-            return edge.delivery.from_entry(
+            return shop.delivery.from_entry(
                 request, source, status, source.age(now), source.fresh.no_cache_fields, wanted.vary
             )
         key = derived_key(source, wanted.suffix)
         made = self.storing.get(key)
         if made is None:
-            stored = await edge.store.load(key)
+            stored = await shop.store.load(key)
             made = stored[0] if stored else None
-        if made is not None and made.ttl(now) > 0:
-            edge.store.hit(made)
-            status.ttl = made.ttl(now)
-            return edge.deliver(request, made, status, now)
-        derived = await self.derive(key, source, wanted, status)
-        if derived is None:
-            return edge.delivery.from_entry(
-                request, source, status, source.age(now), source.fresh.no_cache_fields, wanted.vary
-            )
-        now = time.time()
-        status.ttl = derived.ttl(now)
-        return edge.deliver(request, derived, status, now)
+        if made is None or made.ttl(now) <= 0:
+            made = await self.derive(key, source, wanted, status)
+            if made is None:
+                return shop.delivery.from_entry(
+                    request,
+                    source,
+                    status,
+                    source.age(now),
+                    source.fresh.no_cache_fields,
+                    wanted.vary,
+                )
+            now = time.time()
+        else:
+            shop.store.hit(made)
+        status.ttl = made.ttl(now)
+        return shop.delivery.from_entry(
+            request, made, status, made.age(now), made.fresh.no_cache_fields
+        )
 
     async def derive(
         self, key: str, source: Entry, wanted: Wanted, status: CacheStatus
     ) -> Entry | None:
         """The variant, made once per key however many ask; None: serve the source."""
-        edge = self.edge
-        fill, leader = edge.fills.acquire(key)
-        if not leader:
-            outcome = await fill.wait(self.config.collapse_timeout)
-            if outcome is Outcome.UPDATED and fill.entry is not None:
-                status.collapsed = True
-                return fill.entry
-            if isinstance(fill.error, ImageError):
-                self.unmade(fill.error, wanted, status)
-            return None
-        assert wanted.make is not None
-        storing = False
-        try:
-            # Across the node's workers too, one makes the variant and the others wait.
-            verdict = await edge.store.acquire(key, self.config.collapse_timeout)
-            if verdict == "stored":
-                made = await edge.store.load(key)
-                if made:
-                    status.collapsed = True
-                    fill.settle(Outcome.UPDATED, entry=made[0])
-                    return made[0]
-            fill.node_lock = verdict == "lead"
+        shop = self.shop
+        make = wanted.make
+        assert make is not None
+
+        async def make_once(fill: Fill) -> bool:
             try:
-                body, headers = await wanted.make(source)
+                body, headers = await make(source)
             except PoolFull as exc:
-                edge.metrics.variants.inc(wanted.kind, "busy")
+                shop.metrics.variants.inc(wanted.kind, "busy")
                 fill.settle(Outcome.ERROR)
                 if wanted.kind == "text":
                     status.detail = "compression-busy"
-                    return None  # the uncompressed source is a fine answer
+                    return False  # the uncompressed source is a fine answer
                 raise EdgeError(
                     503,
                     "the image workers are busy; try again",
@@ -332,28 +332,34 @@ class Variants:
                     headers={"Retry-After": str(exc.retry_after)},
                 ) from None
             except ImageError as exc:
-                edge.metrics.variants.inc(wanted.kind, exc.detail)
+                shop.metrics.variants.inc(wanted.kind, exc.detail)
                 fill.settle(Outcome.ERROR, error=exc)
                 log.info("variant %s not made: %s %s", key, exc.reason, exc.log)
-                self.unmade(exc, wanted, status)
-                return None
-            edge.metrics.variants.inc(wanted.kind, "made")
+                return False
+            shop.metrics.variants.inc(wanted.kind, "made")
             derived = source.derive(key, CIMultiDictProxy(headers), body)
-            derived.wire = edge.wire(derived)
+            shop.prepare(derived)
             # Written to the store after it is sent: the client does not wait
             # for the write, and until it is done this worker serves it from here.
             status.stored = True
             status.detail = wanted.detail
             fill.settle(Outcome.UPDATED, entry=derived)
             self.storing[key] = derived
-            task = asyncio.create_task(self.store(derived, fill))
-            edge.background.add(task)
-            task.add_done_callback(edge.background.discard)
-            storing = True
-            return derived
-        finally:
-            if not storing:
-                edge.fills.release(fill)
+            shop.run_in_background(self.store(derived, fill))
+            return True
+
+        async def stored() -> Entry | None:
+            made = await shop.store.load(key)
+            return made[0] if made else None
+
+        fill, role = await shop.once(key, make_once, stored)
+        if fill.outcome is Outcome.UPDATED and fill.entry is not None:
+            if role is not Role.LED:
+                status.collapsed = True
+            return fill.entry
+        if isinstance(fill.error, ImageError):
+            self.unmade(fill.error, wanted, status)
+        return None
 
     def unmade(self, exc: ImageError, wanted: Wanted, status: CacheStatus) -> None:
         """When an image variant cannot be made: raise its error, or return (the
@@ -367,15 +373,14 @@ class Variants:
 
     async def store(self, derived: Entry, fill: Fill) -> None:
         """Write a made variant to the store, then let the node's waiters have it."""
-        edge = self.edge
         try:
-            fill.stored = await edge.store.put(derived)
+            fill.stored = await self.shop.store.put(derived)
         except OSError as exc:
-            edge.metrics.not_stored.inc("store-error")
+            self.shop.metrics.not_stored.inc("store-error")
             log.error("could not store the variant %s: %s", derived.key, exc)
         finally:
             self.storing.pop(derived.key, None)
-            edge.fills.release(fill)
+            self.shop.once.release(fill)
 
 
 def derived_key(source: Entry, suffix: str) -> str:

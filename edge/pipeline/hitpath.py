@@ -1,0 +1,192 @@
+"""The hit path: a plain GET/HEAD that a fresh stored response answers as it is,
+from a parsed head or straight from the bytes, with no request object made.
+
+It decides exactly as recv, lookup and judge would for such a request (no
+preconditions, ranges, request directives or body) and sends the bytes deliver
+would; anything else returns None and takes the general path."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiohttp.http import HttpVersion11 as HTTP11
+from aiohttp.http_parser import RawRequestMessage
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinedge.edge.http.key import primary_key
+from pinedge.edge.http.vary import secondary_key
+from pinedge.edge.node.metrics import EdgeMetrics
+from pinedge.edge.node.ratelimit import REQUESTS, RateLimiter
+from pinedge.edge.pipeline.deliver import FileBody
+from pinedge.edge.pipeline.errors import EdgeError
+from pinedge.edge.pipeline.judge import Verdict, judge
+from pinedge.edge.pipeline.reader import FAST_PATH_BLOCKERS, plain_request
+from pinedge.edge.pipeline.transaction import Route
+from pinedge.edge.store.entry import Entry
+from pinedge.edge.store.view import SharedStore
+from pinedge.edge.variants.derive import Variants, derived_key
+
+# The hit path remembers how it routed this many (Host, target) pairs, about 350
+# bytes each; when full it starts again: the URLs that repeat are soon back.
+FAST_KEYS_MAX = 8192
+FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
+FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
+UNKNOWN = object()  # a fast_keys miss, distinct from None (known not to be fast-servable)
+FRESH = Verdict.FRESH
+
+Found = tuple[str, tuple[tuple[str, str], ...], str]  # key, image parameters, site
+Fields = CIMultiDictProxy[str] | list[tuple[bytes, bytes]]
+Buffers = list[bytes | FileBody]
+
+
+class HitPath:
+    """A worker's hit path; its counters are folded into the metrics when scraped."""
+
+    def __init__(
+        self,
+        store: SharedStore,
+        route: Callable[[str, str], Route],
+        limiter: RateLimiter,
+        variants: Variants,
+        refusal: Callable[[str, float], bytes],
+        metrics: EdgeMetrics,
+    ) -> None:
+        """`route` is recv's routing of a Host and target; `refusal` the bytes of a
+        429 for a site and a wait."""
+        self.store = store
+        self.route = route
+        self.limiter = limiter
+        self.variants = variants
+        self.refusal = refusal
+        self.metrics = metrics
+        self.keys: dict[tuple[bytes | None, str], object] = {}
+        self.hits: dict[int, int] = {}
+        self.bytes = 0
+        metrics.registry.collectors.append(self.count)
+
+    def from_message(self, message: RawRequestMessage, client: str | None) -> Buffers | None:
+        """The answer to a request aiohttp's parser read, as buffers to write."""
+        method = message.method
+        if (method != "GET" and method != "HEAD") or message.version != HTTP11:
+            return None
+        if message.should_close or not message.path.startswith("/"):
+            return None
+        host = None
+        for name, value in message.raw_headers:
+            lowered = name.lower()
+            if lowered == b"host":
+                host = value
+            elif lowered in FAST_PATH_BLOCKERS:
+                return None
+        return self.serve(method == "HEAD", host, message.path, message.headers, client)
+
+    def from_bytes(self, data: bytes, client: str | None) -> Buffers | None:
+        """The answer to a buffer holding exactly one plain request (reader.py)."""
+        request = plain_request(data)
+        if request is None:
+            return None
+        head_only, host, target, fields = request
+        return self.serve(head_only, host, target, fields, client)
+
+    def serve(
+        self, head_only: bool, host: bytes | None, target: str, headers: Fields, client: str | None
+    ) -> Buffers | None:
+        known = self.keys.get((host, target), UNKNOWN)
+        found = self.find(host, target) if known is UNKNOWN else known
+        if found is None:
+            return None
+        key, params, site = found  # type: ignore[misc]
+        for entry in self.store.variants(key):
+            if entry.vary_names:
+                if isinstance(headers, list):
+                    headers = CIMultiDictProxy(
+                        CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+                    )
+                if secondary_key(entry.vary_names, headers) != entry.vary_values:
+                    continue
+            now = time.time()
+            if entry.kind is not None:
+                entry = self.stored_variant(entry, params, headers, now)  # type: ignore[assignment]
+                if entry is None:
+                    return None
+            wire = entry.wire
+            fresh = entry.fresh
+            age = entry.age(now)
+            if wire is None or judge(fresh, age) is not FRESH:
+                return None
+            if site in self.limiter.request_sites:
+                if client is None:
+                    return None  # behind a trusted peer: the client is in X-Forwarded-For
+                wait = self.limiter.charge(site, client, REQUESTS)
+                if wait:
+                    return [self.refusal(site, wait)]
+            self.store.hit(entry)
+            self.hits[entry.status] = self.hits.get(entry.status, 0) + 1
+            head = wire.response_head(age, fresh.lifetime - age)
+            if head_only:
+                return [head]
+            self.bytes += len(entry.body)
+            if entry.file is not None:
+                return [head, FileBody(entry.file[0], entry.file[1], entry.body)]
+            return [head, entry.body]
+        return None
+
+    def stored_variant(
+        self, source: Entry, params: tuple[tuple[str, str], ...], headers: Fields, now: float
+    ) -> Entry | None:
+        """The stored variant of `source` this request gets, if it is in memory and
+        the hit path can tell which it is; otherwise None (the general path)."""
+        if judge(source.fresh, source.age(now)) is not FRESH:
+            return None
+        fields: dict[str, str] = {}
+        if isinstance(headers, list):
+            for name, value in headers:
+                lowered = name.lower()
+                if lowered.startswith(b"sec-ch-"):
+                    return None
+                if lowered in (b"accept", b"accept-encoding"):
+                    text = value.decode("latin-1")
+                    name_text = lowered.decode()
+                    fields[name_text] = (
+                        f"{fields[name_text]}, {text}" if name_text in fields else text
+                    )
+        else:
+            if any(name.lower().startswith("sec-ch-") for name in headers):
+                return None
+            for name in ("accept", "accept-encoding"):
+                if name in headers:
+                    fields[name] = ", ".join(headers.getall(name))
+        suffix = self.variants.fast_suffix(source, params, fields)
+        if suffix is None:
+            return None
+        derived = self.store.variants(derived_key(source, suffix))
+        return derived[0] if derived else None
+
+    def find(self, host: bytes | None, raw_target: str) -> Found | None:
+        """(cache key, the edge's image parameters, site) for a Host and request
+        target as recv would route them, or None where recv would not simply accept
+        them; remembered, since the same few URLs repeat."""
+        found: Found | None = None
+        if host is not None:
+            try:
+                route = self.route(host.decode("latin-1"), raw_target)
+            except EdgeError:
+                pass
+            else:
+                key = primary_key("http", route.host, route.target)
+                found = (key, tuple(sorted(route.params.items())), route.site.name)
+        if len(raw_target) <= FAST_TARGET_MAX:
+            if len(self.keys) >= FAST_KEYS_MAX:
+                self.keys.clear()
+            self.keys[(host, raw_target)] = found
+        return found
+
+    def count(self) -> None:
+        """Fold the hit path's plain counters into the metrics (run when scraped)."""
+        hits, self.hits = self.hits, {}
+        for code, count in hits.items():
+            self.metrics.requests.inc("hit", FAST_CLASS[code], amount=count)
+        if self.bytes:
+            self.metrics.response_bytes.inc("hit", amount=self.bytes)
+            self.bytes = 0

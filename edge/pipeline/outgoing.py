@@ -1,0 +1,60 @@
+"""What goes upstream for a client's request, and what comes back before its
+body: the client's end-to-end fields with the edge's forwarding fields, interim
+responses passed on, and the response head as the pipeline reads it."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinedge.edge.http.forwarding import TrustedPeers, forward
+from pinedge.edge.http.freshness import format_http_date
+from pinedge.edge.http.headers import without_hop_by_hop
+from pinedge.edge.pipeline.collapse import Head
+from pinedge.edge.upstream.client import Interim
+
+
+def upstream_headers(
+    request: web.BaseRequest,
+    host: str,
+    trusted: TrustedPeers,
+    name: str,
+    also: tuple[str, ...] = (),
+) -> CIMultiDict[str]:
+    """The client's end-to-end fields for upstream; the sender sets Host per upstream.
+    Framing fields are never copied: the upstream request is framed by what is sent."""
+    headers = without_hop_by_hop(request.headers, also=("Host", "Expect", "Content-Length", *also))
+    forward(headers, request.headers, request.remote, trusted, host, request.scheme, name)
+    return headers
+
+
+def interim_to(request: web.BaseRequest) -> Interim | None:
+    """Pass an upstream's interim responses (103 Early Hints) on to this client as
+    they arrive: never to an HTTP/1.0 client (RFC 9110 §15.2), never stored."""
+    if request.version < aiohttp.HttpVersion11:
+        return None
+
+    def write(code: int, reason: str, fields: CIMultiDictProxy[str]) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        kept = without_hop_by_hop(fields, also=("Content-Length",))
+        head = f"HTTP/1.1 {code} {reason or 'Informational'}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in kept.items()
+        )
+        transport.write(head.encode("latin-1", "replace") + b"\r\n")
+
+    return write
+
+
+def response_head(response: aiohttp.ClientResponse, response_time: float) -> Head:
+    headers = CIMultiDict(response.headers)
+    if "Date" not in headers:
+        headers["Date"] = format_http_date(response_time)
+    return Head(response.status, response.reason or "", CIMultiDictProxy(headers), response_time)
+
+
+def upstream_age(head: Head) -> float | None:
+    value = head.headers.get("Age")
+    return float(value) if value and value.isdigit() else None

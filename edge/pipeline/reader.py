@@ -1,0 +1,57 @@
+"""The hit path's request reader: one plain bodiless GET or HEAD, read from the
+bytes without the general parser; anything it does not fully understand is left
+to aiohttp's parser as it is."""
+
+from __future__ import annotations
+
+import re
+
+from pinedge.edge.http.tokens import TCHAR
+
+# A request carrying any of these needs more than "is it stored and fresh?".
+FAST_PATH_BLOCKERS = frozenset(
+    name.lower().encode()
+    for name in (
+        "If-None-Match",
+        "If-Modified-Since",
+        "If-Match",
+        "If-Unmodified-Since",
+        "If-Range",
+        "Range",
+        "Cache-Control",
+        "Pragma",
+        "Content-Length",
+        "Transfer-Encoding",
+    )
+)
+PLAIN_MAX = 4096  # larger requests go to the general parser and its limits
+PLAIN_HEAD = re.compile(
+    rf"(GET|HEAD) (/[!-~]*) HTTP/1\.1\r\n((?:[{TCHAR}]+:[\t -~]*\r\n){{0,15}})\r\n".encode()
+)
+PLAIN_FIELD = re.compile(rf"([{TCHAR}]+):[\t ]*([!-~](?:[\t -~]*[!-~])?|)[\t ]*\r\n".encode())
+PLAIN_REFUSED = FAST_PATH_BLOCKERS | {b"connection", b"expect", b"upgrade", b"te"}
+
+
+def plain_request(data: bytes) -> tuple[bool, bytes, str, list[tuple[bytes, bytes]]] | None:
+    """(HEAD?, Host, target, fields) when `data` is exactly one bodiless GET/HEAD in
+    plain HTTP/1.1 (visible ASCII, at most 15 fields, Host exactly once, none that
+    changes how the request is answered); None for anything else."""
+    if len(data) > PLAIN_MAX:
+        return None
+    match = PLAIN_HEAD.fullmatch(data)
+    if match is None:
+        return None
+    host = None
+    fields = []
+    for name, value in PLAIN_FIELD.findall(match.group(3)):
+        lowered = name.lower()
+        if lowered in PLAIN_REFUSED:
+            return None
+        if lowered == b"host":
+            if host is not None:
+                return None
+            host = value
+        fields.append((name, value))
+    if host is None:
+        return None  # RFC 9112 §3.2: the general path answers 400
+    return match.group(1) == b"HEAD", host, match.group(2).decode("ascii"), fields
