@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from pinedge.core.config import parse_hostport
+from pinedge.core.health import RiseFall
 from pinedge.geodns import wire
 from pinedge.geodns.answer import Answerer
 from pinedge.geodns.config import DnsConfig
@@ -84,11 +85,24 @@ class State:
 
 @dataclass
 class Health:
-    """Each POP's probe history and verdict (rise and fall counts, no flapping)."""
+    """Each POP's verdict: its probes' (rise and fall, no flapping), unless the
+    control plane gave one."""
 
-    up: dict[str, bool] = field(default_factory=dict)
-    streak: dict[str, int] = field(default_factory=dict)  # + successes, - failures in a row
+    probes: dict[str, RiseFall] = field(default_factory=dict)
     forced: dict[str, bool] = field(default_factory=dict)  # verdicts from the control plane
+
+    def up(self, name: str) -> bool:
+        forced = self.forced.get(name)
+        if forced is not None:
+            return forced
+        probed = self.probes.get(name)
+        return probed is None or probed.up
+
+    def follow(self, config: DnsConfig) -> None:
+        """Count every POP of `config` with its rise and fall (kept across reloads)."""
+        for pop in config.pops:
+            probed = self.probes.setdefault(pop.name, RiseFall(config.rise, config.fall))
+            probed.rise, probed.fall = config.rise, config.fall
 
 
 def build_state(config: DnsConfig, health: Health) -> State:
@@ -96,11 +110,8 @@ def build_state(config: DnsConfig, health: Health) -> State:
     locator = Locator(config.geoip, config.overrides)
     steering = Steering(config.pops, config.near_km)
     answerer = Answerer(config, zones, steering, locator)
-    for pop in config.pops:
-        health.up.setdefault(pop.name, True)
-    steering.healthy = {
-        pop.name for pop in config.pops if health.forced.get(pop.name, health.up[pop.name])
-    }
+    health.follow(config)
+    steering.healthy = {pop.name for pop in config.pops if health.up(pop.name)}
     return State(config, answerer, locator)
 
 
@@ -260,20 +271,14 @@ class DnsServer:
     def record(self, name: str, ok: bool) -> bool:
         """Count a probe; True when the POP's verdict changed (after `rise`
         successes or `fall` failures in a row)."""
-        config, health = self.state.config, self.health
-        streak = health.streak.get(name, 0)
-        streak = max(streak, 0) + 1 if ok else min(streak, 0) - 1
-        health.streak[name] = streak
-        up = health.up.get(name, True)
-        if not up and streak >= config.rise:
-            health.up[name] = True
-            log.warning("pop %s is up (%d probes answered)", name, streak)
-            return True
-        if up and -streak >= config.fall:
-            health.up[name] = False
-            log.warning("pop %s is down (%d probes failed)", name, -streak)
-            return True
-        return False
+        probed = self.health.probes[name]
+        if not probed.record(ok):
+            return False
+        if probed.up:
+            log.warning("pop %s is up (%d probes answered)", name, probed.streak)
+        else:
+            log.warning("pop %s is down (%d probes failed)", name, -probed.streak)
+        return True
 
     def force(self, name: str, up: bool | None) -> None:
         """A verdict from the control plane (None: back to the probes' own)."""
@@ -286,11 +291,7 @@ class DnsServer:
     def apply_health(self) -> None:
         state, health = self.state, self.health
         steering = state.answerer.steering
-        steering.healthy = {
-            pop.name
-            for pop in state.config.pops
-            if health.forced.get(pop.name, health.up.get(pop.name, True))
-        }
+        steering.healthy = {pop.name for pop in state.config.pops if health.up(pop.name)}
         state.answerer.forget()
 
 
