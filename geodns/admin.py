@@ -10,7 +10,6 @@ The POSTs need `Authorization: Bearer $PINEDGE_ADMIN_TOKEN`.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pinedge.core.auth import BearerToken
 from pinedge.core.metrics import Counter as CounterMetric
 from pinedge.core.metrics import Gauge, Registry
 
@@ -95,7 +95,12 @@ class Admin:
         reload: Callable[[], str | None],
         pops: Callable[[], list[str]],
     ) -> None:
-        self.token = token
+        self.token = BearerToken(
+            token,
+            realm="pinedge dns",
+            ask="send the admin token as Authorization: Bearer TOKEN",
+            unset="set PINEDGE_ADMIN_TOKEN to allow changes over the admin listener",
+        )
         self.reports = reports
         self.verdict = verdict
         self.reload = reload
@@ -141,14 +146,8 @@ class Admin:
         return web.json_response({"reloaded": True})
 
     def refusal(self, request: web.Request) -> web.Response | None:
-        if not self.token:
-            return _error(403, "set PINEDGE_ADMIN_TOKEN to allow changes over the admin listener")
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.token.encode()
-        ):
-            return _error(401, "send the admin token as Authorization: Bearer TOKEN")
-        return None
+        refused = self.token.check(request)
+        return None if refused is None else refused.response()
 
 
 def _error(status: int, reason: str) -> web.Response:

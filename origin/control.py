@@ -8,12 +8,12 @@ request here needs `Authorization: Bearer TOKEN`.
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from pinedge.core.auth import BearerToken
 from pinedge.origin import faults, stats
 
 log = logging.getLogger("pinedge.origin")
@@ -33,28 +33,27 @@ def create_control_app(origin: web.Application, name: str, token: str | None) ->
 
 def bearer_token(token: str) -> Middleware:
     """Refuse every request that does not carry `token` as a Bearer token."""
-    expected = token.encode("utf-8", "surrogateescape")
+    check = BearerToken(
+        token,
+        realm="pinedge origin",
+        ask="send the token in PINEDGE_ORIGIN_TOKEN as Authorization: Bearer TOKEN",
+        unset=None,
+    )
 
     @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        sent = given.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() == "bearer" and hmac.compare_digest(sent, expected):
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = check.check(request)
+        if refused is None:
             return await handler(request)
-        reason = "send the token in PINEDGE_ORIGIN_TOKEN as Authorization: Bearer TOKEN"
         log.warning(
             "origin control %s %s from %s refused: no or wrong token",
             request.method,
             request.path,
             request.remote,
         )
-        return web.json_response(
-            {"status": 401, "error": "unauthorized", "reason": reason},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="pinedge origin"'},
-        )
+        return refused.response({"status": 401, "error": "unauthorized", "reason": check.ask})
 
-    return check
+    return guard
 
 
 async def finish_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:

@@ -4,9 +4,29 @@ real processes, real listeners on loopback and raw sockets."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
+import aiohttp
+import pytest
+from aiohttp import web
+
+from pinedge.core.auth import BearerToken
 from pinedge.core.health import RiseFall
+
+HOST = "127.0.0.1"
+TOKEN = "s3cret-runtime-token"
+CITY = Path(__file__).parent / "geoip" / "GeoLite2-City-Test.mmdb"
+
 
 # ── rise and fall ────────────────────────────────────────────────────────────
 
@@ -38,3 +58,202 @@ def test_a_target_can_start_down_and_rise_and_fall_cannot_be_zero() -> None:
     assert health.record(True) and health.up and health.streak == 1
     with pytest.raises(ValueError):
         RiseFall(rise=0, fall=1)
+
+
+# ── the Bearer check ─────────────────────────────────────────────────────────
+
+
+@asynccontextmanager
+async def guarded(token: str | None, unset: str | None) -> AsyncIterator[int]:
+    """A listener on loopback whose one route is behind a BearerToken; its port."""
+    check = BearerToken(token, realm="test", ask="send the token", unset=unset)
+
+    async def handler(request: web.Request) -> web.Response:
+        refused = check.check(request)
+        return refused.response() if refused is not None else web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/change", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, 0).start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+async def raw_post(port: int, path: str, authorization: bytes | None) -> tuple[int, str, str]:
+    """POST with exactly these Authorization bytes; status, WWW-Authenticate, body."""
+    head = b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n" % path.encode()
+    if authorization is not None:
+        head += b"Authorization: " + authorization + b"\r\n"
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(head + b"Connection: close\r\n\r\n")
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head_text, _, body = answer.decode("utf-8", "replace").partition("\r\n\r\n")
+    status = int(head_text.split(" ", 2)[1])
+    challenge = ""
+    for line in head_text.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.lower() == "www-authenticate":
+            challenge = value.strip()
+    return status, challenge, body
+
+
+REFUSED_AUTHORIZATIONS = {
+    "none": None,
+    "wrong": b"Bearer wrong",
+    "another-scheme": b"Basic " + TOKEN.encode(),
+    "no-token": b"Bearer",
+    "not-utf8": b"Bearer \xff\xfe",
+    "the-token-and-a-byte-more": b"Bearer " + TOKEN.encode() + b"\xff",
+}
+
+
+@pytest.mark.parametrize(
+    "authorization", REFUSED_AUTHORIZATIONS.values(), ids=REFUSED_AUTHORIZATIONS.keys()
+)
+async def test_a_request_without_the_right_bearer_token_gets_401_with_a_challenge(
+    authorization: bytes | None,
+) -> None:
+    async with guarded(TOKEN, "set a token first") as port:
+        status, challenge, body = await raw_post(port, "/change", authorization)
+    assert status == 401
+    assert challenge.startswith("Bearer ")
+    assert "send the token" in json.loads(body)["error"]
+
+
+async def test_the_right_bearer_token_is_let_through_whatever_the_scheme_case() -> None:
+    async with guarded(TOKEN, "set a token first") as port:
+        for scheme in (b"Bearer", b"bearer", b"BEARER"):
+            status, _, body = await raw_post(port, "/change", scheme + b" " + TOKEN.encode())
+            assert (status, json.loads(body)) == (200, {"ok": True})
+
+
+async def test_without_a_configured_token_changes_get_403_saying_how_to_set_one() -> None:
+    async with guarded(None, "set PINEDGE_ADMIN_TOKEN first") as port:
+        status, challenge, body = await raw_post(port, "/change", b"Bearer " + TOKEN.encode())
+    assert status == 403 and challenge == ""
+    assert "PINEDGE_ADMIN_TOKEN" in json.loads(body)["error"]
+
+
+async def test_a_listener_open_without_a_token_lets_everything_through() -> None:
+    async with guarded(None, None) as port:
+        status, _, _ = await raw_post(port, "/change", None)
+    assert status == 200
+
+
+# ── the DNS server's workers and admin listener ──────────────────────────────
+
+
+def dns_config(geoip: Path) -> str:
+    return textwrap.dedent(
+        f"""
+        geoip = "{geoip}"
+        rrl_rate = 0
+
+        [[zones]]
+        name = "cdn.test."
+        records = [{{ name = "www", type = "A", value = "192.0.2.1" }}]
+        steered = [{{ name = "img" }}]
+
+        [[pops]]
+        name = "lon"
+        latitude = 51.5
+        longitude = -0.13
+        addresses = ["198.51.100.1"]
+
+        [[pops]]
+        name = "sto"
+        latitude = 59.3
+        longitude = 18.1
+        addresses = ["198.51.100.41"]
+        """
+    )
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on loopback."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind((HOST, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((HOST, port))
+                except OSError:
+                    continue
+                return port
+
+
+@dataclass
+class DnsNode:
+    process: asyncio.subprocess.Process
+    port: int
+    admin: str
+    log: Path
+
+
+@asynccontextmanager
+async def running_dns(
+    client: aiohttp.ClientSession, tmp_path: Path, geoip: Path, workers: int
+) -> AsyncIterator[DnsNode]:
+    config = tmp_path / "dns.toml"
+    config.write_text(dns_config(geoip))
+    port, admin = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PINEDGE_CONFIG"}
+    env["PINEDGE_ADMIN_TOKEN"] = TOKEN
+    log = tmp_path / "dns.log"
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pinedge", "dns", "--config", str(config),
+            "--listen", f"{HOST}:{port}", "--admin", f"{HOST}:{admin}", "--workers", str(workers),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    node = DnsNode(process, port, f"http://{HOST}:{admin}", log)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                assert process.returncode is None, log.read_text()
+                try:
+                    async with client.get(node.admin + "/healthz") as response:
+                        if response.status == 200 and udp_sockets_bound(port) == workers:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield node
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await process.wait()
+
+
+def udp_sockets_bound(port: int) -> int:
+    """How many UDP sockets are bound to `port` (from /proc/net/udp)."""
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}"))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_the_dns_admin_refuses_a_bad_token_with_401_and_a_challenge_never_500(
+    client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with running_dns(client, tmp_path, CITY, workers=1) as node:
+        port = int(node.admin.rsplit(":", 1)[1])
+        for name, authorization in REFUSED_AUTHORIZATIONS.items():
+            for path in ("/reload", "/health"):
+                status, challenge, _ = await raw_post(port, path, authorization)
+                assert (status, challenge.split(" ")[0]) == (401, "Bearer"), (name, path)
+        assert node.process.returncode is None

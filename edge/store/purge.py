@@ -11,7 +11,6 @@ request revalidates them and stale-while-revalidate and stale-if-error still app
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from pinedge.core.auth import BearerToken
 from pinedge.edge.http.key import check_target, primary_key, split_host
 
 log = logging.getLogger("pinedge.purge")
@@ -151,16 +151,22 @@ class PurgeEndpoint:
     def __init__(
         self, token: str | None, hosts: Iterable[str], apply: Callable[[Selection, bool], int]
     ) -> None:
-        self.token = token
+        self.token = BearerToken(
+            token,
+            realm="pinedge admin",
+            ask="send the admin token as Authorization: Bearer TOKEN",
+            unset="purging needs an admin token: start the node with PINEDGE_ADMIN_TOKEN set "
+            "and send it as Authorization: Bearer TOKEN",
+        )
         self.hosts = list(hosts)
         self.apply = apply
 
     async def handle(self, request: web.Request) -> web.Response:
         who = request.remote or "?"
-        refused = self.refusal(request)
+        refused = self.token.check(request)
         if refused is not None:
-            log.warning("purge from %s refused: %s", who, refused.text.strip())
-            return refused
+            log.warning("purge from %s refused: %s", who, refused.reason)
+            return refused.response()
         body = await read_body(request)
         if body is None:
             log.warning("purge from %s refused: body over %d bytes", who, MAX_BODY)
@@ -185,22 +191,6 @@ class PurgeEndpoint:
         answer = {"purged": count, "mode": mode, "took_ms": round(took * 1000, 3)}
         return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
-    def refusal(self, request: web.Request) -> web.Response | None:
-        if not self.token:
-            return _error(
-                403,
-                "purging needs an admin token: start the node with PINEDGE_ADMIN_TOKEN set "
-                "and send it as Authorization: Bearer TOKEN",
-            )
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            return _error(401, "send the admin token as Authorization: Bearer TOKEN")
-        # header values are decoded with surrogateescape: bytes that are not UTF-8 survive
-        sent = given.strip().encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(sent, self.token.encode("utf-8", "surrogateescape")):
-            return _error(401, "the admin token is wrong")
-        return None
-
 
 async def read_body(request: web.Request) -> bytes | None:
     """The whole request body, however it arrives (in pieces, chunked), or None
@@ -217,7 +207,6 @@ async def read_body(request: web.Request) -> bytes | None:
 
 
 def _error(status: int, reason: str) -> web.Response:
-    headers = {"Cache-Control": "no-store"}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="pinedge admin"'
-    return web.json_response({"error": reason}, status=status, headers=headers)
+    return web.json_response(
+        {"error": reason}, status=status, headers={"Cache-Control": "no-store"}
+    )
