@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pinedge.core.config import parse_hostport
+from pinedge.core.listener import Listener
 from pinedge.origin import api, catalog, faults, files, pages, stats
 from pinedge.origin.config import OriginConfig
 from pinedge.origin.control import create_control_app
@@ -98,15 +98,9 @@ async def start(config: OriginConfig) -> RunningOrigin:
 
 
 async def _serve(app: web.Application, listen: str, access_log: bool) -> web.AppRunner:
-    host, port = parse_hostport(listen)
-    runner = web.AppRunner(app) if access_log else web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    listener = Listener(app, access_log)
+    await listener.start(listen)
+    return listener.runner
 
 
 def url_of(address: tuple[str, int] | tuple[str, int, int, int]) -> str:

@@ -1,22 +1,21 @@
-"""`pinedge origin`: flags, then serve until SIGINT or SIGTERM."""
+"""`pinedge origin`: flags, then serve until SIGINT or SIGTERM (core.runner)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import logging
-import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 from pinedge.core.config import ConfigError, load, parse_hostport
-from pinedge.origin.app import start, url_of
+from pinedge.core.runner import run as run_services
+from pinedge.origin.app import RunningOrigin, start, url_of
 from pinedge.origin.catalog import CatalogError
 from pinedge.origin.config import OriginConfig
 
 log = logging.getLogger("pinedge.origin")
+
+DRAIN_DEADLINE = 65.0  # aiohttp lets in-flight requests finish for up to 60s per listener
 
 # flag: (config key, metavar, help); every default is None so the file's value stands
 FLAGS = {
@@ -58,22 +57,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"pinedge origin: {exc}", file=sys.stderr)
         return 2
     try:
-        _run(serve(config))
+        return run_services([OriginService(config)], deadline=DRAIN_DEADLINE)
     except (OSError, CatalogError) as exc:
         print(f"pinedge origin: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
-async def serve(config: OriginConfig) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
-    origin = await start(config)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    try:
-        for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
+class OriginService:
+    """The origin under the service runner: logs where it listens, warns when its
+    control listener is open beyond loopback."""
+
+    def __init__(self, config: OriginConfig) -> None:
+        self.config = config
+        self.origin: RunningOrigin | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        origin = self.origin = await start(config)
         for address in origin.public.addresses:
             log.info("origin listening on %s", url_of(address))
         for address in origin.control.addresses:
@@ -86,12 +86,11 @@ async def serve(config: OriginConfig) -> None:
                 "set PINEDGE_ORIGIN_TOKEN to ask for a token",
                 config.admin,
             )
-        await stop.wait()
-        log.info("origin shutting down")
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-        await origin.cleanup()
+
+    async def stop(self) -> None:
+        if self.origin is not None:
+            log.info("origin shutting down")
+            await self.origin.cleanup()
 
 
 def _is_loopback(host: str) -> bool:
@@ -101,13 +100,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)

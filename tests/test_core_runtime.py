@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from pinedge.core.auth import BearerToken
 from pinedge.core.health import RiseFall
+from pinedge.origin import OriginConfig, start
 
 HOST = "127.0.0.1"
 TOKEN = "s3cret-runtime-token"
@@ -148,6 +150,63 @@ async def test_a_listener_open_without_a_token_lets_everything_through() -> None
     assert status == 200
 
 
+# ── the service runner ───────────────────────────────────────────────────────
+
+SERVICE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pinedge.core import logs
+    from pinedge.core.runner import run
+
+    class Service:
+        async def start(self):
+            print("started", flush=True)
+
+        async def stop(self):
+            print("stopping", flush=True)
+            await asyncio.sleep(float(sys.argv[1]))
+            print("stopped", flush=True)
+
+    logs.setup("INFO")
+    sys.exit(run([Service()], reload=lambda: print("reloaded", flush=True),
+                 deadline=float(sys.argv[2])))
+    """
+)
+
+
+def service(stop_takes: float, deadline: float) -> subprocess.Popen[str]:
+    command = [sys.executable, "-c", SERVICE, str(stop_takes), str(deadline)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_service_reloads_on_sighup_and_on_sigterm_drains_then_exits_0() -> None:
+    with service(0.2, 10) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "started\n"
+            process.send_signal(signal.SIGHUP)
+            assert process.stdout.readline() == "reloaded\n"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+            assert process.stdout.read() == "stopping\nstopped\n"
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_a_service_that_does_not_stop_within_its_deadline_exits_1_saying_so() -> None:
+    with service(60, 0.5) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "started\n"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=20) == 1
+            assert process.stdout.read() == "stopping\n"
+            assert process.stderr is not None
+            assert "did not finish stopping within 0.5s" in process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
 # ── the DNS server's workers and admin listener ──────────────────────────────
 
 
@@ -257,3 +316,23 @@ async def test_the_dns_admin_refuses_a_bad_token_with_401_and_a_challenge_never_
                 status, challenge, _ = await raw_post(port, path, authorization)
                 assert (status, challenge.split(" ")[0]) == (401, "Bearer"), (name, path)
         assert node.process.returncode is None
+
+
+# ── the origin's control listener ────────────────────────────────────────────
+
+
+async def test_the_origin_control_listener_answers_health_readiness_and_counts_requests(
+    client: aiohttp.ClientSession,
+) -> None:
+    origin = await start(OriginConfig(listen=f"{HOST}:0", admin=f"{HOST}:0"))
+    try:
+        async with client.get(origin.url + "/api/pins/1") as response:
+            assert response.status == 200
+        for path, expected in (("/healthz", "ok\n"), ("/readyz", "ready\n")):
+            async with client.get(origin.admin_url + path) as response:
+                assert (response.status, await response.text()) == (200, expected)
+                assert response.headers["Cache-Control"] == "no-store"
+        async with client.get(origin.admin_url + "/metrics") as response:
+            assert "\npinedge_origin_requests_total 1\n" in await response.text()
+    finally:
+        await origin.cleanup()
