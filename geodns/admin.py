@@ -1,6 +1,6 @@
 """The GeoDNS admin listener: liveness, metrics, health verdicts and reloads.
 
-- `GET /healthz`: the process answers.
+- `GET /healthz`: the process answers; `GET /readyz`: every process answers queries.
 - `GET /metrics`: Prometheus text, the node's workers added up.
 - `POST /health` `{"pop": "ams", "up": false}` (or `"up": null` to go back to the
   probes' own verdict): a health verdict from the control plane.
@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pinedge.core.admin import Readiness, admin_app
 from pinedge.core.auth import BearerToken
 from pinedge.core.metrics import Counter as CounterMetric
 from pinedge.core.metrics import Gauge, Registry
@@ -94,6 +95,7 @@ class Admin:
         verdict: Callable[[str, bool | None], None],
         reload: Callable[[], str | None],
         pops: Callable[[], list[str]],
+        ready: Callable[[], Readiness],
     ) -> None:
         self.token = BearerToken(
             token,
@@ -105,25 +107,18 @@ class Admin:
         self.verdict = verdict
         self.reload = reload
         self.pops = pops
+        self.ready = ready
 
     def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.metrics)
+        app = admin_app(self.ready, lambda: render(self.reports()))
         app.router.add_post("/health", self.health)
         app.router.add_post("/reload", self.reload_config)
         return app
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=render(self.reports()), content_type="text/plain")
-
     async def health(self, request: web.Request) -> web.Response:
-        refused = self.refusal(request)
+        refused = self.token.check(request)
         if refused is not None:
-            return refused
+            return refused.response()
         try:
             body = json.loads(await request.read())
             pop, up = body["pop"], body["up"]
@@ -137,17 +132,13 @@ class Admin:
         return web.json_response({"pop": pop, "up": up})
 
     async def reload_config(self, request: web.Request) -> web.Response:
-        refused = self.refusal(request)
+        refused = self.token.check(request)
         if refused is not None:
-            return refused
+            return refused.response()
         problem = self.reload()
         if problem is not None:
             return _error(400, f"the new configuration is refused, the old one kept: {problem}")
         return web.json_response({"reloaded": True})
-
-    def refusal(self, request: web.Request) -> web.Response | None:
-        refused = self.token.check(request)
-        return None if refused is None else refused.response()
 
 
 def _error(status: int, reason: str) -> web.Response:

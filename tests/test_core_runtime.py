@@ -15,19 +15,25 @@ import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import aiohttp
+import dns.asyncquery
+import dns.edns
+import dns.message
 import pytest
 from aiohttp import web
 
 from pinedge.core.auth import BearerToken
 from pinedge.core.health import RiseFall
+from pinedge.core.workers import CHECK_EVERY, CRASH_LIMIT, SPAWN, WorkerPool, backoff
 from pinedge.origin import OriginConfig, start
 
 HOST = "127.0.0.1"
 TOKEN = "s3cret-runtime-token"
 CITY = Path(__file__).parent / "geoip" / "GeoLite2-City-Test.mmdb"
+LONDON = dns.edns.ECSOption("81.2.69.142", 32)
 
 
 # ── rise and fall ────────────────────────────────────────────────────────────
@@ -150,6 +156,33 @@ async def test_a_listener_open_without_a_token_lets_everything_through() -> None
     assert status == 200
 
 
+# ── the worker pool ──────────────────────────────────────────────────────────
+
+
+def test_the_pause_before_replacing_a_worker_dead_at_start_up_doubles_up_to_a_ceiling() -> None:
+    assert [backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+async def test_a_worker_that_keeps_dying_at_start_up_is_given_up_on_after_the_limit() -> None:
+    started = []
+
+    def start_process(slot: int) -> BaseProcess:
+        process = SPAWN.Process(target=os._exit, args=(3,))
+        process.start()
+        started.append((slot, process))
+        return process
+
+    pool = WorkerPool(start_process, slots=4, stop_timeout=1.0)
+    pool.start(1)
+    async with asyncio.timeout(60):
+        while pool.replace_dead():
+            await asyncio.sleep(CHECK_EVERY)
+    assert len(started) == CRASH_LIMIT
+    assert pool.restarts == CRASH_LIMIT - 1
+    assert {slot for slot, _ in started} == {0}  # each replacement took its predecessor's slot
+    assert all(process.exitcode == 3 for _, process in started)
+
+
 # ── the service runner ───────────────────────────────────────────────────────
 
 SERVICE = textwrap.dedent(
@@ -250,12 +283,30 @@ def free_port() -> int:
                 return port
 
 
+def children(pid: int) -> set[int]:
+    """The worker processes `pid` started (multiprocessing's spawn children)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and b"spawn_main" in command:
+            found.add(int(stat.parent.name))
+    return found
+
+
 @dataclass
 class DnsNode:
     process: asyncio.subprocess.Process
     port: int
     admin: str
     log: Path
+
+    async def ready(self, client: aiohttp.ClientSession) -> str:
+        async with client.get(self.admin + "/readyz") as response:
+            return f"{response.status} {await response.text()}"
 
 
 @asynccontextmanager
@@ -300,10 +351,54 @@ def udp_sockets_bound(port: int) -> int:
     return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}"))
 
 
+async def steered_pop(port: int) -> str:
+    """The POP a London client is sent to for img.cdn.test., asked from a new socket."""
+    query = dns.message.make_query("img.cdn.test.", "A", use_edns=0, options=[LONDON])
+    answer = await dns.asyncquery.udp(query, HOST, port=port, timeout=5)
+    addresses = {item.address for rrset in answer.answer for item in rrset}
+    return {"198.51.100.1": "lon", "198.51.100.41": "sto"}.get(min(addresses, default=""), "?")
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def test_a_dns_worker_killed_is_replaced_and_follows_the_verdicts_given_before(
+    client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with running_dns(client, tmp_path, CITY, workers=2) as node:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        verdict = {"pop": "lon", "up": False}
+        async with client.post(node.admin + "/health", json=verdict, headers=auth) as response:
+            assert response.status == 200
+        (victim,) = children(node.process.pid)
+        os.kill(victim, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            while not children(node.process.pid) - {victim} or udp_sockets_bound(node.port) < 2:
+                await asyncio.sleep(0.1)
+        assert (await node.ready(client)).startswith("200 ready: 2 of 2")
+        # Each new socket has its own source port: both processes get some of them.
+        async with asyncio.timeout(10):
+            while {await steered_pop(node.port) for _ in range(24)} != {"sto"}:
+                await asyncio.sleep(0.1)
+        assert node.process.returncode is None
+
+
+async def test_dns_workers_that_keep_dying_at_start_up_stop_the_server_with_exit_1(
+    client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    geoip = tmp_path / "city.mmdb"
+    geoip.write_bytes(CITY.read_bytes())
+    async with running_dns(client, tmp_path, geoip, workers=2) as node:
+        geoip.unlink()  # a new worker cannot read its database: it dies at start-up
+        (victim,) = children(node.process.pid)
+        os.kill(victim, signal.SIGKILL)
+        async with asyncio.timeout(90):
+            code = await node.process.wait()
+    assert code == 1
+    assert "keep dying at start-up" in node.log.read_text()
 
 
 async def test_the_dns_admin_refuses_a_bad_token_with_401_and_a_challenge_never_500(

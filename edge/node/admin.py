@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pinedge.core.admin import Readiness, admin_app
 from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.pipeline.proxy import Edge
 from pinedge.edge.store.owner import StoreOwner
@@ -19,32 +20,14 @@ class Admin:
         self.purge = purge_endpoint(edge.config, owner)
 
     def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics)
+        app = admin_app(self.readiness, self.edge.metrics.render)
         app.router.add_post("/purge", self.purge.handle)
         return app
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
-
-    async def readyz(self, request: web.Request) -> web.Response:
+    def readiness(self) -> Readiness:
         if not self.ready:
-            return web.Response(
-                status=503,
-                text="not ready: starting or draining\n",
-                headers={"Cache-Control": "no-store"},
-            )
-        return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=self.edge.metrics.render(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"Cache-Control": "no-store"},
-        )
+            return Readiness(False, "not ready: starting or draining")
+        return Readiness(True, "ready")
 
 
 def purge_endpoint(config: EdgeConfig, owner: StoreOwner) -> PurgeEndpoint:

@@ -14,8 +14,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from pinedge.core.config import ConfigError, build
+from pinedge.core.runner import run as run_services
 from pinedge.edge.node.config import EdgeConfig
-from pinedge.edge.node.server import EdgeServer, asyncio_run, run_until_signalled
+from pinedge.edge.node.server import EdgeServer
 
 if TYPE_CHECKING:
     from pinedge.origin import RunningOrigin
@@ -109,11 +110,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"pinedge demo: {exc}", file=sys.stderr)
         return 2
     edge = EdgeServer(config)
-    asyncio_run(
-        run_until_signalled(
-            OriginServer(f"{host}:{origin_port}", f"{host}:{origin_admin_port}"),
-            edge,
-            Announcer(edge, origin_url, f"http://{host}:{origin_admin_port}"),
-        )
-    )
-    return 0
+    origin = OriginServer(f"{host}:{origin_port}", f"{host}:{origin_admin_port}")
+    announcer = Announcer(edge, origin_url, f"http://{host}:{origin_admin_port}")
+    return run_services([origin, edge, announcer], deadline=config.drain_time + 10)

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
 import resource
 import shutil
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import http_parser, web
 
 from pinedge.core.config import parse_hostport
+from pinedge.core.listener import Listener
 from pinedge.edge.http.forwarding import TrustedPeers
 from pinedge.edge.images.pipeline import share_decodes
 from pinedge.edge.node.admin import Admin
 from pinedge.edge.node.clients import ClientTable
 from pinedge.edge.node.config import EdgeConfig
-from pinedge.edge.node.malloc import tune_malloc
 from pinedge.edge.node.metrics import add_client_metrics
 from pinedge.edge.node.protocol import ConnectionEvents, ConnectionPolicy, EdgeHTTPServer
 from pinedge.edge.pipeline.proxy import Edge
@@ -119,7 +117,8 @@ class EdgeServer:
         self.admin = Admin(self.edge, self.owner) if self.owner is not None else None
         if self.owner is not None:
             add_client_metrics(self.edge.metrics.registry, self.clients)
-        self._runners: list[web.BaseRunner] = []
+        self._proxy_runner: web.ServerRunner | None = None
+        self._admin_listener: Listener | None = None
         self.port = 0
         self.admin_port = 0
 
@@ -171,21 +170,19 @@ class EdgeServer:
         site = web.TCPSite(proxy_runner, host, port, backlog=1024, reuse_port=reuse_port)
         await site.start()
         self.port = _bound_port(proxy_runner, port)
-        self._runners = [proxy_runner]
+        self._proxy_runner = proxy_runner
         if self.admin is not None:
-            admin_runner = web.AppRunner(self.admin.app(), access_log=None)
-            await admin_runner.setup()
-            admin_host, admin_port = parse_hostport(config.admin)
-            await web.TCPSite(admin_runner, admin_host, admin_port).start()
-            self.admin_port = _bound_port(admin_runner, admin_port)
-            self._runners.append(admin_runner)
+            listener = Listener(self.admin.app())
+            await listener.start(config.admin)
+            self.admin_port = listener.port
+            self._admin_listener = listener
             self.admin.ready = True
             log.info(
                 "edge %s listening on http://%s:%d (admin http://%s:%d), %d site(s)",
                 config.name,
                 host,
                 self.port,
-                admin_host,
+                parse_hostport(config.admin)[0],
                 self.admin_port,
                 len(config.site_list()),
             )
@@ -194,14 +191,15 @@ class EdgeServer:
         """Stop accepting, let in-flight requests finish within drain_time, then close."""
         if self.admin is not None:
             self.admin.ready = False
-        runners, self._runners = self._runners, []
-        if runners:
+        runner, self._proxy_runner = self._proxy_runner, None
+        if runner is not None:
             log.info("draining (up to %.0fs)", self.config.drain_time)
-            await runners[0].cleanup()
+            await runner.cleanup()
         await self.edge.close()
         await self.store.close()
-        for runner in runners[1:]:
-            await runner.cleanup()
+        listener, self._admin_listener = self._admin_listener, None
+        if listener is not None:
+            await listener.stop()
         if self.owner is not None:
             self.owner.close(keep_files=self.persistent)
             if not self.persistent:
@@ -240,36 +238,3 @@ def _bound_port(runner: web.BaseRunner, asked: int) -> int:
     for address in runner.addresses:
         return int(address[1])
     return asked
-
-
-async def run_until_signalled(*servers: object) -> None:
-    """Start the given servers, wait for SIGINT or SIGTERM, then stop them in reverse."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    started = []
-    try:
-        for server in servers:
-            await server.start()  # type: ignore[attr-defined]
-            started.append(server)
-        await stop.wait()
-        log.info("signal received, shutting down")
-    finally:
-        for server in reversed(started):
-            await server.stop()  # type: ignore[attr-defined]
-
-
-def run(config: EdgeConfig) -> None:
-    tune_malloc()
-    asyncio_run(run_until_signalled(EdgeServer(config)))
-
-
-def asyncio_run(coro: object) -> None:
-    """Run with uvloop where it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
-        return
-    uvloop.run(coro)  # type: ignore[arg-type]

@@ -1,10 +1,11 @@
 """A node of several workers: the supervisor process and what each worker runs.
 
 The supervisor owns the store (owner.py) and serves it to the workers over a
-Unix socket, answers the admin listener (adding up the workers' metrics),
-starts N workers that share the client port with SO_REUSEPORT, and restarts
-any that dies. SIGTERM drains every worker; SIGHUP re-reads the config file
-and replaces the workers one by one with workers running the new settings.
+Unix socket, answers the admin listener (adding up the workers' metrics), and
+keeps N workers sharing the client port (core.workers: a dead one is replaced,
+one that keeps dying at start-up ends the node). SIGTERM drains every worker;
+SIGHUP re-reads the config file and replaces the workers one by one with
+workers running the new settings.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import shutil
-import signal
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -24,8 +23,13 @@ from pathlib import Path
 from aiohttp import web
 
 from pinedge.core import logs
-from pinedge.core.config import ConfigError, parse_hostport
+from pinedge.core.admin import Readiness, admin_app
+from pinedge.core.config import ConfigError
+from pinedge.core.listener import Listener
 from pinedge.core.metrics import Counter, Gauge, Registry, merge, snapshot
+from pinedge.core.runner import EXIT_FAILED, Stop, watch
+from pinedge.core.runner import run as run_services
+from pinedge.core.workers import CHECK_EVERY, SPAWN, WorkerPool
 from pinedge.edge.node.admin import purge_endpoint
 from pinedge.edge.node.clients import ROWS, ClientTable
 from pinedge.edge.node.config import EdgeConfig
@@ -34,7 +38,6 @@ from pinedge.edge.node.metrics import add_client_metrics, add_store_metrics
 from pinedge.edge.node.server import (
     EdgeServer,
     WorkerContext,
-    asyncio_run,
     decodes_location,
     store_location,
 )
@@ -43,10 +46,6 @@ from pinedge.edge.store.owner import Generations, StoreOwner
 
 log = logging.getLogger("pinedge.supervisor")
 
-SPAWN = multiprocessing.get_context("spawn")
-CHECK_EVERY = 0.2
-CRASH_BACKOFF = 1.0  # a worker that dies within this long of starting is restarted after it
-CRASH_LIMIT = 10  # ... and after this many such deaths in a row the node gives up
 REPORT_EVERY = 1.0
 
 
@@ -62,89 +61,99 @@ def worker_main(
     """A worker process: one EdgeServer on the shared port and the shared store."""
     logs.setup(log_level)
     tune_malloc()
-    asyncio_run(_worker(config, Path(root), Path(socket_path), generations, clients, decodes))
+    stop = Stop()
+    worker = EdgeWorker(config, Path(root), Path(socket_path), generations, clients, decodes, stop)
+    sys.exit(run_services([worker], stop=stop, deadline=config.drain_time + 5))
 
 
-async def _worker(
-    config: EdgeConfig,
-    root: Path,
-    socket_path: Path,
-    generations: str,
-    clients: tuple[str, int],
-    decodes: tuple[Path, int] | None,
-) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    link = RemoteLink(socket_path)
-    await link.connect()
-    link.on_lost = stop.set
-    shared = Generations(generations)
-    table = ClientTable(*clients)
-    server = EdgeServer(config, WorkerContext(root, link, shared, table, decodes))
-    await server.start()
+class EdgeWorker:
+    """What a worker runs: an EdgeServer on the supervisor's store, reporting its metrics."""
 
-    async def report() -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        root: Path,
+        socket_path: Path,
+        generations: str,
+        clients: tuple[str, int],
+        decodes: tuple[Path, int] | None,
+        stop: Stop,
+    ) -> None:
+        self.config = config
+        self.root = root
+        self.link = RemoteLink(socket_path)
+        self.generations = generations
+        self.clients = clients
+        self.decodes = decodes
+        self.stop_run = stop
+        self.parts: tuple[EdgeServer, Generations, ClientTable] | None = None
+        self.reporter: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.link.connect()
+        self.link.on_lost = self.stop_run.request  # the supervisor is gone: stop too
+        shared = Generations(self.generations)
+        table = ClientTable(*self.clients)
+        context = WorkerContext(self.root, self.link, shared, table, self.decodes)
+        server = EdgeServer(self.config, context)
+        self.parts = (server, shared, table)
+        await server.start()
+        self.reporter = asyncio.create_task(self.report(server))
+
+    async def report(self, server: EdgeServer) -> None:
         while True:
-            link.report({"metrics": snapshot(server.edge.metrics.registry)})
+            self.link.report({"metrics": snapshot(server.edge.metrics.registry)})
             await asyncio.sleep(REPORT_EVERY)
 
-    reporter = asyncio.create_task(report())
-    await stop.wait()
-    reporter.cancel()
-    await server.stop()
-    shared.counters.release()
-    shared.memory.close()
-    table.close()
-
-
-class Worker:
-    def __init__(self, process: BaseProcess, row: int) -> None:
-        self.process = process
-        self.row = row  # its row of connection counts in the client table
-        self.started = time.monotonic()
-        self.died: float | None = None
+    async def stop(self) -> None:
+        if self.reporter is not None:
+            self.reporter.cancel()
+        if self.parts is None:
+            return
+        server, shared, table = self.parts
+        await server.stop()
+        shared.counters.release()
+        shared.memory.close()
+        table.close()
 
 
 class Supervisor:
+    """The node's first process: the store owner, the admin listener and the workers."""
+
     def __init__(
-        self, config: EdgeConfig, reload: Callable[[], EdgeConfig], log_level: str | None
+        self,
+        config: EdgeConfig,
+        reload: Callable[[], EdgeConfig],
+        log_level: str | None,
+        stop: Stop,
     ) -> None:
         self.config = config
         self.reload_config = reload
         self.log_level = log_level
+        self.stop_run = stop
         # Workers share their decoded images only when there are several of them.
         self.decodes = decodes_location(config) if config.workers > 1 else None
         reserve = self.decodes[1] if self.decodes is not None else 0
         root, budget, self.persistent = store_location(config, reserve)
         self.owner = StoreOwner(root, budget, config.eviction)
         self.clients = ClientTable()
-        self.rows_in_use: set[int] = set()
         self.socket_dir = Path(tempfile.mkdtemp(prefix="pinedge-"))
         self.link_server = OwnerServer(self.owner, self.socket_dir / "owner.sock")
-        self.workers: list[Worker] = []
-        self.stopping = False
-        self.restarts = 0
-        self.quick_deaths = 0
-        self.exit_code = 0
-        self.admin_runner: web.AppRunner | None = None
+        self.pool = WorkerPool(self.start_worker, ROWS, config.drain_time + 5)
+        self.admin: Listener | None = None
+        self.reload_asked = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.watcher: asyncio.Task[None] | None = None
 
     # ── lifetime ─────────────────────────────────────────────────────────────
 
-    async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        reload = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload.set)
+    async def start(self) -> None:
         kept = self.owner.scan()
         log.info("store %s: %d stored responses kept", self.owner.root, kept)
         await self.link_server.start()
-        await self.start_admin()
-        for _ in range(self.config.workers):
-            self.workers.append(self.spawn())
+        self.admin = Listener(self.admin_app())
+        await self.admin.start(self.config.admin)
+        self.pool.start(self.config.workers)
         log.info(
             "edge %s: %d workers on http://%s, admin http://%s",
             self.config.name,
@@ -152,25 +161,28 @@ class Supervisor:
             self.config.listen,
             self.config.admin,
         )
-        try:
-            while not stop.is_set():
-                if reload.is_set():
-                    reload.clear()
-                    await self.reload()
-                if not self.replace_dead():
-                    self.exit_code = 1
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), CHECK_EVERY)
-        finally:
-            await self.shutdown()
-        return self.exit_code
+        self.watcher = watch(self.watch(), self.stop_run)
 
-    def spawn(self, row: int | None = None) -> Worker:
-        """A new worker, in `row` of the client table (a dead worker's), or a free one."""
-        if row is None:
-            row = min(set(range(ROWS)) - self.rows_in_use)
-        self.rows_in_use.add(row)
+    def ask_reload(self) -> None:
+        """SIGHUP: the watcher reloads between two checks of the workers."""
+        self.reload_asked.set()
+        self.wake.set()
+
+    async def watch(self) -> None:
+        """Replace dead workers and carry out reloads until the node stops."""
+        while not self.pool.stopping:
+            if self.reload_asked.is_set():
+                self.reload_asked.clear()
+                await self.reload()
+            if not self.pool.replace_dead():
+                self.stop_run.request(EXIT_FAILED, "workers keep dying at start-up")
+                return
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), CHECK_EVERY)
+
+    def start_worker(self, row: int) -> BaseProcess:
+        """A worker process in `row` of the client table."""
         process = SPAWN.Process(
             target=worker_main,
             args=(
@@ -186,36 +198,10 @@ class Supervisor:
             daemon=False,
         )
         process.start()
-        return Worker(process, row)
-
-    def replace_dead(self) -> bool:
-        """Start a worker for each that died (after a pause if it died right after
-        starting); False once workers keep dying at start, CRASH_LIMIT times in a row."""
-        now = time.monotonic()
-        for index, worker in enumerate(self.workers):
-            if self.stopping or worker.process.is_alive():
-                continue
-            if worker.died is None:
-                worker.died = now
-                quick = now - worker.started < CRASH_BACKOFF
-                self.quick_deaths = self.quick_deaths + 1 if quick else 0
-                log.warning(
-                    "worker pid %s exited with code %s; starting another",
-                    worker.process.pid,
-                    worker.process.exitcode,
-                )
-                if self.quick_deaths >= CRASH_LIMIT:
-                    log.error("workers keep exiting right after they start; giving up")
-                    return False
-                if quick:
-                    continue
-            elif now - worker.died < CRASH_BACKOFF:
-                continue
-            self.restarts += 1
-            self.workers[index] = self.spawn(worker.row)
-        return True
+        return process
 
     async def reload(self) -> None:
+        """Replace the workers one by one with workers running the new configuration."""
         try:
             config = self.reload_config()
         except ConfigError as exc:
@@ -226,39 +212,33 @@ class Supervisor:
         if changed:
             log.error("SIGHUP: %s cannot change without a restart; keeping the old", changed)
             return
-        log.info("SIGHUP: replacing %d workers with the new configuration", len(self.workers))
+        pool = self.pool
+        log.info("SIGHUP: replacing %d workers with the new configuration", len(pool.workers))
         self.config = config
-        old, self.workers = self.workers, []
-        for worker in old:
-            self.workers.append(self.spawn())
+        pool.stop_timeout = config.drain_time + 5
+        old, pool.workers = pool.workers, []
+        for index, worker in enumerate(old):
+            if pool.stopping:  # SIGTERM meanwhile: the old ones left are stopped with the rest
+                pool.workers.extend(old[index:])
+                return
+            pool.workers.append(pool.spawn())
             await asyncio.sleep(0.5)
-            await self.stop_worker(worker)
-        while len(self.workers) < config.workers:
-            self.workers.append(self.spawn())
-        for worker in self.workers[config.workers :]:
-            await self.stop_worker(worker)
-        del self.workers[config.workers :]
+            await pool.stop_worker(worker)
+        while len(pool.workers) < config.workers:
+            pool.workers.append(pool.spawn())
+        for worker in pool.workers[config.workers :]:
+            await pool.stop_worker(worker)
+        del pool.workers[config.workers :]
 
-    async def stop_worker(self, worker: Worker) -> None:
-        process = worker.process
-        if process.is_alive():
-            process.terminate()
-        deadline = time.monotonic() + self.config.drain_time + 5
-        while process.is_alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if process.is_alive():
-            log.warning("worker pid %s did not drain in time; killing it", process.pid)
-            process.kill()
-        process.join(1)
-        if not process.is_alive():
-            self.rows_in_use.discard(worker.row)
-
-    async def shutdown(self) -> None:
-        self.stopping = True
-        log.info("stopping: draining %d workers", len(self.workers))
-        await asyncio.gather(*(self.stop_worker(w) for w in self.workers))
-        if self.admin_runner is not None:
-            await self.admin_runner.cleanup()
+    async def stop(self) -> None:
+        self.pool.stopping = True
+        self.wake.set()
+        if self.watcher is not None:  # a reload under way ends: no worker is left behind
+            await asyncio.gather(self.watcher, return_exceptions=True)
+        log.info("stopping: draining %d workers", len(self.pool.workers))
+        await self.pool.stop()
+        if self.admin is not None:
+            await self.admin.stop()
         await self.link_server.close()
         self.owner.close(keep_files=self.persistent)
         self.clients.close()
@@ -270,65 +250,35 @@ class Supervisor:
 
     # ── admin ────────────────────────────────────────────────────────────────
 
-    async def start_admin(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics)
+    def admin_app(self) -> web.Application:
+        app = admin_app(self.readiness, self.metrics)
         app.router.add_post("/purge", purge_endpoint(self.config, self.owner).handle)
-        self.admin_runner = web.AppRunner(app, access_log=None)
-        await self.admin_runner.setup()
-        host, port = parse_hostport(self.config.admin)
-        await web.TCPSite(self.admin_runner, host, port).start()
+        return app
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        alive = sum(w.process.is_alive() for w in self.workers)
+    def readiness(self) -> Readiness:
+        alive = self.pool.alive()
         reporting = len(self.link_server.snapshots)
-        if self.stopping or not alive or not reporting:
-            return web.Response(
-                status=503,
-                text=f"not ready: {alive} workers alive, {reporting} serving\n",
-                headers={"Cache-Control": "no-store"},
-            )
-        return web.Response(
-            text=f"ready: {reporting} of {len(self.workers)} workers serving\n",
-            headers={"Cache-Control": "no-store"},
-        )
+        if self.pool.stopping or not alive or not reporting:
+            return Readiness(False, f"not ready: {alive} workers alive, {reporting} serving")
+        return Readiness(True, f"ready: {reporting} of {len(self.pool.workers)} workers serving")
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    def metrics(self) -> str:
         shots = [s["metrics"] for s in self.link_server.snapshots.values()]
         registry: Registry = merge(shots)
         add_store_metrics(registry, self.owner)
         add_client_metrics(registry, self.clients)
-        registry.add(
-            Gauge(
-                "pinedge_workers",
-                "Worker processes alive.",
-                lambda: sum(w.process.is_alive() for w in self.workers),
-            )
-        )
+        registry.add(Gauge("pinedge_workers", "Worker processes alive.", self.pool.alive))
         restarts = registry.add(
             Counter("pinedge_worker_restarts_total", "Workers that died and were replaced.")
         )
-        restarts.inc(amount=self.restarts)
-        return web.Response(
-            text=registry.render(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"Cache-Control": "no-store"},
-        )
+        restarts.inc(amount=self.pool.restarts)
+        return registry.render()
 
 
 def run(config: EdgeConfig, reload: Callable[[], EdgeConfig], log_level: str | None) -> int:
-    supervisor = Supervisor(config, reload, log_level)
-    result = 0
-
-    async def main() -> None:
-        nonlocal result
-        result = await supervisor.run()
-
-    asyncio_run(main())
-    return result
+    """Run the node until SIGTERM or SIGINT; the exit code."""
+    stop = Stop()
+    supervisor = Supervisor(config, reload, log_level, stop)
+    # Workers drain at once, each killed past drain_time + 5s; the rest is quick.
+    deadline = config.drain_time + 15
+    return run_services([supervisor], stop=stop, reload=supervisor.ask_reload, deadline=deadline)
