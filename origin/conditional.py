@@ -1,24 +1,22 @@
 """Answering from a stored representation: validators, 304, Range, 206 and 416.
 
-Pure functions of header values (`not_modified`, `byte_range`, `if_range_holds`)
-and one `respond()` that turns a `Representation` into the response RFC 9110
-asks for. Order, as in RFC 9110 §13.2.2: If-None-Match (or, without it,
-If-Modified-Since) first, then If-Range and Range.
+The grammar (HTTP-dates, entity-tags, Range) and the comparisons are the edge's
+(pinedge.edge.http); only the answer is the origin's own, since it is an origin,
+not a cache: If-None-Match (or, without it, If-Modified-Since) first, then
+If-Range and a single range, as RFC 9110 §13.2.2 orders them.
 """
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import formatdate, parsedate_to_datetime
-from typing import Final
 
 from aiohttp import web
 
-_ENTITY_TAG = re.compile(r'\s*((?:W/)?"[^"]*")\s*(?:,|$)')
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
-UNSATISFIABLE: Final = "unsatisfiable"
+from pinedge.edge.http.freshness import format_http_date, parse_http_date
+from pinedge.edge.http.ranges import content_range, if_range_allows, parse_range, unsatisfied_range
+from pinedge.edge.http.validation import parse_etags, weak_match
 
 # Headers a 304 repeats (RFC 9110 §15.4.5); representation metadata is left out.
 _NOT_MODIFIED_KEEPS = (
@@ -51,47 +49,13 @@ class Representation:
         if self.etag is not None:
             headers["ETag"] = self.etag
         if self.last_modified is not None:
-            headers["Last-Modified"] = http_date(self.last_modified)
+            headers["Last-Modified"] = format_http_date(self.last_modified)
         if self.surrogate_key:
             headers["Surrogate-Key"] = self.surrogate_key
         if self.ranges:
             headers["Accept-Ranges"] = "bytes"
         headers.update(self.headers)
         return headers
-
-
-def http_date(seconds: float) -> str:
-    return formatdate(seconds, usegmt=True)
-
-
-def parse_http_date(value: str) -> int | None:
-    """Seconds since the epoch, or None for a value that is not an HTTP date."""
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed is None or parsed.tzinfo is None:
-        return None
-    return int(parsed.timestamp())
-
-
-def entity_tags(header: str) -> list[str] | None:
-    """The entity-tags of an If-None-Match / If-Match value; ["*"] for `*`; None if malformed."""
-    if header.strip() == "*":
-        return ["*"]
-    tags, position = [], 0
-    while position < len(header):
-        match = _ENTITY_TAG.match(header, position)
-        if not match:
-            return None
-        tags.append(match.group(1))
-        position = match.end()
-    return tags
-
-
-def weak_match(a: str, b: str) -> bool:
-    """RFC 9110 §8.8.3.2 weak comparison: the opaque tags are equal."""
-    return a.removeprefix("W/") == b.removeprefix("W/")
 
 
 def not_modified(
@@ -105,57 +69,14 @@ def not_modified(
     If-None-Match, when present, decides alone (If-Modified-Since is then ignored).
     """
     if if_none_match is not None:
-        tags = entity_tags(if_none_match)
-        if not tags:
-            return False
-        if tags == ["*"]:
+        tags = parse_etags(if_none_match)
+        if tags == "*":
             return True
         return etag is not None and any(weak_match(tag, etag) for tag in tags)
     if if_modified_since is not None and last_modified is not None:
         since = parse_http_date(if_modified_since)
         return since is not None and last_modified <= since
     return False
-
-
-def if_range_holds(if_range: str | None, etag: str | None, last_modified: int | None) -> bool:
-    """Whether an If-Range precondition lets the Range apply (strong comparison)."""
-    if if_range is None:
-        return True
-    value = if_range.strip()
-    if value.startswith('"'):
-        return etag is not None and not etag.startswith("W/") and value == etag
-    if value.startswith("W/"):
-        return False
-    since = parse_http_date(value)
-    return since is not None and last_modified is not None and since == last_modified
-
-
-def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """(first, last) byte of a single `bytes=` range, UNSATISFIABLE, or None to send all.
-
-    None covers no Range, other units, syntax errors and multiple ranges (which
-    this origin answers with the whole representation, as RFC 9110 allows).
-    """
-    if header is None:
-        return None
-    match = _RANGE.match(header)
-    if not match:
-        return None
-    first, last = match.group(1), match.group(2)
-    if not first and not last:
-        return None
-    if not first:  # suffix: the final N bytes
-        length = int(last)
-        if length == 0 or size == 0:
-            return UNSATISFIABLE
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
-        return None
-    if start >= size:
-        return UNSATISFIABLE
-    return start, min(end, size - 1)
 
 
 def respond(request: web.BaseRequest, rep: Representation) -> web.Response:
@@ -174,21 +95,26 @@ def respond(request: web.BaseRequest, rep: Representation) -> web.Response:
         cacheable_status
         and rep.ranges
         and request.method == "GET"
-        and if_range_holds(request.headers.get("If-Range"), rep.etag, rep.last_modified)
+        and if_range_allows(
+            request.headers.get("If-Range"), rep.etag, rep.last_modified, time.time()
+        )
     ):
-        chosen = byte_range(request.headers.get("Range"), len(rep.body))
         size = len(rep.body)
-        if chosen == UNSATISFIABLE:
+        asked = parse_range(request.headers.get("Range"), size)
+        if asked.kind == "unsatisfiable":
             headers.update(
                 {
-                    "Content-Range": f"bytes */{size}",
+                    "Content-Range": unsatisfied_range(size),
                     "Content-Type": "text/plain; charset=utf-8",
                     "Cache-Control": "no-store",
                 }
             )
             return web.Response(status=416, body=b"range not satisfiable\n", headers=headers)
-        if isinstance(chosen, tuple):
-            first, last = chosen
-            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-            return web.Response(status=206, body=rep.body[first : last + 1], headers=headers)
+        # Several ranges get the whole representation, as RFC 9110 §14.2 allows;
+        # a malformed Range is ignored.
+        if asked.kind == "satisfiable" and len(asked.ranges) == 1:
+            chosen = asked.ranges[0]
+            headers["Content-Range"] = content_range(chosen, size)
+            body = rep.body[chosen.start : chosen.end + 1]
+            return web.Response(status=206, body=body, headers=headers)
     return web.Response(status=rep.status, body=rep.body, headers=headers)
