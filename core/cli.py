@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from pinedge import __version__
 from pinedge.core import logs
+from pinedge.core.runner import EXIT_USAGE
 
 SUBCOMMANDS = {
     "origin": ("pinedge.origin.cli", "run the sample origin (pin catalog, pages, API, faults)"),
@@ -55,6 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.setup(args.log_level)
     except ValueError as exc:
         print(f"pinedge {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     return int(module.run(args) or 0)

@@ -24,7 +24,7 @@ from pinedge.core import logs
 from pinedge.core.admin import Readiness
 from pinedge.core.config import ConfigError, load, parse_hostport
 from pinedge.core.listener import Listener
-from pinedge.core.runner import EXIT_FAILED, Stop, watch
+from pinedge.core.runner import EXIT_FAILED, EXIT_USAGE, Stop, watch
 from pinedge.core.runner import run as run_services
 from pinedge.core.workers import CHECK_EVERY, SPAWN, WorkerPool
 from pinedge.geodns.admin import Admin, figures
@@ -55,11 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "control", None):
         print("pinedge dns: --control: the control plane is not built yet", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     path = getattr(args, "config", None)
     if not path:
         print("pinedge dns: give --config FILE (zones and POPs)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     overrides = {dest: getattr(args, dest, None) for dest, _, _ in FLAGS.values()}
 
     def read() -> DnsConfig:
@@ -70,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
         DnsServer(config)  # builds zones, reads the database and overrides: fail early
     except REFUSED as exc:
         print(f"pinedge dns: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     stop = Stop()
     node = DnsNode(config, read, getattr(args, "log_level", None), (path, overrides), stop)
     try:
         return run_services([node], stop=stop, reload=node.reload, deadline=WORKER_DRAIN + 10)
     except OSError as exc:
         print(f"pinedge dns: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 Source = tuple[str, dict[str, Any]]  # the config file and the flags over it

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from pinedge.core.config import ConfigError, load, parse_hostport
+from pinedge.core.runner import EXIT_FAILED, EXIT_USAGE
 from pinedge.core.runner import run as run_services
 from pinedge.origin.app import RunningOrigin, start, url_of
 from pinedge.origin.catalog import CatalogError
@@ -55,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
         config = load(OriginConfig, getattr(args, "config", None), overrides)
     except ConfigError as exc:
         print(f"pinedge origin: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         return run_services([OriginService(config)], deadline=DRAIN_DEADLINE)
     except (OSError, CatalogError) as exc:
         print(f"pinedge origin: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 class OriginService:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pinedge.core.config import ConfigError, load
+from pinedge.core.runner import EXIT_USAGE
 from pinedge.edge.node.config import EdgeConfig
 
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args)
     except ConfigError as exc:
         print(f"pinedge edge: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from pinedge.edge.node.supervisor import run as supervise
 
     return supervise(config, lambda: load_config(args), args.log_level)

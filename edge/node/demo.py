@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from pinedge.core.config import ConfigError, build
+from pinedge.core.runner import EXIT_USAGE
 from pinedge.core.runner import run as run_services
 from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.node.server import EdgeServer
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         print(f"pinedge demo: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     edge = EdgeServer(config)
     origin = OriginServer(f"{host}:{origin_port}", f"{host}:{origin_admin_port}")
     announcer = Announcer(edge, origin_url, f"http://{host}:{origin_admin_port}")
