@@ -65,7 +65,7 @@ async def serve(
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.request, EXIT_OK, signal.Signals(signum).name)
     if reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, _call_soon, reload)
+        loop.add_signal_handler(signal.SIGHUP, reload)
     started: list[Service] = []
     try:
         for service in services:
@@ -100,18 +100,6 @@ def watch(work: Coroutine[Any, Any, None], stop: Stop) -> asyncio.Task[None]:
     task = asyncio.create_task(work)
     task.add_done_callback(ended)
     return task
-
-
-def _call_soon(hook: Callable[[], object]) -> None:
-    """Run a reload hook; one that returns a coroutine runs as a task."""
-    result = hook()
-    if asyncio.iscoroutine(result):
-        task = asyncio.ensure_future(result)
-        _reloads.add(task)
-        task.add_done_callback(_reloads.discard)
-
-
-_reloads: set[asyncio.Future[Any]] = set()
 
 
 def run(
