@@ -413,6 +413,46 @@ async def test_the_dns_admin_refuses_a_bad_token_with_401_and_a_challenge_never_
         assert node.process.returncode is None
 
 
+# ── the edge's workers ───────────────────────────────────────────────────────
+
+
+async def test_edge_workers_that_keep_dying_at_start_up_stop_the_node_with_exit_1(
+    client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    port, admin = free_port(), free_port()
+    log = tmp_path / "edge.log"
+    # The supervisor's socket for its workers goes under TMPDIR, where the test can reach it.
+    env = {**os.environ, "PINEDGE_CONFIG": "", "TMPDIR": str(tmp_path)}
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pinedge", "edge", "--listen", f"{HOST}:{port}",
+            "--admin", f"{HOST}:{admin}", "--origin", "http://127.0.0.1:9", "--workers", "2",
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                assert process.returncode is None, log.read_text()
+                try:
+                    async with client.get(f"http://{HOST}:{admin}/readyz") as response:
+                        if (await response.text()).startswith("ready: 2 of 2"):
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        (socket_path,) = tmp_path.glob("pinedge-*/owner.sock")
+        socket_path.unlink()  # a new worker cannot reach the store's owner: it dies at start-up
+        os.kill(min(children(process.pid)), signal.SIGKILL)
+        async with asyncio.timeout(90):
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert code == 1
+    assert "keep dying at start-up" in log.read_text()
+
+
 # ── the origin's control listener ────────────────────────────────────────────
 
 
