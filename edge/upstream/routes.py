@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+from pinedge.core.health import RiseFall
+
 
 class BreakerState(enum.IntEnum):
     CLOSED = 0
@@ -33,13 +35,19 @@ class BreakerState(enum.IntEnum):
 
 @dataclass(slots=True)
 class Breaker:
+    """Closed, open or half-open, from the upstream's health: `failures_to_open`
+    failures in a row take it down (core's rise/fall counter, rising on one success)."""
+
     failures_to_open: int
     cooldown: float
     state: BreakerState = BreakerState.CLOSED
-    failures: int = 0  # in a row
+    health: RiseFall = field(init=False)
     opened_at: float = 0.0
     trial: bool = False  # a half-open trial request is out
     opens: int = 0  # times it opened, for metrics
+
+    def __post_init__(self) -> None:
+        self.health = RiseFall(rise=1, fall=self.failures_to_open)
 
     def allows(self, now: float) -> bool:
         """Whether a request may go to the upstream now (claims the half-open trial)."""
@@ -56,15 +64,15 @@ class Breaker:
         return True
 
     def succeeded(self) -> None:
+        self.health.record(True)
         self.state = BreakerState.CLOSED
-        self.failures = 0
         self.trial = False
 
     def failed(self, now: float) -> None:
-        self.failures += 1
+        self.health.record(False)
         self.trial = False
         if self.state is BreakerState.HALF_OPEN or (
-            self.state is BreakerState.CLOSED and self.failures >= self.failures_to_open
+            self.state is BreakerState.CLOSED and not self.health.up
         ):
             if self.state is not BreakerState.OPEN:
                 self.opens += 1
