@@ -16,12 +16,9 @@ connection rules an edge facing the internet needs.
 - Requests aiohttp cannot parse get the edge's own answer (reason,
   Cache-Status, Via) and an INFO line instead of a traceback.
 
-aiohttp's private names this module relies on: `_waiter`, `_messages`,
-`_request_count`, `_parser`, `_payload_parser`, `_upgraded`, `_force_close`,
-`_close`, `_keepalive`, `_keepalive_handle`, `_next_keepalive_close_time`,
-`_process_keepalive`, `_paused`, `_buffer_paused`, `_max_msg_queue_size`,
-`_message_tail`, `_pause_reading_for_buffer`, `_resume_reading_for_buffer`,
-`_ErrInfo`.
+The private parts of aiohttp this module relies on (RequestHandler's state and
+methods, its parser's) are named, with their reasons, in aiohttp_private.py, which
+a test checks against the installed aiohttp.
 """
 
 from __future__ import annotations
@@ -31,20 +28,23 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
-from aiohttp.web_request import BaseRequest
+from aiohttp.http import HttpProcessingError, RawRequestMessage
 from multidict import CIMultiDict
 
 from pinedge.core.metrics import Counter
 from pinedge.edge.http.forwarding import TrustedPeers
+from pinedge.edge.node.aiohttp_private import (
+    EMPTY_PAYLOAD,
+    BadHttpMessage,
+    ErrInfo,
+    LineTooLong,
+    RequestHandler,
+)
 from pinedge.edge.node.clients import ClientTable, client_key
 from pinedge.edge.pipeline.deliver import SLICE, FileBody, error_bytes
 
@@ -149,7 +149,7 @@ class EdgeConnection(RequestHandler):
         answer = error_bytes(
             self.policy.node_name, code, reason, f"connection-{kind}", {"Retry-After": "1"}
         )
-        transport.write(answer)  # type: ignore[attr-defined]
+        cast(asyncio.Transport, transport).write(answer)
         transport.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -208,7 +208,7 @@ class EdgeConnection(RequestHandler):
         try:
             messages, upgraded, tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:
-            messages = [(_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD)]
+            messages = [(ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD)]
             upgraded, tail = False, b""
         self._note_head(data, bool(messages))
         self._serve([only_http1(item) for item in messages], upgraded, tail)
@@ -220,7 +220,7 @@ class EdgeConnection(RequestHandler):
         for message, payload in messages:
             if payload is not EMPTY_PAYLOAD or not isinstance(message, RawRequestMessage):
                 break
-            buffers = self.fast_hit(message, self._client)  # type: ignore[misc]
+            buffers = self.fast_hit(message, self._client)  # type: ignore[misc]  # set: checked before
             if buffers is None:
                 break
             self._parser.message_consumed()
@@ -302,10 +302,11 @@ class EdgeConnection(RequestHandler):
     def _write(self, buffers: list[bytes | FileBody]) -> None:
         body = buffers[-1]
         if type(body) is FileBody:
-            self._send_file(buffers[0], body)  # type: ignore[arg-type]
-        elif len(buffers) == 2 and len(body) > SLICE:  # type: ignore[arg-type]
-            self._send_large(buffers[0], memoryview(body))  # type: ignore[arg-type]
+            self._send_file(buffers[0], body)  # type: ignore[arg-type]  # a head is bytes
+        elif len(buffers) == 2 and len(body) > SLICE:  # type: ignore[arg-type]  # bytes here
+            self._send_large(buffers[0], memoryview(body))  # type: ignore[arg-type]  # bytes here
         else:
+            # Bytes only here, and the hit path runs only on an open connection.
             self.transport.writelines(buffers)  # type: ignore[union-attr, arg-type]
 
     def _send_large(self, head: bytes, body: memoryview) -> None:
@@ -447,7 +448,7 @@ class EdgeConnection(RequestHandler):
 
     def handle_error(
         self,
-        request: BaseRequest,
+        request: web.BaseRequest,
         status: int = 500,
         exc: BaseException | None = None,
         message: str | None = None,
@@ -496,34 +497,34 @@ def only_http1(item: tuple[Any, Any]) -> tuple[Any, Any]:
     if not isinstance(message, RawRequestMessage) or message.version.major == 1:
         return item
     error = UnsupportedVersion(f"HTTP/{message.version.major}.{message.version.minor}")
-    return _ErrInfo(status=400, exc=error, message=error.message), EMPTY_PAYLOAD
+    return ErrInfo(status=400, exc=error, message=error.message), EMPTY_PAYLOAD
 
 
 class EdgeHTTPServer(web.Server):
     """A low-level aiohttp server (no router: every request goes to one handler)
-    whose connections are EdgeConnections."""
+    whose connections are EdgeConnections; `kwargs` are their settings (those of
+    aiohttp's RequestHandler)."""
 
     def __init__(
         self,
-        handler: Callable[..., object],
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         policy: ConnectionPolicy,
         events: ConnectionEvents,
         clients: ClientTable | None,
         fast_hit: FastHit | None,
         fast_hit_bytes: FastHitBytes | None,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         # aiohttp's LineTooLong carries the limit it broke: with the two limits equal,
         # a field is let one byte longer so that a long target (414) and a long field
         # (431) stay apart.
         line_limit = policy.max_request_line
         field_limit = policy.max_header_size + (policy.max_header_size == line_limit)
-        super().__init__(
-            handler,  # type: ignore[arg-type]
-            max_line_size=line_limit,
-            max_field_size=field_limit,
-            **kwargs,  # type: ignore[arg-type]
+        self.connection_loop = asyncio.get_running_loop()
+        self.connection_settings: dict[str, Any] = dict(
+            kwargs, max_line_size=line_limit, max_field_size=field_limit
         )
+        super().__init__(handler, loop=self.connection_loop, **self.connection_settings)
         attributes = {
             "policy": policy,
             "events": events,
@@ -535,4 +536,4 @@ class EdgeHTTPServer(web.Server):
         self.connection_class = type("Connection", (EdgeConnection,), attributes)
 
     def __call__(self) -> RequestHandler:
-        return self.connection_class(self, loop=self._loop, **self._kwargs)
+        return self.connection_class(self, loop=self.connection_loop, **self.connection_settings)

@@ -10,13 +10,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import http_parser, web
+from aiohttp import web
 
 from pinedge.core.config import parse_hostport
 from pinedge.core.listener import Listener
 from pinedge.edge.http.forwarding import TrustedPeers
 from pinedge.edge.images.pipeline import share_decodes
 from pinedge.edge.node.admin import Admin
+from pinedge.edge.node.aiohttp_private import C_PARSER
 from pinedge.edge.node.clients import ClientTable
 from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.node.metrics import add_client_metrics
@@ -127,7 +128,7 @@ class EdgeServer:
 
     async def start(self) -> None:
         config = self.config
-        if http_parser.HttpRequestParser is http_parser.HttpRequestParserPy:
+        if not C_PARSER:
             log.warning(
                 "aiohttp runs without its C parser (AIOHTTP_NO_EXTENSIONS, or no compiled "
                 "wheel here): requests are read more slowly, and methods are upper-cased"

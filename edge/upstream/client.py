@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp.client_reqrep import ClientResponse
-from aiohttp.connector import Connection
+from aiohttp import ClientResponse
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from pinedge.edge.node.aiohttp_private import Connection
 from pinedge.edge.pipeline.errors import UpstreamError
 
 # Told of each interim response (1xx other than 100 and 101) to the request being sent
@@ -27,7 +27,8 @@ INTERIM: ContextVar[Interim | None] = ContextVar("interim", default=None)
 class InterimReportingResponse(ClientResponse):
     """aiohttp reads interim responses and drops them; this one reports each to the
     INTERIM callback of the context that sent the request (103 Early Hints are what
-    browsers use for preload hints), then lets aiohttp go on."""
+    browsers use for preload hints), then lets aiohttp go on. The aiohttp internals
+    this relies on are named in aiohttp_private.CLIENT_PARTS."""
 
     async def start(self, connection: Connection) -> ClientResponse:
         report = INTERIM.get()
