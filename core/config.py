@@ -139,7 +139,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def build(schema: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """An instance of the dataclass `schema` from `data`, every key checked."""
-    fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]  # T is a dataclass
     hints = typing.get_type_hints(schema)
     values: dict[str, Any] = {}
     for raw_key, raw_value in data.items():
@@ -232,7 +232,7 @@ def _by_type(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"expected a table, got {type(value).__name__}")
         return {str(k): _by_type(f"{name}.{k}", v, args[1]) for k, v in value.items()}
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ValueError(f"expected a table, got {type(value).__name__}")
         return build(hint, value, f"{name}.")

@@ -18,7 +18,7 @@ def setup(level: str | None = None) -> None:
     if not any(getattr(h, "_pinedge", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(FORMAT))
-        handler._pinedge = True  # type: ignore[attr-defined]
+        handler._pinedge = True  # type: ignore[attr-defined]  # the marker that this handler is ours
         root.addHandler(handler)
     root.setLevel(chosen)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 LabelValues = tuple[str, ...]
 
@@ -188,17 +188,18 @@ def merge(snapshots: Iterable[list[dict[str, object]]]) -> Registry:
     for shot in snapshots:
         for entry in shot:
             name = str(entry["name"])
-            labels = tuple(entry["labels"])  # type: ignore[arg-type]
+            labels: tuple[str, ...] = tuple(entry["labels"])  # type: ignore[arg-type]  # a list of str
             metric = by_name.get(name)
             if metric is None:
                 if "bounds" in entry:
-                    metric = Histogram(name, str(entry["help"]), entry["bounds"], labels)  # type: ignore[arg-type]
+                    bounds: Any = entry["bounds"]  # a list of float, as snapshot() wrote it
+                    metric = Histogram(name, str(entry["help"]), bounds, labels)
                 elif entry["kind"] == "counter":
                     metric = Counter(name, str(entry["help"]), labels)
                 else:
                     metric = Gauge(name, str(entry["help"]), labels=labels, kind=str(entry["kind"]))
                 by_name[name] = registry.add(metric)
-            for key, value in entry["values"]:  # type: ignore[attr-defined]
+            for key, value in entry["values"]:  # type: ignore[attr-defined]  # a list of pairs
                 label_values = tuple(key)
                 if isinstance(metric, Histogram):
                     series = metric.series.setdefault(label_values, [0.0] * len(value))

@@ -216,8 +216,8 @@ class DnsServer:
         except Exception:  # a bug of ours must cost this query, never the server
             log.exception("could not answer %r from %s", query.key, client)
             self.dropped["internal error (SERVFAIL)"] += 1
-            refused = wire.Refuse(wire.SERVFAIL, "internal error", query, query.ident, query.flags)
-            return answerer.refusal(refused, ceiling)
+            servfail = wire.Refuse(wire.SERVFAIL, "internal error", query, query.ident, query.flags)
+            return answerer.refusal(servfail, ceiling)
         if self.state.config.query_log:
             log.info("query %s %s %s from %s", query.key, query.qtype, answer[3] & 0xF, client)
         return answer

@@ -16,6 +16,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import maxminddb
 
@@ -82,8 +83,9 @@ class Locator:
             return NOWHERE
         if not isinstance(record, dict):
             return Location(None, None, None, prefix)
-        where = record.get("location") or {}
-        country = (record.get("country") or {}).get("iso_code")
+        where: Any = record.get("location") or {}  # maxminddb types a record's values as a union
+        country_record: Any = record.get("country") or {}
+        country = country_record.get("iso_code")
         return Location(where.get("latitude"), where.get("longitude"), None, prefix, country)
 
 

@@ -98,8 +98,8 @@ class Zone:
                 raise ValueError(f"{from_wire(owner)} is outside its zone {apex_text}")
         clash = set(steered) & set(records)
         if clash:
-            names = sorted(from_wire(name) for name in clash)
-            raise ValueError(f"steered names cannot also have records: {names}")
+            clashing = sorted(from_wire(name) for name in clash)
+            raise ValueError(f"steered names cannot also have records: {clashing}")
         names: set[bytes] = set()
         for owner in [*records, *steered]:
             position = 0

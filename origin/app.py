@@ -38,7 +38,7 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
 
 
-async def finish_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def finish_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = request.app[SERVER_NAME]
     response.headers.setdefault("Cache-Control", "no-store")
 

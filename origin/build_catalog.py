@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageDraw
 
@@ -108,11 +109,10 @@ def describe(path: Path, previous: dict | None) -> dict:
         width, height = image.size
         if image.getexif().get(0x0112) in SWAPS_AXES:
             width, height = height, width
-        content_type = CONTENT_TYPES[image.format]
+        content_type = CONTENT_TYPES[image.format]  # type: ignore[index]  # opened: it has one
         frames = getattr(image, "n_frames", 1)
-        red, green, blue = (
-            image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
-        )
+        pixel = image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        red, green, blue = cast(tuple[int, int, int], pixel)
     unchanged = previous is not None and previous.get("sha256") == digest
     title, credit, licence, source = SOURCES[path.name]
     return {
@@ -129,7 +129,7 @@ def describe(path: Path, previous: dict | None) -> dict:
         "credit": credit,
         "licence": licence,
         "source": source,
-        "last_modified": previous["last_modified"] if unchanged else int(time.time()),
+        "last_modified": previous["last_modified"] if previous and unchanged else int(time.time()),
     }
 
 

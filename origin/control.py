@@ -74,6 +74,6 @@ def bearer_token(token: str) -> Middleware:
     return guard
 
 
-async def finish_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def finish_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = request.app[SERVER_NAME]
     response.headers["Cache-Control"] = "no-store"

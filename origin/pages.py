@@ -224,7 +224,7 @@ def build_site(catalog: Catalog, assets: Mapping[str, Asset], page_size: int, tt
 SITE = web.AppKey("site", Site)
 
 
-def not_found_page(request: web.BaseRequest) -> web.Response:
+def not_found_page(request: web.Request) -> web.Response:
     return respond(request, request.app[SITE].not_found)
 
 

@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, MultiMapping
 
 from pinedge.edge.http.headers import with_via
 
@@ -76,7 +76,7 @@ class TrustedPeers:
         return any(ip in network for network in self.networks)
 
 
-def client_address(peer: str | None, headers: CIMultiDictProxy[str], trusted: TrustedPeers) -> str:
+def client_address(peer: str | None, headers: MultiMapping[str], trusted: TrustedPeers) -> str:
     """The address a request came from: the peer, or behind trusted peers the last
     address in X-Forwarded-For that is not one of them."""
     address = peer or ""
@@ -94,7 +94,7 @@ def client_address(peer: str | None, headers: CIMultiDictProxy[str], trusted: Tr
 
 def forward(
     out: CIMultiDict[str],
-    received: CIMultiDictProxy[str],
+    received: MultiMapping[str],
     peer: str | None,
     trusted: TrustedPeers,
     host: str,

@@ -149,7 +149,7 @@ def accepted_format(
 
 
 def _format_q(fmt: Format, ranges: list[tuple[str, float]]) -> float:
-    candidates = (MEDIA_TYPES[fmt],)
+    candidates: tuple[str, ...] = (MEDIA_TYPES[fmt],)
     if fmt not in _EXPLICIT_ONLY:
         candidates += ("image/*", "*/*")
     for candidate in candidates:

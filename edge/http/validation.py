@@ -150,7 +150,7 @@ def upstream_validators(stored_headers: Headers) -> dict[str, str]:
     if etag is not None and is_entity_tag(etag):
         validators["If-None-Match"] = etag
     last_modified = _first(stored_headers, "Last-Modified")
-    if parse_http_date(last_modified) is not None:
+    if last_modified is not None and parse_http_date(last_modified) is not None:
         validators["If-Modified-Since"] = last_modified
     return validators
 

@@ -126,10 +126,10 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     if image.mode == "CMYK":
         if not (icc and icc[16:20] == b"CMYK" and _usable(icc, "CMYK", "RGB")):
             icc = _fallback_cmyk()
-        return ImageCms.applyTransform(image, _transform(icc, "CMYK", "RGB"))
+        return ImageCms.applyTransform(image, _transform(icc, "CMYK", "RGB"))  # type: ignore[return-value]  # not in place: an image
     rgb = image.mode in ("RGB", "RGBA")
     if rgb and icc and icc[16:20] == b"RGB " and _usable(icc, image.mode, image.mode):
-        return ImageCms.applyTransform(image, _transform(icc, image.mode, image.mode))
+        return ImageCms.applyTransform(image, _transform(icc, image.mode, image.mode))  # type: ignore[return-value]  # not in place: an image
     return image
 
 
@@ -220,7 +220,7 @@ def to_raw(frames: Frames) -> tuple[dict[str, Any], bytes]:
 @_translated
 def from_raw(meta: dict[str, Any], pixels: memoryview) -> Frames:
     mode, size = meta["mode"], (meta["width"], meta["height"])
-    image = Image.frombuffer(mode, size, pixels, "raw", mode, 0, 1)
+    image = Image.frombuffer(mode, size, pixels, "raw", mode, 0, 1)  # type: ignore[arg-type]  # any buffer
     return Frames([image], [], 0, 1, None, meta.get("copyright"))
 
 

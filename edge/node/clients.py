@@ -73,6 +73,7 @@ class ClientTable:
             self.memory = shared_memory.SharedMemory(name=name)
             self.owned = False  # the supervisor's resource tracker unlinks it
         buffer = self.memory.buf
+        assert buffer is not None  # None only once closed
         self.header = buffer[:_HEADER_BYTES].cast("i")
         self.rows = buffer[_HEADER_BYTES:_BUCKETS_AT].cast("i")
         self.floats = buffer[_BUCKETS_AT:SIZE].cast("d")

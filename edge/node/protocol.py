@@ -266,7 +266,7 @@ class EdgeConnection(RequestHandler):
         deadline = self._loop.time() + self.policy.header_timeout
         self._next_keepalive_close_time = deadline
         handle = self._keepalive_handle
-        if handle is None or handle.when() > deadline:
+        if handle is None or handle.when() > deadline:  # type: ignore[attr-defined]  # by call_at
             if handle is not None:
                 handle.cancel()
             self._keepalive_handle = self._loop.call_at(deadline, self._process_keepalive)
@@ -306,8 +306,7 @@ class EdgeConnection(RequestHandler):
         elif len(buffers) == 2 and len(body) > SLICE:  # type: ignore[arg-type]  # bytes here
             self._send_large(buffers[0], memoryview(body))  # type: ignore[arg-type]  # bytes here
         else:
-            # Bytes only here, and the hit path runs only on an open connection.
-            self.transport.writelines(buffers)  # type: ignore[union-attr, arg-type]
+            self.transport.writelines(buffers)  # type: ignore[union-attr, arg-type]  # open; bytes
 
     def _send_large(self, head: bytes, body: memoryview) -> None:
         """Head and body in one writev(2) straight from the stored bytes, when nothing

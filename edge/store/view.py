@@ -137,7 +137,7 @@ class SharedStore:
             self._forget(key)
             _close_files(entries)
             return entries
-        self._remember(key, LocalKey(slot, generation, metas, entries, 0, tag_generations))
+        self._remember(key, LocalKey(slot, generation, metas, entries, 0, tag_generations))  # type: ignore[arg-type]  # the owner's answer
         return entries
 
     def hit(self, entry: Entry) -> None:

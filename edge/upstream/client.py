@@ -43,7 +43,7 @@ class InterimReportingResponse(ClientResponse):
                 report(message.code, message.reason, message.headers)
             return message, payload
 
-        protocol.read = read_reporting  # type: ignore[method-assign]
+        protocol.read = read_reporting  # type: ignore[method-assign]  # wrapped for this one start()
         try:
             return await super().start(connection)
         finally:
