@@ -1334,15 +1334,15 @@ def markdown(res: Results, command: str) -> str:
         f"dnsperf {m['dnsperf']} (Debian 12 packages).",
         "",
         "Machine before the run: load average "
-        + " ".join(map(str, m["loadavg"]))
+        + " ".join(map(str, m["loadavg"]))  # type: ignore[call-overload]  # a list
         + "; "
         + (
-            "other benchmarks running: " + "; ".join(m["other_benchmarks"])  # type: ignore[arg-type]
+            "other benchmarks running: " + "; ".join(m["other_benchmarks"])  # type: ignore[arg-type]  # machine facts: a list of str
             if m["other_benchmarks"]
             else "no other benchmark running"
         )
         + "; processes over 5% of a core in a 3 s sample: "
-        + (", ".join(m["busy"]) if m["busy"] else "none")  # type: ignore[arg-type]
+        + (", ".join(m["busy"]) if m["busy"] else "none")  # type: ignore[arg-type]  # machine facts: a list of str
         + ".",
         "",
     ]
@@ -1363,8 +1363,8 @@ def after_lines(res: Results) -> list[str]:
     after = res.after
     if not after:
         return []
-    others: list[str] = after.get("other_benchmarks") or []  # type: ignore[assignment]
-    load: list[str] = after["loadavg"]  # type: ignore[assignment]
+    others: list[str] = after.get("other_benchmarks") or []  # type: ignore[assignment]  # machine facts: a list of str
+    load: list[str] = after["loadavg"]  # type: ignore[assignment]  # machine facts: a list of str
     still = "other benchmarks running: " + "; ".join(others) if others else "no other benchmark"
     return ["", f"Machine after the run: load average {' '.join(load)}; {still} running."]
 
@@ -1477,7 +1477,7 @@ def throughput_section(res: Results) -> list[str]:
             f"The one-thread pair again, on a file of {args['flood']:,} A queries for "
             "distinct NXDOMAIN names (`rNNNNNNN<hex>.cdn.test.`, EDNS, no ECS), as in a "
             "random-subdomain attack. "
-            + flood_note(res.flood[0], int(args["flood"]))  # type: ignore[call-overload]
+            + flood_note(res.flood[0], int(args["flood"]))  # type: ignore[call-overload]  # an int in the arguments
             + " One run each.",
             "",
             *pair_table(res.flood, {"pinedge": "pinedge", "gdnsd": "gdnsd"}),
@@ -1727,13 +1727,13 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[Question], Path, 
         mix=describe_mix(questions),
     )
     res.args["load"] = args.load.label()
-    load: list[str] = res.machine["loadavg"]  # type: ignore[assignment]
+    load: list[str] = res.machine["loadavg"]  # type: ignore[assignment]  # machine facts: a list of str
     print(
         f"pinedge dns benchmark: {len(questions):,} queries; {res.machine['cpus']} CPUs; "
         f"load {' '.join(load)}; temp dir {tmp}",
         flush=True,
     )
-    others: list[str] = res.machine["other_benchmarks"]  # type: ignore[assignment]
+    others: list[str] = res.machine["other_benchmarks"]  # type: ignore[assignment]  # machine facts: a list of str
     for other in others:
         print(f"  ! also running: {other}", flush=True)
     return questions, data, res

@@ -105,7 +105,7 @@ def sensitivity(trace: Trace) -> str:
     """S3-FIFO's object / byte hit ratio by small-queue share, LRU's for reference."""
     policies: list[tuple[str, Callable[[int], Policy]]] = [("LRU", LRU)]
     for ratio in SMALL_RATIOS:
-        policies.append((f"S3-FIFO small {ratio:.0%}", lambda b, r=ratio: S3FIFO(b, r)))
+        policies.append((f"S3-FIFO small {ratio:.0%}", lambda b, r=ratio: S3FIFO(b, r)))  # type: ignore[misc]  # r binds this ratio
     header = "| policy | " + " | ".join(f"{f:.0%} objects / bytes" for f in FRACTIONS) + " |"
     rows = [header, "|---|" + "---:|" * len(FRACTIONS)]
     for name, factory in policies:

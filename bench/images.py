@@ -556,8 +556,12 @@ def part_edge(report: Report, args: argparse.Namespace, tmp: Path, results: dict
     per_engine = {name: engine_settings(name) for name in ENGINE_NAMES}
     datas = {name: (PHOTOS / name).read_bytes() for name in EDGE_PHOTOS}
     variant = Variant(format=Format.WEBP, width=736)
-    edge_ms = {m: {p: [] for p in EDGE_PHOTOS} for m in EDGE_MODES}
-    ratios = {m: {p: [] for p in EDGE_PHOTOS} for m in EDGE_MODES}
+    edge_ms: dict[str, dict[str, list[float]]] = {
+        m: {p: [] for p in EDGE_PHOTOS} for m in EDGE_MODES
+    }
+    ratios: dict[str, dict[str, list[float]]] = {
+        m: {p: [] for p in EDGE_PHOTOS} for m in EDGE_MODES
+    }
     own: dict[str, dict[str, list[float]]] = {p: {n: [] for n in ENGINE_NAMES} for p in datas}
     own_first: dict[str, dict[str, list[float]]] = {p: {n: [] for n in ENGINE_NAMES} for p in datas}
     problems: list[str] = []
@@ -1216,7 +1220,8 @@ def part_demo(report: Report, args: argparse.Namespace, tmp: Path, results: dict
             if status != 200:
                 raise BenchError(f"origin: GET {path} -> {status}")
             originals[path] = len(body)
-        rows, served, kinds = [], 0, {}
+        kinds: dict[str, int] = {}
+        rows, served = [], 0
         for url in sorted(chosen):
             status, headers, body = http_get(page_port, url, {"Accept": CHROMIUM_ACCEPT})
             kind = headers.get("content-type", "?")

@@ -313,7 +313,7 @@ async def run_client(
             etag = etags.get((ask.target, ask.profile))
             conditional = etag is not None and rng.random() < CONDITIONAL_SHARE
             if conditional:
-                headers["If-None-Match"] = etag  # type: ignore[assignment]
+                headers["If-None-Match"] = etag  # type: ignore[assignment]  # not None when conditional
             if rng.random() < CLOSE_SHARE:
                 headers["Connection"] = "close"
             await one_request(session, ask, headers, conditional, etags, tally)

@@ -117,7 +117,7 @@ class Scripted:
 @pytest.fixture
 async def scripted() -> AsyncIterator[Scripted]:
     origin = Scripted()
-    server = web.Server(origin.dispatch, auto_decompress=False)
+    server = web.Server(origin.dispatch, auto_decompress=False)  # type: ignore[arg-type]  # reads a BaseRequest's
     runner = web.ServerRunner(server)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -18,7 +18,7 @@ from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestPayloadError
 try:
     from aiohttp.http_parser import HttpRequestParserC
 except ImportError:  # aiohttp without its C extension: the tests say so rather than skip
-    HttpRequestParserC = None  # type: ignore[assignment, misc]
+    HttpRequestParserC = None  # type: ignore[assignment, misc]  # no C parser here
 
 Fields = tuple[tuple[bytes, bytes], ...]
 EMPTY_LINES = re.compile(rb"(?:\r?\n)*")
@@ -71,7 +71,7 @@ def read_with_h11(data: bytes) -> Reading:
     messages: list[Message] = []
     rest = data
     while True:
-        rest = rest[EMPTY_LINES.match(rest).end() :]  # type: ignore[union-attr]
+        rest = rest[EMPTY_LINES.match(rest).end() :]  # type: ignore[union-attr]  # it matches the empty string too
         connection = h11.Connection(h11.SERVER)
         connection.receive_data(rest)
         request: h11.Request | None = None

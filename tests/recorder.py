@@ -167,7 +167,7 @@ async def _read_request(stream: _Recorded, connection: int) -> Received | None:
 
 
 async def _read_fields(stream: _Recorded) -> list[tuple[str, str]]:
-    fields = []
+    fields: list[tuple[str, str]] = []
     while True:
         line = await stream.readline()
         if line == b"\r\n":

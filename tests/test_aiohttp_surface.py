@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import importlib
 import inspect
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.http import HttpProcessingError, RawRequestMessage
+from aiohttp import StreamReader, web
+from aiohttp.http import HttpProcessingError, RawRequestMessage, RawResponseMessage
 
 from pinedge.edge.node import aiohttp_private as private
 from pinedge.edge.node.protocol import EdgeConnection
@@ -140,7 +140,7 @@ async def test_a_client_connection_lets_its_read_be_wrapped_for_one_response() -
     protocol = private.ResponseHandler(asyncio.get_running_loop())
     read = protocol.read
 
-    async def wrapped() -> object:
+    async def wrapped() -> tuple[RawResponseMessage, StreamReader]:
         return await read()
 
     protocol.read = wrapped  # type: ignore[method-assign]  # what upstream.client does
@@ -197,11 +197,11 @@ def test_only_aiohttp_private_imports_what_aiohttp_does_not_export() -> None:
         if path == ROOT / "edge/node/aiohttp_private.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
-                "aiohttp."
-            ):
+            if not isinstance(node, ast.ImportFrom) or node.module is None:
                 continue
-            module = sys.modules.get(node.module) or __import__(node.module, fromlist=["_"])
+            if not node.module.startswith("aiohttp."):
+                continue
+            module = importlib.import_module(node.module)
             exported = getattr(module, "__all__", None)
             for alias in node.names:
                 public = alias.name in exported if exported is not None else alias.name[0] != "_"

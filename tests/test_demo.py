@@ -55,7 +55,7 @@ async def demo() -> AsyncIterator[Demo]:
     )
     assert process.stdout is not None
     urls: list[str] = []
-    output = []
+    output: list[str] = []
     async with asyncio.timeout(20):
         while len(urls) < 4:
             line = (await process.stdout.readline()).decode()

@@ -43,7 +43,7 @@ def closed_port() -> int:
 async def get(
     client: aiohttp.ClientSession, url: str, **kwargs: object
 ) -> tuple[aiohttp.ClientResponse, bytes]:
-    async with client.get(url, **kwargs) as response:  # type: ignore[arg-type]
+    async with client.get(url, **kwargs) as response:  # type: ignore[arg-type]  # aiohttp's own keyword arguments
         return response, await response.read()
 
 

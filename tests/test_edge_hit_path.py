@@ -21,7 +21,7 @@ def comparable(headers: object) -> set[tuple[str, str]]:
     the ttl in Cache-Status, which may straddle a second between them)."""
     return {
         (k.lower(), re.sub(r"; ttl=-?\d+", "", v) if k.lower() == "cache-status" else v)
-        for k, v in headers.items()  # type: ignore[attr-defined]
+        for k, v in headers.items()  # type: ignore[attr-defined]  # a multidict
         if k.lower() not in IGNORED
     }
 

@@ -162,7 +162,7 @@ async def test_a_body_too_large_to_store_reaches_a_slow_reader_whole_and_is_not_
         return response
 
     scripted.handle("/huge", chunked)
-    edge = await start_edge(scripted.url, max_object_size="1MiB")  # type: ignore[operator]
+    edge = await start_edge(scripted.url, max_object_size="1MiB")  # type: ignore[operator]  # the fixture is a callable
     digest = hashlib.sha256()
     async with client.get(edge.url + "/huge") as response:
         async for part in response.content.iter_chunked(512 * 1024):

@@ -22,7 +22,7 @@ class NamedOrigin:
     url: str = ""
     hits: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    async def dispatch(self, request: web.Request) -> web.Response:
+    async def dispatch(self, request: web.BaseRequest) -> web.Response:
         self.hits[request.path] += 1
         return web.Response(text=f"from {self.name}", headers={"Cache-Control": "max-age=60"})
 

@@ -63,7 +63,7 @@ class StoppableOrigin:
         self.url = ""
 
     async def start(self) -> None:
-        async def handler(request: web.Request) -> web.StreamResponse:
+        async def handler(request: web.BaseRequest) -> web.StreamResponse:
             return web.Response(text="v1", headers={"Cache-Control": self.cache_control})
 
         self.runner = web.ServerRunner(web.Server(handler))

@@ -19,7 +19,7 @@ from conftest import RunningEdge, Scripted, StartEdge, send
 async def origin_server(port: int = 0) -> AsyncIterator[Scripted]:
     """Another programmable origin, like the `scripted` fixture, stoppable."""
     origin = Scripted()
-    runner = web.ServerRunner(web.Server(origin.dispatch, auto_decompress=False))
+    runner = web.ServerRunner(web.Server(origin.dispatch, auto_decompress=False))  # type: ignore[arg-type]  # reads a BaseRequest's
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     origin.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -58,7 +58,7 @@ async def metric(
 
 async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while not await check():  # type: ignore[misc]
+        while not await check():  # type: ignore[misc]  # check() returns an awaitable
             await asyncio.sleep(0.05)
 
 

@@ -429,7 +429,7 @@ def test_browsers_share_keys_by_variant_not_by_accept() -> None:
 def test_image_request_is_frozen_and_hashable() -> None:
     variant = ImageRequest(WEBP, 736)
     with pytest.raises(AttributeError):
-        variant.width = 1200  # type: ignore[misc]
+        variant.width = 1200  # type: ignore[misc]  # the assignment the test expects to fail
     assert variant == ImageRequest(WEBP, 736, uses_hints=True)
     assert hash(variant) == hash(ImageRequest(WEBP, 736, uses_hints=True))
 

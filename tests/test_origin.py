@@ -82,7 +82,7 @@ async def test_home_page_lists_pins_with_srcset_at_the_breakpoints_and_lazy_load
     links = re.findall(r'<a href="/pin/(\d+)">', html)
     assert links == [str(n) for n in range(1, 13)]
     first = images[0]
-    src = re.search(r'src="(/img/[^"?]+)\?w=236"', first).group(1)
+    src = re.search(r'src="(/img/[^"?]+)\?w=236"', first).group(1)  # type: ignore[union-attr]  # there
     expected = ", ".join(f"{src}?w={w} {w}w" for w in WIDTHS)
     assert f'srcset="{expected}"' in first
     assert 'sizes="(max-width: 600px) 50vw, 236px"' in first
@@ -219,7 +219,7 @@ async def test_image_is_immutable_with_strong_etag_and_surrogate_key(origin, cli
 
 async def test_static_files_are_long_lived_when_versioned(origin, client):
     _, _, page = await get(client, f"{origin}/")
-    css = re.search(r'href="(/static/app\.css\?v=\w+)"', page.decode()).group(1)
+    css = re.search(r'href="(/static/app\.css\?v=\w+)"', page.decode()).group(1)  # type: ignore[union-attr]  # there
     status, headers, body = await get(client, origin + css)
     assert status == 200 and headers["Content-Type"] == "text/css; charset=utf-8"
     assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
@@ -543,13 +543,14 @@ def test_origin_command_serves_until_sigterm_then_exits_0():
     command = [sys.executable, "-m", "pinedge", "origin", "--listen", "127.0.0.1:0"]
     command += ["--admin", "127.0.0.1:0"]
     with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stderr is not None
         try:
             line = process.stderr.readline()
             assert "origin listening on http://127.0.0.1:" in line
             port = int(line.rsplit(":", 1)[1])
             line = process.stderr.readline()
             assert "origin control listening on http://127.0.0.1:" in line
-            control = re.search(r"http://127\.0\.0\.1:(\d+)", line).group(0)
+            control = re.search(r"http://127\.0\.0\.1:(\d+)", line).group(0)  # type: ignore[union-attr]  # there
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/pins/1") as reply:
                 assert reply.status == 200
             with urllib.request.urlopen(f"{control}/_origin/stats") as reply:

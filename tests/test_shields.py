@@ -707,6 +707,6 @@ async def test_with_the_origin_stopped_stale_pages_are_served_and_new_urls_fail_
     assert again.status == 200 and again.headers["Content-Type"].startswith("text/html")
     fresh = await send(client, net.edges[0].url + stale_path)
     assert fresh.status == 200 and fresh.body == first.body
-    for shield in net.shields:
-        text = await shield.metrics(client)
+    for node in net.shields:
+        text = await node.metrics(client)
         assert metric(text, "pinedge_upstream_breaker_opens_total", upstream=origin_label) >= 1
