@@ -25,9 +25,11 @@ system-deps:
 test: install system-deps lint
 	$(BIN)/pytest
 
+# The same checks run before each commit with `pre-commit install` (.pre-commit-config.yaml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/typecheck
 
 format: install
 	$(BIN)/ruff format .

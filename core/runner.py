@@ -92,10 +92,12 @@ async def serve(
 def watch(work: Coroutine[Any, Any, None], stop: Stop) -> asyncio.Task[None]:
     """`work` as a task that ends the run (EXIT_FAILED) if it fails, saying why."""
 
+    name = getattr(work, "__qualname__", repr(work))
+
     def ended(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", work.__qualname__, exc_info=task.exception())
-            stop.request(EXIT_FAILED, f"{work.__qualname__} failed: {task.exception()!r}")
+            log.error("%s failed", name, exc_info=task.exception())
+            stop.request(EXIT_FAILED, f"{name} failed: {task.exception()!r}")
 
     task = asyncio.create_task(work)
     task.add_done_callback(ended)

@@ -141,7 +141,7 @@ class EdgeServer:
         await self.edge.start()
         metrics = self.edge.metrics
         server = EdgeHTTPServer(
-            self.edge.handle,  # type: ignore[arg-type]
+            self.edge.handle,  # type: ignore[arg-type]  # aiohttp types its handler on BaseRequest; the server makes web.Request
             connection_policy(config, self.edge.trusted),
             ConnectionEvents(
                 metrics.connections_closed,

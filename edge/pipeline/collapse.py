@@ -12,7 +12,7 @@ settling, followers see ABANDONED and compete again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
@@ -131,7 +131,7 @@ class Fill:
         self.done = True
         self._wake()
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         """Every chunk from the first, waiting for more until the fetch ends."""
         reader = object()
         index = 0

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
@@ -108,8 +108,11 @@ class Fetcher:
         try:
             response, request_time, response_time = await self.send(plan, plan.interim)
             head = response_head(response, response_time)
-            mismatched = head.status == 304 and stale is not None
-            if mismatched and not not_modified_applies(stale.headers, head.headers):
+            if (
+                head.status == 304
+                and stale is not None
+                and not not_modified_applies(stale.headers, head.headers)
+            ):
                 # RFC 9111 §4.3.4: a 304 that selects no stored response updates
                 # nothing; the request is still owed an answer, so ask again
                 # without conditions.
@@ -130,10 +133,10 @@ class Fetcher:
         if head.status == 304 and stale is not None:
             response.release()
             if not not_modified_applies(stale.headers, head.headers):
-                err = UpstreamError(
+                bad = UpstreamError(
                     502, "the origin answered an unconditional request with 304", "bad-304"
                 )
-                fill.settle(Outcome.ERROR, error=err)
+                fill.settle(Outcome.ERROR, error=bad)
                 return None
             await self.refresh(fill, plan, stale, head, request_time)
             return None
@@ -216,7 +219,8 @@ class Fetcher:
             response.release()
         fill.finish()
         if storing:
-            fill.stored = await self.store_entry(plan, head, b"".join(fill.chunks), request_time)
+            body = b"".join(cast("list[bytes]", fill.chunks))  # kept whole while storing
+            fill.stored = await self.store_entry(plan, head, body, request_time)
         self.once.release(fill)
 
     async def store_entry(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 from aiohttp.http import HttpVersion11 as HTTP11
 from aiohttp.http_parser import RawRequestMessage
@@ -93,10 +94,10 @@ class HitPath:
         self, head_only: bool, host: bytes | None, target: str, headers: Fields, client: str | None
     ) -> Buffers | None:
         known = self.keys.get((host, target), UNKNOWN)
-        found = self.find(host, target) if known is UNKNOWN else known
+        found = self.find(host, target) if known is UNKNOWN else cast("Found | None", known)
         if found is None:
             return None
-        key, params, site = found  # type: ignore[misc]
+        key, params, site = found
         for entry in self.store.variants(key):
             if entry.vary_names:
                 if isinstance(headers, list):
@@ -107,9 +108,10 @@ class HitPath:
                     continue
             now = time.time()
             if entry.kind is not None:
-                entry = self.stored_variant(entry, params, headers, now)  # type: ignore[assignment]
-                if entry is None:
+                variant = self.stored_variant(entry, params, headers, now)
+                if variant is None:
                     return None
+                entry = variant
             wire = entry.wire
             fresh = entry.fresh
             age = entry.age(now)
@@ -154,9 +156,9 @@ class HitPath:
         else:
             if any(name.lower().startswith("sec-ch-") for name in headers):
                 return None
-            for name in ("accept", "accept-encoding"):
-                if name in headers:
-                    fields[name] = ", ".join(headers.getall(name))
+            for field_name in ("accept", "accept-encoding"):
+                if field_name in headers:
+                    fields[field_name] = ", ".join(headers.getall(field_name))
         suffix = self.variants.fast_suffix(source, params, fields)
         if suffix is None:
             return None

@@ -121,7 +121,7 @@ class Passer:
             # A fill's body is an async generator: close it, so the fill sees its
             # reader leave even when the client went away mid-body.
             closing = (
-                contextlib.aclosing(chunks)  # type: ignore[type-var]
+                contextlib.aclosing(chunks)  # type: ignore[type-var]  # has aclose: checked below
                 if hasattr(chunks, "aclose")
                 else contextlib.nullcontext()
             )

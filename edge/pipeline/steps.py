@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -401,7 +401,9 @@ def log_error(request: web.BaseRequest, err: EdgeError) -> None:
     )
 
 
-async def _after(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _after(
+    first: bytes | None, rest: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
     """`first`, then the rest of the chunks (closing them when closed)."""
     try:
         if first is not None:
@@ -409,4 +411,4 @@ async def _after(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterat
         async for chunk in rest:
             yield chunk
     finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await rest.aclose()

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
@@ -184,7 +184,7 @@ class Variants:
                 encoding = accepted_encoding(coding)
                 suffix = f"enc={encoding}" if encoding else None
                 self._remember(self.fast_codings, coding, suffix)
-            return suffix  # type: ignore[return-value]
+            return cast("str | None", suffix)  # UNSET was replaced above
         accept = fields.get("accept", "")
         memo_key = (params, accept, entry.headers.get("Content-Type"))
         suffix = self.fast_images.get(memo_key, UNSET)
@@ -202,7 +202,7 @@ class Variants:
                 if not (identity and wanted.format in (None, source_format)):
                     suffix = wanted.key_suffix()
             self._remember(self.fast_images, memo_key, suffix)
-        return suffix  # type: ignore[return-value]
+        return cast("str | None", suffix)  # UNSET was replaced above
 
     @staticmethod
     def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
