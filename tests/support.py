@@ -1,4 +1,4 @@
-"""Helpers the test files share: ports, metrics text, and a real `pinedge edge`
+"""Helpers the test files share: paths, ports, metrics text, and a real `pinedge edge`
 node (a supervisor and its workers) run as a subprocess."""
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ from pathlib import Path
 
 import aiohttp
 
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+PHOTOS = REPO / "origin" / "photos"  # the sample origin's photos
+GEOIP = TESTS / "geoip"  # MaxMind's test databases
+IMAGES = TESTS / "images"  # images the photos do not cover
+
 
 def sample(text: str, name: str, **labels: str) -> float:
     """The sum of the samples of `name` in Prometheus text whose labels include
@@ -31,10 +37,21 @@ def sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_port(*, udp: bool = False) -> int:
+    """A loopback port nothing listens on (bound, then released); with `udp`, one
+    free for both TCP and UDP."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+        if not udp:
+            return port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
+            try:
+                datagram.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @dataclass

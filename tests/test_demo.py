@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PINEDGE = [sys.executable, "-m", "pinedge"]
@@ -32,14 +33,6 @@ class Demo:
     origin: str
     stats: str  # the origin's counters, on its control listener
     process: asyncio.subprocess.Process
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

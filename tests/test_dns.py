@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import sys
 from collections import Counter
@@ -40,13 +39,13 @@ import dns.rdatatype
 import dns.update
 import pytest
 from aiohttp import web
+from support import GEOIP, free_port
 
 from pinedge.core.config import ConfigError, build
 from pinedge.geodns.config import DnsConfig
 from pinedge.geodns.server import DnsServer
 
 HOST = "127.0.0.1"
-GEOIP = Path(__file__).parent / "geoip"
 CITY = str(GEOIP / "GeoLite2-City-Test.mmdb")
 TOKEN = "s3cret-dns-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -1155,20 +1154,6 @@ def toml(values: dict[str, Any]) -> str:
     )
 
 
-def free_port() -> int:
-    """A port free for both TCP and UDP on loopback."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
-
-
 def udp_sockets_bound(port: int) -> int:
     """How many UDP sockets are bound to `port` (from /proc/net/udp)."""
     lines = Path("/proc/net/udp").read_text().splitlines()[1:]
@@ -1213,7 +1198,7 @@ async def running_dns(
     workers: int = 1,
     token: str | None = None,
 ) -> AsyncIterator[Node]:
-    port, admin = free_port(), free_port()
+    port, admin = free_port(udp=True), free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("PINEDGE_ADMIN_TOKEN", "PINEDGE_CONFIG")
     }

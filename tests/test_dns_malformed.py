@@ -22,7 +22,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import dns.edns
 import dns.flags
@@ -32,10 +31,10 @@ import dns.rcode
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_dns import free_port
+from support import GEOIP, free_port
 
 HOST = "127.0.0.1"
-CITY = Path(__file__).parent / "geoip" / "GeoLite2-City-Test.mmdb"
+CITY = GEOIP / "GeoLite2-City-Test.mmdb"
 
 CONFIG = f"""
 geoip = "{CITY}"
@@ -124,7 +123,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """One `pinedge dns` process for the whole file."""
     config = tmp_path_factory.mktemp("dns") / "dns.toml"
     config.write_text(CONFIG)
-    port, admin = free_port(), free_port()
+    port, admin = free_port(udp=True), free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("PINEDGE_ADMIN_TOKEN", "PINEDGE_CONFIG")
     }

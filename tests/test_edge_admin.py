@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-from support import sample
+from support import free_port, sample
 
 NODE = "pinedge-test"
 PINEDGE = Path(sys.executable).with_name("pinedge")
 
 
 # ── helpers ──────────────────────────────────────────────────────────────────
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def get_status(session: aiohttp.ClientSession, url: str) -> int:

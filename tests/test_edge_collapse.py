@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from conftest import RunningEdge, Scripted
+    from edge_support import RunningEdge, Scripted
 
 CACHEABLE = {"Cache-Control": "max-age=60", "Content-Type": "application/octet-stream"}
 

@@ -10,7 +10,7 @@ from email.utils import formatdate, parsedate_to_datetime
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import RunningEdge, Scripted, StartEdge, send
+from edge_support import RunningEdge, Scripted, StartEdge, send
 
 
 def http_date(timestamp: float) -> str:

@@ -3,13 +3,13 @@ Cache-Status (RFC 9211), forwarding fields and tags."""
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING
 
 import aiohttp
+from support import free_port
 
 if TYPE_CHECKING:
-    from conftest import RunningEdge, Scripted, StartEdge
+    from edge_support import RunningEdge, Scripted, StartEdge
 
 CACHEABLE = {"Cache-Control": "max-age=60", "Content-Type": "text/plain"}
 
@@ -31,13 +31,6 @@ def our_entry(response: aiohttp.ClientResponse) -> list[str]:
 
 def ttl(entry: list[str]) -> int:
     return int(next(p for p in entry if p.startswith("ttl=")).removeprefix("ttl="))
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def get(
@@ -214,7 +207,7 @@ async def test_cache_status_on_a_502_when_the_origin_is_down(
     start_edge: StartEdge, client: aiohttp.ClientSession
 ) -> None:
     """RFC 9211 §2.2: the request went forward (fwd=miss) and failed."""
-    edge = await start_edge(f"http://127.0.0.1:{closed_port()}")
+    edge = await start_edge(f"http://127.0.0.1:{free_port()}")
     response, _ = await get(client, edge.url + "/down")
     assert response.status == 502
     entry = our_entry(response)

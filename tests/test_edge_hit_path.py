@@ -7,11 +7,11 @@ import asyncio
 import hashlib
 import os
 import re
-from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import RunningEdge, Scripted, StartEdge, send
+from edge_support import RunningEdge, Scripted, StartEdge, send
+from support import PHOTOS
 
 IGNORED = {"date", "server", "age"}  # age: the two edges may straddle a second
 
@@ -217,7 +217,7 @@ async def test_a_stored_variant_has_the_same_answer_on_both_paths(
     content_type: str,
     headers: dict[str, str],
 ) -> None:
-    photo = Path(__file__).parent.parent / "origin" / "photos" / "hubble_deep_field.jpg"
+    photo = PHOTOS / "hubble_deep_field.jpg"
     body = photo.read_bytes() if content_type.startswith("image/") else b"<p>pin</p>" * 500
     scripted.reply(
         path.split("?")[0],

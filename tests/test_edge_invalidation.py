@@ -11,7 +11,7 @@ import os
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Handler, RunningEdge, Scripted, send
+from edge_support import Handler, RunningEdge, Scripted, send
 
 
 def resource(unsafe_status: int = 200, **unsafe_headers: str) -> Handler:

@@ -12,16 +12,16 @@ import asyncio
 import hashlib
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
+from support import free_port
 
 if TYPE_CHECKING:
-    from conftest import StartEdge
+    from edge_support import StartEdge
 
 PAST_MAX_AGE = 1.2  # seconds: just past max-age=1
 SYNC_PATH = "/__sync"  # asked of nginx directly, so every earlier log line is written
@@ -90,12 +90,6 @@ def nginx_binary() -> str:
             pytrace=False,
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Nginx:

@@ -11,41 +11,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import RunningEdge, Scripted, StartEdge, send
+from edge_support import RunningEdge, Scripted, StartEdge, send, serve_photo
+from purge_support import AUTH, TOKEN, fill, purge, tagged
 from support import running_node
-from test_store import serve_photo
 from yarl import URL
 
 from pinedge.edge.store.purge import MAX_BODY
-
-TOKEN = "s3cret-purge-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
 def token(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("PINEDGE_ADMIN_TOKEN", TOKEN)
     return TOKEN
-
-
-async def purge(
-    client: aiohttp.ClientSession, admin: str, body: object, headers: dict[str, str] | None = None
-) -> tuple[int, dict]:
-    async with client.post(
-        admin + "/purge", json=body, headers=AUTH if headers is None else headers
-    ) as response:
-        return response.status, await response.json()
-
-
-def tagged(scripted: Scripted, path: str, tags: str, extra: dict[str, str] | None = None) -> None:
-    headers = {"Cache-Control": "max-age=600", "Surrogate-Key": tags, "ETag": f'"{path}"'}
-    scripted.reply(path, f"body of {path}", headers={**headers, **(extra or {})})
-
-
-async def fill(client: aiohttp.ClientSession, edge: str, *paths: str) -> None:
-    for path in paths:
-        await send(client, edge + path)
-        assert (await send(client, edge + path)).hit, path
 
 
 async def test_a_tag_purge_refetches_what_carries_the_tag_and_keeps_the_rest(

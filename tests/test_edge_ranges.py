@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 if TYPE_CHECKING:
-    from conftest import RunningEdge, Scripted
+    from edge_support import RunningEdge, Scripted
 
 BODY = b"0123456789abcdefghijklmnopqrstuvwxyz"
 SIZE = len(BODY)

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
-from conftest import RunningEdge, Scripted, StartEdge, send
+from edge_support import RunningEdge, Scripted, StartEdge, send
 
 PAGE = b"<p>" + b"pins " * 800 + b"</p>"
 

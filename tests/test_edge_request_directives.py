@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Handler, RunningEdge, Scripted, StartEdge, send
+from edge_support import Handler, RunningEdge, Scripted, StartEdge, send
 
 ETAG = '"d1"'
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from conftest import RunningEdge, Scripted, StartEdge
+    from edge_support import RunningEdge, Scripted, StartEdge
 
 PAST_MAX_AGE = 1.2  # seconds: just past max-age=1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Handler, RunningEdge, Scripted, send
+from edge_support import Handler, RunningEdge, Scripted, send
 
 
 def revalidating(

@@ -5,12 +5,12 @@ never stored, and responses too large to store still reach the client whole
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
+from support import free_port
 
 NODE = "pinedge-test"
 
@@ -43,13 +43,6 @@ async def raw_origin() -> AsyncIterator[Callable[[Answer], Awaitable[str]]]:
         await server.wait_closed()
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def read_head(reader: asyncio.StreamReader) -> None:
     await reader.readuntil(b"\r\n\r\n")
 
@@ -59,7 +52,7 @@ async def read_head(reader: asyncio.StreamReader) -> None:
 
 async def test_an_origin_that_refuses_connections_gives_502_with_a_reason(client, start_edge):
     """RFC 9110 §15.6.3: Bad Gateway when the upstream cannot be reached."""
-    edge = await start_edge(f"http://127.0.0.1:{closed_port()}")
+    edge = await start_edge(f"http://127.0.0.1:{free_port()}")
     async with client.get(edge.url + "/photo.jpg") as response:
         assert response.status == 502
         assert "origin" in await response.text()

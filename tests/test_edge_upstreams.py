@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 from aiohttp import web
-from conftest import RunningEdge, Scripted, StartEdge, send
+from edge_support import RunningEdge, Scripted, StartEdge, send
 
 
 @asynccontextmanager

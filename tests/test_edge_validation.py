@@ -9,7 +9,7 @@ from email.utils import formatdate
 
 import aiohttp
 from aiohttp import web
-from conftest import RunningEdge, Scripted, send
+from edge_support import RunningEdge, Scripted, send
 
 MODIFIED = formatdate(time.time() - 3600, usegmt=True)
 EARLIER = formatdate(time.time() - 7200, usegmt=True)

@@ -10,18 +10,17 @@ import io
 import logging
 import struct
 import zlib
-from pathlib import Path
 
 import aiohttp
 import brotli
 import pytest
 import zstandard
-from conftest import RunningEdge, Scripted, StartEdge, send
+from edge_support import RunningEdge, Scripted, StartEdge, send
 from PIL import Image
+from support import PHOTOS
 
 from pinedge.edge.images import Format, Limits, Settings, Variant, transform
 
-PHOTOS = Path(__file__).parent.parent / "origin" / "photos"
 CHROME_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 MAGIC = {
     "avif": lambda b: b[4:12] in (b"ftypavif", b"ftypavis"),

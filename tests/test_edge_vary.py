@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
-from conftest import RunningEdge, Scripted, send
+from edge_support import RunningEdge, Scripted, send
 
 
 async def by_language(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
+from support import IMAGES, PHOTOS
 
 from pinedge.edge.images import (
     CONTENT_TYPES,
@@ -36,13 +37,11 @@ from pinedge.edge.images import (
     transform,
 )
 
-HERE = Path(__file__).parent / "images"
-PHOTOS = Path(__file__).parents[1] / "origin" / "photos"
 BIG_JPEG = PHOTOS / "Cerkiew.jpg"  # 1914x2565, 1.7 MB, progressive, EXIF with Copyright
 WIDE_JPEG = PHOTOS / "The_Poppet.jpg"  # 3996x2140, 156 kB
 CMYK_JPEG = PHOTOS / "Giunchedi_Filippo_January_2015_01-cmyk.jpg"  # 800x533, no ICC profile
 ALPHA_PNG = PHOTOS / "alpha-premultiply-2048x1536-paper.png"  # RGBA, transparent around
-ANIMATED_GIF = HERE / "rotating-squares.gif"  # 80x80, 30 frames
+ANIMATED_GIF = IMAGES / "rotating-squares.gif"  # 80x80, 30 frames
 
 ENGINES = ("vips", "pillow")
 

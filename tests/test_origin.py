@@ -16,18 +16,17 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from email.utils import formatdate
-from pathlib import Path
 
 import aiohttp
 import pytest
 from multidict import CIMultiDict
+from support import PHOTOS
 from yarl import URL
 
 from pinedge.core.cli import main
 from pinedge.core.config import ConfigError, load
 from pinedge.origin import OriginConfig, RunningOrigin, start
 
-PHOTOS = Path(__file__).resolve().parent.parent / "origin" / "photos"
 HORSE = "/img/horse.png"
 WIDTHS = (236, 474, 736, 1200)
 

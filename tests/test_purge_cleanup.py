@@ -11,31 +11,14 @@ import time
 from pathlib import Path
 
 import aiohttp
-from conftest import Scripted, StartEdge, send
-from support import Node, running_node
-from test_edge_purge import TOKEN, fill, purge, tagged
+from edge_support import Scripted, StartEdge, send
+from purge_support import TOKEN, fields, fill, fill_node, purge, stored_files, tagged
+from support import running_node
 
 from pinedge.edge.node.idle import IdleMeter
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.owner import StoreOwner
 from pinedge.edge.store.purge import Selection
-
-
-def stored_files(cache_dir: Path) -> int:
-    return sum(1 for _ in (cache_dir / "objects").glob("*/*"))
-
-
-async def fill_node(client: aiohttp.ClientSession, node: Node, *paths: str) -> None:
-    """Store every path, then check each is a hit. A subprocess node may still be
-    writing the first response when the second request comes (that one then shares
-    the fetch), so the hits are checked once the store holds them all."""
-    for path in paths:
-        await send(client, node.url + path)
-    async with asyncio.timeout(20):
-        while await node.metric(client, "pinedge_store_objects") < len(paths):
-            await asyncio.sleep(0.05)
-    for path in paths:
-        assert (await send(client, node.url + path)).hit, path
 
 
 def metric(text: str, name: str) -> float:
@@ -163,20 +146,6 @@ async def test_the_owner_removes_purged_objects_first_when_space_is_needed_befor
     finally:
         owner.close(keep_files=True)
     assert len(list((tmp_path / "objects").glob("*/*"))) == 7
-
-
-def fields(key: str, tag: str) -> dict[str, object]:
-    now = time.time()
-    return {
-        "key": key,
-        "vary_names": (),
-        "vary_values": (),
-        "status": 200,
-        "reason": "OK",
-        "headers": (("Cache-Control", "max-age=600"), ("Surrogate-Key", tag)),
-        "request_time": now,
-        "response_time": now,
-    }
 
 
 def test_the_idle_meter_reads_the_share_of_idle_cpu_time_between_two_readings(

@@ -13,7 +13,7 @@ import re
 from dataclasses import replace
 
 import pytest
-from conftest import StartEdge
+from edge_support import StartEdge
 from hypothesis import HealthCheck, assume, example, given, note, settings
 from hypothesis import strategies as st
 from rawhttp import (

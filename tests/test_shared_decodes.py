@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import PHOTOS
 
 from pinedge.edge.images import Format, Limits, Settings, Variant, pipeline, transform
 from pinedge.edge.images.shared import SharedDecodes
 
-PHOTOS = Path(__file__).parents[1] / "origin" / "photos"
 WIDE_JPEG = PHOTOS / "The_Poppet.jpg"  # 3996x2140: libvips
 CMYK_JPEG = PHOTOS / "Giunchedi_Filippo_January_2015_01-cmyk.jpg"  # 800x533: Pillow
 ALPHA_PNG = PHOTOS / "alpha-premultiply-2048x1536-paper.png"  # RGBA

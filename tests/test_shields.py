@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Reply, RunningEdge, Scripted, StartEdge, send
+from edge_support import Reply, RunningEdge, Scripted, StartEdge, send
 from support import free_port
 
 from pinedge.origin import OriginConfig, RunningOrigin

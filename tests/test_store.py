@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
-from conftest import Scripted, StartEdge, send
+from edge_support import Scripted, StartEdge, send, serve_photo
 from support import running_node, wait_ready
 
 
@@ -170,15 +170,6 @@ async def test_a_worker_reporting_thousands_of_distinct_hits_at_once_keeps_runni
         await asyncio.sleep(1.5)
         assert await node.metric(client, "pinedge_worker_restarts_total") == 0
         assert (await send(client, node.url + "/many/7")).hit
-
-
-def serve_photo(scripted: Scripted, name: str) -> None:
-    photo = (Path(__file__).parent.parent / "origin" / "photos" / name).read_bytes()
-    scripted.reply(
-        f"/img/{name}",
-        photo,
-        headers={"Content-Type": "image/jpeg", "Cache-Control": "max-age=600"},
-    )
 
 
 async def test_two_workers_make_a_requested_image_variant_once(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-from conftest import Scripted, StartEdge
+from edge_support import Scripted, StartEdge
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.owner import StoreOwner

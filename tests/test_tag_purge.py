@@ -12,10 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import Scripted, send
+from edge_support import Scripted, send
+from purge_support import TOKEN, fields, fill_node, purge, stored_files, tagged
 from support import running_node
-from test_edge_purge import TOKEN, purge, tagged
-from test_purge_cleanup import fields, fill_node, stored_files
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.objectfile import Meta

@@ -1,0 +1,66 @@
+"""Helpers the purge tests share: the admin token, a purge request, tagged responses
+and filling an edge or a node with them, and the store's files."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+from edge_support import Scripted, send
+from support import Node
+
+TOKEN = "s3cret-purge-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def purge(
+    client: aiohttp.ClientSession, admin: str, body: object, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
+    async with client.post(
+        admin + "/purge", json=body, headers=AUTH if headers is None else headers
+    ) as response:
+        return response.status, await response.json()
+
+
+def tagged(scripted: Scripted, path: str, tags: str, extra: dict[str, str] | None = None) -> None:
+    headers = {"Cache-Control": "max-age=600", "Surrogate-Key": tags, "ETag": f'"{path}"'}
+    scripted.reply(path, f"body of {path}", headers={**headers, **(extra or {})})
+
+
+async def fill(client: aiohttp.ClientSession, edge: str, *paths: str) -> None:
+    for path in paths:
+        await send(client, edge + path)
+        assert (await send(client, edge + path)).hit, path
+
+
+def stored_files(cache_dir: Path) -> int:
+    return sum(1 for _ in (cache_dir / "objects").glob("*/*"))
+
+
+async def fill_node(client: aiohttp.ClientSession, node: Node, *paths: str) -> None:
+    """Store every path, then check each is a hit. A subprocess node may still be
+    writing the first response when the second request comes (that one then shares
+    the fetch), so the hits are checked once the store holds them all."""
+    for path in paths:
+        await send(client, node.url + path)
+    async with asyncio.timeout(20):
+        while await node.metric(client, "pinedge_store_objects") < len(paths):
+            await asyncio.sleep(0.05)
+    for path in paths:
+        assert (await send(client, node.url + path)).hit, path
+
+
+def fields(key: str, tag: str) -> dict[str, object]:
+    now = time.time()
+    return {
+        "key": key,
+        "vary_names": (),
+        "vary_values": (),
+        "status": 200,
+        "reason": "OK",
+        "headers": (("Cache-Control", "max-age=600"), ("Surrogate-Key", tag)),
+        "request_time": now,
+        "response_time": now,
+    }
