@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format system-deps bench clean
+.PHONY: install demo test unit lint format system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ system-deps:
 
 test: install system-deps lint
 	$(BIN)/pytest
+
+# The fast target: what is neither slow nor needs a program pip cannot install.
+unit: install
+	$(BIN)/pytest -q -m "not slow and not system and not browser and not nginx and not dig and not varnish and not root"
 
 # The same checks run before each commit with `pre-commit install` (.pre-commit-config.yaml).
 lint: install

@@ -1,8 +1,4 @@
-"""Shared fixtures: real servers on loopback ports and real HTTP clients.
-
-`scripted` starts a programmable origin (edge_support.Scripted); `start_edge`
-starts a real edge node in front of any origin, once on each HTTP path.
-"""
+"""Fixtures: a scripted origin, edges on both HTTP paths, and a client, all on loopback."""
 
 from __future__ import annotations
 

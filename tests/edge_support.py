@@ -1,20 +1,16 @@
-"""What edge tests share: a scripted origin, a started edge, and a client's view of a reply.
-
-`Scripted` is an origin each test programs like a Varnish `txresp`: a path, a
-status, headers and a body (or a handler of its own), and it counts what
-reached it. The fixtures that start them are in conftest.py.
-"""
+"""What edge tests share: a scripted origin, a started edge, a client's view of a reply."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, MultiMapping
 from support import PHOTOS
 
 from pinedge.edge.node.server import EdgeServer
@@ -72,7 +68,8 @@ async def send(
 
 @dataclass
 class Scripted:
-    """A programmable origin: `reply(path, ...)` or `handle(path, handler)`."""
+    """A programmable origin, like a Varnish `txresp`: `reply(path, body, status,
+    headers)` or `handle(path, handler)`; it counts what reached it in `hits`."""
 
     url: str = ""
     hits: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -133,3 +130,68 @@ def serve_photo(scripted: Scripted, name: str) -> None:
         photo,
         headers={"Content-Type": "image/jpeg", "Cache-Control": "max-age=600"},
     )
+
+
+async def raw_head(edge: RunningEdge, payload: bytes) -> bytes:
+    """Send `payload` as it is on a new connection; the head of the answer as received."""
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    async with asyncio.timeout(3):
+        head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return head
+
+
+@dataclass(frozen=True)
+class NotStored:
+    """A row of a not-stored table: what the origin answers, how the client asks and
+    how the edge is set; the edge must then reach the origin for every request."""
+
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)  # the origin's
+    body: bytes = b"body"
+    handler: Handler | None = None  # answers instead of status, headers and body
+    request: Mapping[str, str] = field(default_factory=dict)  # the request's headers
+    later: Mapping[str, str] | None = None  # the later requests' headers, if not the same
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the edge's
+    requests: int = 2
+
+
+async def check_not_stored(
+    row: NotStored, scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    """Script the reply, send the requests: each gets the origin's answer as a miss
+    (fwd=miss, never a hit), none asked as `row.request` is stored, and the origin saw
+    every one."""
+    path = "/not-stored"
+    if row.handler is None:
+        scripted.reply(path, row.body, row.status, dict(row.headers))
+    else:
+        scripted.handle(path, row.handler)
+    edge = await start_edge(scripted.url, **row.settings)
+    for number in range(row.requests):
+        as_the_row_asks = number == 0 or row.later is None
+        headers = row.request if as_the_row_asks or row.later is None else row.later
+        reply = await send(client, edge.url + path, dict(headers))
+        assert (reply.status, reply.body) == (row.status, row.body)
+        assert reply.cache.get("fwd") == "miss", reply.headers["Cache-Status"]
+        if as_the_row_asks:
+            assert "stored" not in reply.cache, reply.headers["Cache-Status"]
+    assert scripted.hits[path] == row.requests
+
+
+def our_entry(headers: MultiMapping[str]) -> list[str]:
+    """This node's (the last) Cache-Status entry, split into name and parameters."""
+    value = ", ".join(headers.getall("Cache-Status", ()))
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    assert entries, "no Cache-Status on the response"
+    params = [p.strip() for p in entries[-1].split(";")]
+    assert params[0] == NAME, entries
+    return params
+
+
+def ttl(entry: list[str]) -> int:
+    """The ttl parameter of a Cache-Status entry split by our_entry."""
+    return int(next(p for p in entry if p.startswith("ttl=")).removeprefix("ttl="))

@@ -1,5 +1,4 @@
-"""Helpers the purge tests share: the admin token, a purge request, tagged responses
-and filling an edge or a node with them, and the store's files."""
+"""What purge tests share: the admin token, purge requests, tagged responses, stored files."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Helpers the test files share: paths, ports, metrics text, and a real `pinedge edge`
-node (a supervisor and its workers) run as a subprocess."""
+"""Helpers every test file may use: paths, ports, metrics text, `pinedge edge` as a process."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ TESTS = Path(__file__).parent
 REPO = TESTS.parent
 PHOTOS = REPO / "origin" / "photos"  # the sample origin's photos
 GEOIP = TESTS / "geoip"  # MaxMind's test databases
-IMAGES = TESTS / "images"  # images the photos do not cover
+IMAGES = TESTS / "edge" / "images"  # images the photos do not cover
 
 
 def sample(text: str, name: str, **labels: str) -> float:

@@ -1,0 +1,236 @@
+"""The hit path answers plain hits straight from the parsed request; it must send
+what the general path sends and keep pipelined responses in order."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+
+import aiohttp
+import pytest
+from edge_support import RunningEdge, Scripted, StartEdge, send
+from support import PHOTOS
+
+IGNORED = {"date", "server", "age"}  # age: the two edges may straddle a second
+
+
+def comparable(headers: object) -> set[tuple[str, str]]:
+    """A response's fields for comparing two edges: without the clock's (Date, Age,
+    the ttl in Cache-Status, which may straddle a second between them)."""
+    return {
+        (k.lower(), re.sub(r"; ttl=-?\d+", "", v) if k.lower() == "cache-status" else v)
+        for k, v in headers.items()  # type: ignore[attr-defined]  # a multidict
+        if k.lower() not in IGNORED
+    }
+
+
+async def raw_exchange(edge: RunningEdge, payload: bytes, responses: int) -> list[bytes]:
+    """Send `payload` on one connection and read `responses` HTTP responses back."""
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    out = []
+    async with asyncio.timeout(5):
+        for _ in range(responses):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            out.append(head + await reader.readexactly(length))
+    writer.close()
+    return out
+
+
+async def test_a_hit_has_the_same_headers_on_the_hit_path_and_the_general_path(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply(
+        "/same",
+        b"body",
+        headers={
+            "Cache-Control": "max-age=60",
+            "ETag": '"v1"',
+            "Surrogate-Key": "a b",
+            "X-Custom": "kept",
+            "Cache-Status": "upstream; hit",
+        },
+    )
+    fast = await start_edge(scripted.url, fast_path=True)
+    plain = await start_edge(scripted.url, fast_path=False)
+    seen = []
+    for edge in (fast, plain):
+        await send(client, edge.url + "/same")
+        reply = await send(client, edge.url + "/same")
+        assert reply.hit and reply.body == b"body"
+        seen.append(comparable(reply.headers))
+    assert seen[0] == seen[1]
+
+
+async def test_pipelined_requests_are_answered_in_order_across_hits_and_misses(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """RFC 9112 §9.3.2: responses to pipelined requests go out in request order."""
+    scripted.reply("/hot", b"HOT", headers={"Cache-Control": "max-age=60"})
+    scripted.reply("/cold", b"COLD", headers={"Cache-Control": "max-age=60"}, delay=0.2)
+    await send(client, edge.url + "/hot")
+    request = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    payload = request % b"/hot" + request % b"/cold" + request % b"/hot" + request % b"/hot"
+    answers = await raw_exchange(edge, payload, 4)
+    bodies = [answer.rsplit(b"\r\n\r\n", 1)[1] for answer in answers]
+    assert bodies == [b"HOT", b"COLD", b"HOT", b"HOT"]
+    assert b"fwd=miss" in answers[1] and b"; hit" in answers[3]
+
+
+async def test_a_burst_of_pipelined_hits_longer_than_the_parser_queue_is_answered_whole(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply("/hot", b"HOT", headers={"Cache-Control": "max-age=60"})
+    await send(client, edge.url + "/hot")
+    payload = b"GET /hot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 100
+    answers = await raw_exchange(edge, payload, 100)
+    assert all(answer.endswith(b"\r\n\r\nHOT") for answer in answers)
+    assert scripted.hits["/hot"] == 1
+
+
+async def test_a_head_request_on_a_hit_gets_the_headers_and_no_body(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply("/h", b"0123456789", headers={"Cache-Control": "max-age=60"})
+    await send(client, edge.url + "/h")
+    head = await send(client, edge.url + "/h", method="HEAD")
+    assert head.status == 200 and head.hit
+    assert head.headers["Content-Length"] == "10" and head.body == b""
+    after = await send(client, edge.url + "/h")
+    assert after.body == b"0123456789"
+
+
+async def test_large_stored_bodies_are_sent_whole_on_hits_even_when_the_socket_fills(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Hits on large bodies go out by sendfile(2) where the socket takes them and by
+    the transport for the rest; either way every byte arrives in order."""
+    sizes = {"/16k": 16 * 1024, "/200k": 200 * 1024, "/6m": 6 * 1024 * 1024}
+    bodies = {path: os.urandom(size) for path, size in sizes.items()}
+    for path, body in bodies.items():
+        scripted.reply(path, body, headers={"Cache-Control": "max-age=60"})
+        await send(client, edge.url + path)
+        async with asyncio.timeout(5):  # a large body is stored just after it is sent
+            while not (await send(client, edge.url + path)).hit:
+                await asyncio.sleep(0.05)
+
+    async def slow_reader(path: str) -> bytes:
+        async with client.get(edge.url + path) as response:
+            chunks = []
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                chunks.append(chunk)
+                await asyncio.sleep(0.001)
+            assert "hit" in response.headers["Cache-Status"]
+            return b"".join(chunks)
+
+    for _round in range(2):
+        got = await asyncio.gather(*(slow_reader(path) for path in bodies for _ in range(3)))
+        expected = [bodies[path] for path in bodies for _ in range(3)]
+        assert [hashlib.sha256(b).digest() for b in got] == [
+            hashlib.sha256(b).digest() for b in expected
+        ]
+    assert all(scripted.hits[path] == 1 for path in bodies)
+
+
+ODD_REQUESTS = {
+    "plain": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "head": b"HEAD /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "two-pipelined": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2,
+    "duplicate-host": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.test\r\n\r\n",
+    "obs-fold": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n continued\r\n\r\n",
+    "bare-lf": b"GET /odd HTTP/1.1\nHost: 127.0.0.1\n\n",
+    "lowercase-method": b"get /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "space-before-colon": b"GET /odd HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n",
+    "http-1.0": b"GET /odd HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+    "content-length-body": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Length: 5\r\n\r\nhello",
+    "chunked": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "absolute-form": b"GET http://127.0.0.1/odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "unknown-host": b"GET /odd HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    "dot-segment": b"GET /x/../odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "nul-in-value": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\x00b\r\n\r\n",
+    "connection-close": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+}
+
+
+async def first_answers(edge: RunningEdge, payload: bytes) -> list[tuple[bytes, bytes]]:
+    """(status line, body) of every response the edge sends before it goes quiet."""
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    answers = []
+    try:
+        async with asyncio.timeout(0.3):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = b"" if payload.startswith(b"HEAD") else await reader.readexactly(length)
+                answers.append((head.split(b"\r\n", 1)[0], body))
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
+    return answers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("payload", ODD_REQUESTS.values(), ids=ODD_REQUESTS.keys())
+async def test_odd_requests_get_the_same_answers_with_and_without_the_hit_path(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, payload: bytes
+) -> None:
+    """The hit path reads only requests it fully understands; any other request is
+    answered exactly as the general path answers it."""
+    scripted.reply("/odd", b"ODD", headers={"Cache-Control": "max-age=60"})
+    fast = await start_edge(scripted.url, fast_path=True)
+    plain = await start_edge(scripted.url, fast_path=False)
+    for edge in (fast, plain):
+        await send(client, edge.url + "/odd")
+    assert await first_answers(fast, payload) == await first_answers(plain, payload)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "headers"),
+    [
+        ("/pic.jpg?w=236", "image/jpeg", {"Accept": "image/avif,image/webp,*/*"}),
+        ("/pic.jpg", "image/jpeg", {"Accept": "image/webp"}),
+        ("/page", "text/html", {"Accept-Encoding": "gzip, br"}),
+    ],
+    ids=["image-width-and-format", "image-format", "text-coding"],
+)
+async def test_a_stored_variant_has_the_same_answer_on_both_paths(
+    scripted: Scripted,
+    start_edge: StartEdge,
+    client: aiohttp.ClientSession,
+    path: str,
+    content_type: str,
+    headers: dict[str, str],
+) -> None:
+    photo = PHOTOS / "hubble_deep_field.jpg"
+    body = photo.read_bytes() if content_type.startswith("image/") else b"<p>pin</p>" * 500
+    scripted.reply(
+        path.split("?")[0],
+        body,
+        headers={"Content-Type": content_type, "Cache-Control": "max-age=60", "ETag": '"s"'},
+    )
+    fast = await start_edge(scripted.url, fast_path=True)
+    plain = await start_edge(scripted.url, fast_path=False)
+    seen = []
+    for edge in (fast, plain):
+        await send(client, edge.url + path, headers)
+        reply = await send(client, edge.url + path, headers)
+        assert reply.hit
+        seen.append((comparable(reply.headers), reply.body))
+    assert seen[0] == seen[1]

@@ -1,0 +1,233 @@
+"""The node's store, seen from outside: budgets, restarts, damaged files, workers.
+
+These run the real `pinedge edge` command (a supervisor and its workers) in
+front of the scripted origin and look at responses, the origin's counts and
+the node's /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from edge_support import Scripted, StartEdge, send, serve_photo
+from support import running_node, wait_ready
+
+
+@pytest.mark.slow
+async def test_the_store_never_grows_past_its_budget_when_filled_with_more_than_fits(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    budget = 256 * 1024
+    edge = await start_edge(scripted.url, cache_mem=str(budget))
+    for index in range(60):
+        scripted.reply(f"/o{index}", os.urandom(10_000), headers={"Cache-Control": "max-age=600"})
+        await send(client, f"{edge.url}/o{index}")
+        text = await edge.metrics(client)
+        stored = float(re.search(r"^pinedge_store_bytes (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]  # always there
+        assert stored <= budget
+    evictions = re.search(r"^pinedge_store_evictions_total (\S+)$", text, re.M)
+    assert evictions and float(evictions.group(1)) > 0
+    assert (await send(client, f"{edge.url}/o59")).hit
+
+
+@pytest.mark.slow
+async def test_a_node_restarted_on_a_warm_cache_dir_serves_its_objects_as_hits(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    scripted.reply("/kept", b"kept across restarts", headers={"Cache-Control": "max-age=600"})
+    flags = ("--cache-dir", str(tmp_path / "store"), "--cache-disk", "64MiB")
+    async with running_node(client, scripted.url, *flags) as node:
+        first = await send(client, node.url + "/kept")
+        assert first.cache.get("stored")
+    async with running_node(client, scripted.url, *flags) as node:
+        again = await send(client, node.url + "/kept")
+        assert again.hit and again.body == b"kept across restarts"
+        assert again.age >= 0
+    assert scripted.hits["/kept"] == 1
+
+
+@pytest.mark.slow
+async def test_a_truncated_store_file_is_dropped_at_start_and_never_served(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    body = os.urandom(50_000)
+    scripted.reply("/cut", body, headers={"Cache-Control": "max-age=600"})
+    flags = ("--cache-dir", str(tmp_path / "store"), "--cache-disk", "64MiB")
+    async with running_node(client, scripted.url, *flags) as node:
+        await send(client, node.url + "/cut")
+    (stored,) = (tmp_path / "store" / "objects").glob("*/*")
+    stored.write_bytes(stored.read_bytes()[:30_000])  # a power cut mid-write
+    async with running_node(client, scripted.url, *flags) as node:
+        reply = await send(client, node.url + "/cut")
+        assert not reply.hit and reply.body == body
+        assert await node.metric(client, "pinedge_store_dropped_total") == 1
+    assert scripted.hits["/cut"] == 2
+
+
+@pytest.mark.slow
+async def test_a_corrupted_store_file_fails_its_checksum_and_is_never_served(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    body = b"A" * 20_000
+    scripted.reply("/rot", body, headers={"Cache-Control": "max-age=600"})
+    flags = ("--cache-dir", str(tmp_path / "store"), "--cache-disk", "64MiB")
+    async with running_node(client, scripted.url, *flags) as node:
+        await send(client, node.url + "/rot")
+    (stored,) = (tmp_path / "store" / "objects").glob("*/*")
+    damaged = bytearray(stored.read_bytes())
+    damaged[-100] ^= 0xFF  # same length, one flipped byte in the body
+    stored.write_bytes(bytes(damaged))
+    async with running_node(client, scripted.url, *flags) as node:
+        reply = await send(client, node.url + "/rot")
+        assert reply.body == body and not reply.hit
+    assert scripted.hits["/rot"] == 2
+
+
+@pytest.mark.slow
+async def test_two_workers_collapse_two_hundred_concurrent_misses_into_one_origin_request(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply(
+        "/cold", os.urandom(100_000), headers={"Cache-Control": "max-age=600"}, delay=0.5
+    )
+    async with running_node(client, scripted.url, workers=2) as node:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as many:
+            replies = await asyncio.gather(*(send(many, node.url + "/cold") for _ in range(200)))
+        assert {r.status for r in replies} == {200}
+        assert len({r.body for r in replies}) == 1
+        assert sum(1 for r in replies if r.cache.get("stored")) == 1
+    assert scripted.hits["/cold"] == 1
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_with_sigkill_is_replaced_and_the_node_keeps_serving(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply("/alive", b"still here", headers={"Cache-Control": "max-age=600"})
+    async with running_node(client, scripted.url, workers=2) as node:
+        await send(client, node.url + "/alive")
+        victim = node.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        # Connections the dead worker held die with it; new ones reach the other.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as fresh:
+            for _ in range(20):
+                reply = await send(fresh, node.url + "/alive")
+                assert reply.status == 200 and reply.body == b"still here"
+        async with asyncio.timeout(10):
+            while await node.metric(client, "pinedge_worker_restarts_total") < 1:
+                await asyncio.sleep(0.1)
+        await wait_ready(client, node, workers=2)
+        assert victim not in node.worker_pids()
+        assert len(node.worker_pids()) == 2
+        assert (await send(client, node.url + "/alive")).hit
+    assert scripted.hits["/alive"] == 1
+
+
+@pytest.mark.slow
+async def test_sighup_reloads_the_config_file_into_new_workers(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    scripted.reply("/named", b"x", headers={"Cache-Control": "max-age=600"})
+    config = tmp_path / "edge.toml"
+    config.write_text('grace = "1s"\n')
+    async with running_node(client, scripted.url, config=str(config)) as node:
+        assert "pinedge-test" in (await send(client, node.url + "/named")).headers["Via"]
+        config.write_text('grace = "1s"\nheuristic_fraction = 2.0\n')
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.0)
+        assert node.process.returncode is None  # a refused config keeps the node running
+        config.write_text('grace = "30s"\ntargeted_fields = ["Surrogate-Control"]\n')
+        scripted.reply(
+            "/targeted",
+            b"y",
+            headers={"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=60"},
+        )
+        node.process.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(15):
+            while True:
+                await asyncio.sleep(0.3)
+                await wait_ready(client, node)
+                reply = await send(client, node.url + "/targeted")
+                if "CDN-Cache-Control" in reply.headers:
+                    break
+        # CDN-Cache-Control is no longer a targeted field for this node: it is
+        # forwarded, and Cache-Control's no-store applies.
+        assert not (await send(client, node.url + "/targeted")).hit
+
+
+@pytest.mark.slow
+async def test_a_worker_reporting_thousands_of_distinct_hits_at_once_keeps_running(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    """Regression: a second's worth of hit reports once overflowed the owner link."""
+    for index in range(2500):
+        scripted.reply(f"/many/{index}", b"m", headers={"Cache-Control": "max-age=600"})
+    async with running_node(client, scripted.url) as node:
+        for _round in range(2):
+            replies = await asyncio.gather(
+                *(send(client, f"{node.url}/many/{index}") for index in range(2500))
+            )
+            assert {r.status for r in replies} == {200}
+        await asyncio.sleep(1.5)
+        assert await node.metric(client, "pinedge_worker_restarts_total") == 0
+        assert (await send(client, node.url + "/many/7")).hit
+
+
+@pytest.mark.slow
+async def test_two_workers_make_a_requested_image_variant_once(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    serve_photo(scripted, "retina.jpg")
+    async with running_node(client, scripted.url, workers=2) as node:
+        await send(client, node.url + "/img/retina.jpg", {"Accept": "image/jpeg"})
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as many:
+            replies = await asyncio.gather(
+                *(
+                    send(many, node.url + "/img/retina.jpg?w=474", {"Accept": "image/webp"})
+                    for _ in range(40)
+                )
+            )
+        assert len({r.body for r in replies}) == 1
+        assert sum(1 for r in replies if r.cache.get("detail") == "transformed") == 1
+    assert scripted.hits["/img/retina.jpg"] == 1
+
+
+@pytest.mark.slow
+async def test_two_workers_decode_a_source_once_for_all_its_widths_and_formats(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    serve_photo(scripted, "retina.jpg")
+    wanted = [(w, fm) for w in (236, 474, 736) for fm in ("webp", "jpeg", "avif")]
+    async with running_node(client, scripted.url, workers=2) as node:
+        await send(client, node.url + "/img/retina.jpg")
+        connector = aiohttp.TCPConnector(force_close=True)  # a new connection each: both workers
+        async with aiohttp.ClientSession(connector=connector) as fresh:
+            for width, fmt in wanted:
+                reply = await send(fresh, f"{node.url}/img/retina.jpg?w={width}&fm={fmt}")
+                assert reply.status == 200 and reply.cache.get("detail") == "transformed"
+                assert reply.headers["Content-Type"] == f"image/{fmt}"
+        # Workers report their metrics to the supervisor every second.
+        async with asyncio.timeout(10):
+            while True:
+                async with client.get(node.admin + "/metrics") as response:
+                    text = await response.text()
+                counts = re.findall(
+                    r'^pinedge_image_decodes_total{source="(\w+)"} (\S+)$', text, re.M
+                )
+                decodes = {source: float(count) for source, count in counts}
+                if sum(decodes.values()) >= len(wanted):
+                    break
+                await asyncio.sleep(0.2)
+    assert decodes.get("source", 0) == 1
+    assert decodes.get("kept", 0) + decodes.get("shared", 0) == len(wanted) - 1
+    made = re.search(r'^pinedge_variants_total{kind="image",result="made"} (\S+)$', text, re.M)
+    assert made and float(made.group(1)) == len(wanted)

@@ -1,0 +1,76 @@
+"""A node's memory stays within its budgets under a stream of new URLs: the owner's
+index holds only what is stored, and each worker's copies stay within hot_memory.
+
+(Found by the 30-minute soak, bench/soak.py: the owner's record of which variants
+came from which source kept every source ever compressed, and a worker kept the
+metadata of up to 200,000 keys and counted only the bodies of what it held.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+from edge_support import Scripted, StartEdge
+
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.owner import StoreOwner
+from pinedge.edge.store.view import LOCAL_KEYS_MIN
+
+
+def fields(key: str) -> dict[str, object]:
+    return {
+        "key": key,
+        "vary_names": (),
+        "vary_values": (),
+        "status": 200,
+        "reason": "OK",
+        "headers": (("Cache-Control", "max-age=600"),),
+        "request_time": 0.0,
+        "response_time": 0.0,
+    }
+
+
+@pytest.mark.slow
+async def test_the_owner_forgets_the_variants_of_what_it_evicted(tmp_path: Path) -> None:
+    """Sources and their variants evicted one after another leave nothing of themselves
+    in the owner's index, and a URL purge still finds the variants that are stored."""
+    (tmp_path / "tmp").mkdir()
+    owner = StoreOwner(tmp_path, budget=64 * 1024)
+    try:
+        for n in range(400):
+            for key in (f"http://a/p{n}", f"http://a/p{n}#v1#enc=gzip"):
+                owner.admit(objectfile.write(tmp_path, fields(key), b"x" * 1000))
+        assert owner.evictions > 0
+        stored = {meta.key for meta in owner.records.values()}
+        sources = {key.partition("#")[0] for key in stored if "#" in key}
+        assert set(owner.derived) == sources
+        assert all(variants <= stored for variants in owner.derived.values())
+        last = "http://a/p399"
+        assert owner.remove_key(last) == 2
+    finally:
+        owner.close(keep_files=False)
+
+
+@pytest.mark.slow
+async def test_a_worker_keeps_what_hot_memory_allows_and_no_more(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    body = b"b" * 2000
+
+    async def any_page(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(body=body, headers={"Cache-Control": "max-age=600"})
+
+    scripted.handle("/p", any_page)
+    edge = await start_edge(scripted.url, hot_memory="1MiB")
+    for n in range(LOCAL_KEYS_MIN + 500):
+        async with client.get(f"{edge.url}/p?n={n}") as response:
+            assert await response.read() == body
+    store = edge.server.store
+    assert len(store.local) == LOCAL_KEYS_MIN
+    assert 0 < store.local_size <= 1024 * 1024
+    held = sum(len(entry.body) for local in store.local.values() for entry in local.entries or ())
+    assert held < store.local_size, "the budget counts more than the bodies"
+    async with client.get(f"{edge.url}/p?n=0") as response:
+        assert await response.read() == body  # forgotten here, still stored
