@@ -1,7 +1,7 @@
 """GeoDNS: queries per second next to gdnsd on the same zone, and failover time (issue 6).
 
-    .venv/bin/python bench/dns.py [--rounds 3] [--duration 15] [--sweep] [--quick]
-                                  [--md bench/DNS.md] [--json FILE] [--keep]
+    .venv/bin/python bench/geodns.py [--rounds 3] [--duration 15] [--sweep] [--quick]
+                                     [--md bench/DNS.md] [--json FILE] [--keep]
 
 What it does, top to bottom (bench/DNS.md holds a measured run and how to read it):
 
@@ -24,8 +24,9 @@ What it does, top to bottom (bench/DNS.md holds a measured run and how to read i
    answer naming A is measured, and from its return to the first answer naming A;
 6. prints the tables (and writes Markdown with `--md`), then stops every process.
 
-The file is named dns.py as the issue asks; it imports nothing named `dns` (dnspython
-would be shadowed by it when run as `python bench/dns.py`). Nothing is asserted.
+It is named geodns.py, not dns.py: run as `python bench/dns.py`, a file named dns.py
+would stand in for dnspython's `dns` package in everything the run imports. Nothing is
+asserted.
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ def generate_queries(count: int = QUERY_COUNT, seed: int = SEED) -> list[Questio
 
 def write_queries(path: Path, questions: list[Question]) -> None:
     head = [
-        "# bench/dns.py's query file: NAME TYPE [CLIENT-SUBNET], one query a line.",
-        f"# Written by bench/dns.py (seed {SEED}); delete it to write it again.",
+        "# bench/geodns.py's query file: NAME TYPE [CLIENT-SUBNET], one query a line.",
+        f"# Written by bench/geodns.py (seed {SEED}); delete it to write it again.",
         "# Every query carries EDNS (payload 1232); a third column adds an ECS option.",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -513,7 +514,7 @@ def other_benchmarks() -> list[str]:
         except OSError:
             continue
         text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-        if re.search(r"bench/\w+\.py", text) and "bench/dns.py" not in text:
+        if re.search(r"bench/\w+\.py", text) and "bench/geodns.py" not in text:
             found.append(f"pid {entry}: {text[:120]}")
     return found
 
@@ -1759,7 +1760,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="pinedge-bench-dns-"))
-    command = " ".join([".venv/bin/python", "bench/dns.py", *(argv or sys.argv[1:])])
+    command = " ".join([".venv/bin/python", "bench/geodns.py", *(argv or sys.argv[1:])])
     try:
         tools = {
             "dnsperf": ensure_tool("dnsperf", "dnsperf"),
@@ -1774,7 +1775,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(asdict(res), indent=2, default=str))
         return 0
     except BenchError as exc:
-        print(f"\nbench/dns.py: {exc}", file=sys.stderr)
+        print(f"\nbench/geodns.py: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; stopping servers", file=sys.stderr)
