@@ -1,4 +1,4 @@
-"""GeoDNS: queries per second next to gdnsd on the same zone, and failover time (issue 6).
+"""GeoDNS: queries per second next to gdnsd on the same zone, and failover time.
 
     .venv/bin/python bench/geodns.py [--rounds 3] [--duration 15] [--sweep] [--quick]
                                      [--md bench/DNS.md] [--json FILE] [--keep]
@@ -64,7 +64,7 @@ GEOIP = REPO / "tests" / "geoip" / "GeoLite2-City-Test.mmdb"
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
 
-# Issue 6, "Targets".
+# The GeoDNS targets: queries per second per process, and failover time.
 QPS_TARGET = 50_000
 FAILOVER_TARGET = 10.0  # seconds, plus the TTL a resolver may cache the last answer for
 
@@ -1617,7 +1617,7 @@ def reading_section(res: Results) -> list[str]:
 
 
 def targets(res: Results) -> list[str]:
-    lines = ["", "## Targets (issue 6)", ""]
+    lines = ["", "## Targets", ""]
     if res.main:
         qps = median([p.pinedge.qps for p in res.main])
         ratio = median([p.ratio for p in res.main])

@@ -12,7 +12,7 @@ What it does, top to bottom (see bench/README.md for how to read the output):
    (`X-Cache: HIT` for nginx, a `hit` in `Cache-Status` for pinedge) -- or stops;
 5. per size, per round: `wrk --latency` against both, alternating which goes first;
 6. prints req/s, p50 and p99 per round and as medians, the ratio pinedge/nginx taken
-   pair by pair, the peak RSS of every server process, then the targets of issue 3.
+   pair by pair, the peak RSS of every server process, then the hit-path targets.
 
 With `--workers-run` it repeats 3-6 with pinedge `--workers 2` against nginx
 `worker_processes 2`. Only the standard library is used; nothing is asserted.
@@ -46,7 +46,7 @@ KiB = 1024
 MiB = 1024 * KiB
 MB = 1000 * 1000
 
-# Issue 3, "Targets": minimum ratio pinedge/nginx in hits per second, by object size.
+# The hit path's targets: minimum ratio pinedge/nginx in hits per second, by object size.
 REQS_TARGET = {1 * KiB: 1.0, 50 * KiB: 1.0, 1 * MiB: 0.8}
 RSS_ALLOWANCE = 80 * MB  # peak RSS per worker may exceed the memory budget by this much
 
@@ -630,7 +630,7 @@ def pinedge_workers(run: RunResult) -> dict[int, dict]:
 
 
 def summary(runs: list[RunResult], budget: int) -> list[str]:
-    lines = ["", "== targets (issue 3), from the medians above =="]
+    lines = ["", "== targets of the hit path, from the medians above =="]
     for run in runs:
         lines.append(f"{run.label}:")
         if run.skipped:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/images.py [--quick] [--only ops,edge,throughput,bytes,demo]
                                      [--md bench/IMAGES.md] [--json FILE]
 
-Four parts (issue 4, items 1, 5 and 9 and its targets); see bench/README.md:
+Four parts, each with its target; see bench/README.md:
 
 1. **ops**: median ms of `transform()` per engine (vips, pillow), output format and
    width on the bundled photos, each engine forced through `Settings.engines`; which

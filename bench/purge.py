@@ -4,7 +4,7 @@
                                     [--rounds 3] [--duration 10] [--no-varnish]
                                     [--md bench/PURGE.md] [--json FILE]
 
-Two parts (issue 5, its two targets); the results of a full run are in bench/PURGE.md:
+Two parts, one per purge target; the results of a full run are in bench/PURGE.md:
 
 1. **tag**: a node (`--workers 2`) holds `--objects` objects, all tagged `big`; per
    round, `POST /purge {"tags": ["big"]}` is timed (the node's `took_ms` and the

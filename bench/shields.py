@@ -1,4 +1,4 @@
-"""Origin share with and without shields, replaying a real access log (issue 5).
+"""Origin share with and without shields, replaying a real access log.
 
     .venv/bin/python bench/shields.py [--quick] [--rounds N] [--concurrency N]
                                       [--md bench/SHIELDS.md] [--json FILE] [--keep]
