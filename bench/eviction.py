@@ -11,20 +11,16 @@ How the log becomes requests is described in bench/EVICTION.md.
 from __future__ import annotations
 
 import argparse
-import gzip
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.accesslog import TRACE, read_log
+
 from pinedge.edge.store.eviction import LRU, S3FIFO, Policy, make_policy
 
-TRACE = Path(__file__).parent / "traces" / "elastic_apache_logs.log.gz"
 FRACTIONS = (0.01, 0.05, 0.20)
 SMALL_RATIOS = (0.05, 0.10, 0.15, 0.20, 0.25)
-
-# Combined log format: host ident user [time] "METHOD TARGET PROTOCOL" status bytes ...
-LINE = re.compile(r'^\S+ \S+ \S+ \[[^\]]*\] "(\S+) (\S+)[^"]*" (\d{3}) (\d+|-)')
 
 
 @dataclass(frozen=True)
@@ -43,15 +39,13 @@ def load(path: Path) -> Trace:
     """
     parsed = []
     sizes: dict[str, int] = {}
-    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            match = LINE.match(line)
-            if match is None:
-                continue
-            method, url, status, length = match.groups()
-            parsed.append((method, url, status))
-            if method == "GET" and status == "200" and length != "-":
-                sizes[url] = max(sizes.get(url, 0), int(length))
+    for line in read_log(path):
+        if line is None:
+            continue
+        method, url, status = line.method, line.url, line.status
+        parsed.append((method, url, status))
+        if method == "GET" and status == "200" and line.size is not None:
+            sizes[url] = max(sizes.get(url, 0), line.size)
     requests = [
         (url, sizes[url])
         for method, url, status in parsed

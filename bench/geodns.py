@@ -34,20 +34,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import json
 import os
 import random
-import re
-import resource
-import shutil
-import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
-import tempfile
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -56,13 +48,33 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from procs import REPO, BenchError, Server, free_ports, wait_http
+from harness import session
+from harness.dnsperf import REST_LIMIT, Load, Perf, dnsperf_argv, run_dnsperf
+from harness.errors import BenchError
+from harness.machine import (
+    busy_processes,
+    descendants,
+    ensure_tool,
+    git,
+    loadavg,
+    other_benchmarks,
+)
+from harness.report import Report, run_line
+from harness.servers import (
+    REPO,
+    Server,
+    free_ports,
+    pinedge_argv,
+    pinedge_env,
+    wait_http,
+    wait_ready,
+)
+from harness.stats import median, verdict
 
 DATA = REPO / "bench" / "dns"
 QUERIES = DATA / "queries.txt"
 GEOIP = REPO / "tests" / "geoip" / "GeoLite2-City-Test.mmdb"
 HOST = "127.0.0.1"
-TICK = os.sysconf("SC_CLK_TCK")
 
 # The GeoDNS targets: queries per second per process, and failover time.
 QPS_TARGET = 50_000
@@ -393,32 +405,6 @@ plugins => {{
 # ---------------------------------------------------------------------------- processes
 
 
-def pinedge_argv() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "pinedge"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("pinedge")
-    return [found] if found else [sys.executable, "-m", "pinedge"]
-
-
-def which(name: str) -> str | None:
-    """On PATH, or in /usr/sbin (where gdnsd lives, off a plain user's PATH)."""
-    sbin = f"/usr/sbin/{name}"
-    return shutil.which(name) or (sbin if os.access(sbin, os.X_OK) else None)
-
-
-def ensure_tool(name: str, package: str) -> str:
-    found = which(name)
-    if found:
-        return found
-    print(f"{name} not found; installing Debian package {package} ...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", package], check=False)
-    found = which(name)
-    if not found:
-        raise BenchError(f"{name} is missing and `apt-get install -y {package}` failed")
-    return found
-
-
 def start_pinedge(name: str, home: Path, toml: str, workers: int, admin: int) -> Server:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dns.toml").write_text(toml)
@@ -432,7 +418,7 @@ def start_pinedge(name: str, home: Path, toml: str, workers: int, admin: int) ->
         "--log-level",
         "WARNING",
     ]
-    server = Server(name, argv, home, dict(os.environ, PINEDGE_CONFIG="")).start()
+    server = Server(name, argv, home, pinedge_env()).start()
     wait_http(server, admin, "/healthz", timeout=30)
     return server
 
@@ -446,102 +432,12 @@ def start_gdnsd(name: str, gdnsd: str, home: Path, port: int, threads: int | Non
 
 
 def wait_dns(server: Server, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
     question = Question(absolute("www"), "A")
-    while time.monotonic() < deadline:
-        code = server.exited()
-        if code is not None:
-            raise BenchError(
-                f"{server.name} exited with status {code} while starting:\n"
-                + textwrap.indent(server.output() or "(no output)", "    ")
-            )
-        if ask(port, question, timeout=0.3) is not None:
-            return
-        time.sleep(0.1)
-    raise BenchError(f"{server.name} does not answer on udp port {port} after {timeout:.0f}s")
 
+    def check() -> str:
+        return "" if ask(port, question, timeout=0.3) is not None else "no answer"
 
-def proc_stat(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-
-
-def descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = proc_stat(int(entry))
-            if fields is not None:
-                parents.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for kid in parents.get(todo.pop(), []):
-            found.append(kid)
-            todo.append(kid)
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (all their threads)."""
-    total = 0
-    for pid in pids:
-        fields = proc_stat(pid)
-        if fields is not None:
-            total += int(fields[11]) + int(fields[12])
-    return total / TICK
-
-
-def machine_cpu() -> tuple[float, float, float]:
-    """(busy, steal, all) CPU seconds of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
-    busy = user + nice + system + irq + softirq
-    return busy / TICK, steal / TICK, (busy + idle + iowait + steal) / TICK
-
-
-def other_benchmarks() -> list[str]:
-    """Command lines of other bench/*.py runs on this machine (not this one)."""
-    mine = {os.getpid(), *descendants(os.getpid())}
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in mine:
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-        if re.search(r"bench/\w+\.py", text) and "bench/geodns.py" not in text:
-            found.append(f"pid {entry}: {text[:120]}")
-    return found
-
-
-def busy_processes(seconds: float = 3.0, floor: float = 0.05) -> list[str]:
-    """Processes other than ours that used more than `floor` of a core over `seconds`."""
-
-    def sample() -> dict[int, tuple[float, str]]:
-        out = {}
-        for entry in os.listdir("/proc"):
-            fields = proc_stat(int(entry)) if entry.isdigit() else None
-            if fields is not None:
-                with contextlib.suppress(OSError):
-                    comm = Path(f"/proc/{entry}/comm").read_text().strip()
-                    out[int(entry)] = ((int(fields[11]) + int(fields[12])) / TICK, comm)
-        return out
-
-    before = sample()
-    time.sleep(seconds)
-    after = sample()
-    mine = {os.getpid(), *descendants(os.getpid())}
-    rows = []
-    for pid, (cpu, comm) in after.items():
-        used = (cpu - before.get(pid, (cpu, ""))[0]) / seconds
-        if pid not in mine and used > floor:
-            rows.append(f"{comm} (pid {pid}) {used:.0%} of a core")
-    return rows
+    wait_ready(server, check, f"on udp port {port}", timeout)
 
 
 # ---------------------------------------------------------------------------- asking
@@ -659,119 +555,6 @@ def compare(questions: list[Question], ports: dict[str, int]) -> Comparison:
 # ---------------------------------------------------------------------------- dnsperf
 
 
-@dataclass
-class Perf:
-    qps: float
-    sent: int
-    completed: int
-    lost: int
-    latency_avg: float  # seconds
-    latency_max: float
-    latency_sd: float
-    rcodes: dict[str, int]
-    runtime: float
-    server_cpu: float = 0.0  # cores used, averaged over the run
-    dnsperf_cpu: float = 0.0
-    machine_busy: float = 0.0  # of all cores, in cores
-    steal: float = 0.0
-    per_process: list[float] = field(default_factory=list)  # cores, server processes that worked
-    others: list[str] = field(default_factory=list)  # other benchmarks seen before or after
-
-    @property
-    def rest(self) -> float:
-        """Cores busy with neither the server nor dnsperf."""
-        return self.machine_busy - self.server_cpu - self.dnsperf_cpu
-
-    @property
-    def disturbed(self) -> bool:
-        return bool(self.others) or self.rest > REST_LIMIT
-
-
-REST_LIMIT = 0.25  # cores of "rest" above which a run is marked as disturbed
-
-
-def parse_dnsperf(output: str) -> Perf:
-    def number(label: str) -> str:
-        match = re.search(rf"^\s*{re.escape(label)}:\s+([\d.]+)", output, re.MULTILINE)
-        if not match:
-            raise BenchError("dnsperf output not understood:\n" + textwrap.indent(output, "    "))
-        return match.group(1)
-
-    latency = re.search(r"Average Latency \(s\):\s+([\d.]+) \(min [\d.]+, max ([\d.]+)\)", output)
-    codes = re.search(r"Response codes:\s+(.*)", output)
-    rcodes = {}
-    if codes:
-        for name, count in re.findall(r"(\w+) (\d+) \(", codes.group(1)):
-            rcodes[name] = int(count)
-    return Perf(
-        qps=float(number("Queries per second")),
-        sent=int(number("Queries sent")),
-        completed=int(number("Queries completed")),
-        lost=int(number("Queries lost")),
-        latency_avg=float(latency.group(1)) if latency else float("nan"),
-        latency_max=float(latency.group(2)) if latency else float("nan"),
-        latency_sd=float(number("Latency StdDev (s)")),
-        rcodes=rcodes,
-        runtime=float(number("Run time (s)")),
-    )
-
-
-@dataclass(frozen=True)
-class Load:
-    clients: int
-    outstanding: int
-    threads: int
-
-    def flags(self) -> list[str]:
-        return ["-c", str(self.clients), "-q", str(self.outstanding), "-T", str(self.threads)]
-
-    def label(self) -> str:
-        return " ".join(self.flags())
-
-
-def dnsperf_argv(dnsperf: str, data: Path, port: int, load: Load, seconds: float) -> list[str]:
-    return [
-        dnsperf,
-        "-B",
-        "-d",
-        str(data),
-        "-s",
-        HOST,
-        "-p",
-        str(port),
-        *load.flags(),
-        "-l",
-        f"{seconds:g}",
-        "-O",
-        "suppress=timeout",
-    ]
-
-
-def run_dnsperf(argv: list[str], server_pids: Callable[[], list[int]], seconds: float) -> Perf:
-    """One dnsperf run, with the CPU time the server, dnsperf and the machine used."""
-    pids = server_pids()
-    others = other_benchmarks()
-    each0 = {pid: cpu_seconds([pid]) for pid in pids}
-    server0, kids0 = cpu_seconds(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy0, steal0, _ = machine_cpu()
-    start = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    wall = time.monotonic() - start
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}")
-    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy1, steal1, _ = machine_cpu()
-    perf = parse_dnsperf(done.stdout)
-    perf.server_cpu = (cpu_seconds(pids) - server0) / wall
-    perf.dnsperf_cpu = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime) / wall
-    perf.machine_busy = (busy1 - busy0) / wall
-    perf.steal = (steal1 - steal0) / wall
-    each = [(cpu_seconds([pid]) - used) / wall for pid, used in each0.items()]
-    perf.per_process = sorted((cores for cores in each if cores >= 0.02), reverse=True)
-    perf.others = sorted(set(others) | set(other_benchmarks()))
-    return perf
-
-
 # ---------------------------------------------------------------------------- throughput
 
 
@@ -845,7 +628,7 @@ def run_pairs(
         for name in order:
             time.sleep(args.pause)
             argv = dnsperf_argv(
-                tools["dnsperf"], data, servers.ports[name], args.load, args.duration
+                tools["dnsperf"], data, servers.ports[name], args.load, args.duration, HOST
             )
             got[name] = run_dnsperf(argv, servers.pids(name), args.duration)
         pair = Pair(label, order[0], got["pinedge"], got["gdnsd"])
@@ -892,7 +675,7 @@ def sweep(
         for name in ("pinedge", "gdnsd"):
             time.sleep(args.pause)
             argv = dnsperf_argv(
-                tools["dnsperf"], data, servers.ports[name], load, args.sweep_seconds
+                tools["dnsperf"], data, servers.ports[name], load, args.sweep_seconds, HOST
             )
             perf = run_dnsperf(argv, servers.pids(name), args.sweep_seconds)
             rows.append(
@@ -1156,17 +939,8 @@ def measure_in_process(questions: list[Question], tmp: Path, passes: int = 5) ->
 # ---------------------------------------------------------------------------- report
 
 
-def median(values: list[float]) -> float:
-    clean = [v for v in values if v == v]
-    return statistics.median(clean) if clean else float("nan")
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT MET"
 
 
 def fmt_rcodes(rcodes: dict[str, int]) -> str:
@@ -1174,47 +948,66 @@ def fmt_rcodes(rcodes: dict[str, int]) -> str:
     return ", ".join(f"{k} {v / total:.1%}" for k, v in sorted(rcodes.items()))
 
 
-def perf_cells(p: Perf) -> str:
-    mark = " ‡" if p.disturbed else ""
-    return (
-        f"{p.qps:,.0f}{mark} | {p.lost:,} ({p.lost / max(p.sent, 1):.2%}) | {ms(p.latency_avg)} | "
-        f"{ms(p.latency_max)} | {p.server_cpu:.2f} | {p.dnsperf_cpu:.2f} | {p.machine_busy:.2f} | "
-        f"{p.rest:.2f}"
-    )
+def perf_cells(p: Perf) -> list[str]:
+    return [
+        f"{p.qps:,.0f}{' ‡' if p.disturbed else ''}",
+        f"{p.lost:,} ({p.lost / max(p.sent, 1):.2%})",
+        ms(p.latency_avg),
+        ms(p.latency_max),
+        *(f"{v:.2f}" for v in (p.server_cpu, p.dnsperf_cpu, p.machine_busy, p.rest)),
+    ]
 
 
-PAIR_HEAD = (
-    "| round | first | server | queries/s | lost | avg latency | max latency | "
-    "server CPU | dnsperf CPU | machine busy | rest | pinedge/gdnsd |\n"
-    "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-)
+PAIR_HEAD = [
+    "round",
+    "first",
+    "server",
+    "queries/s",
+    "lost",
+    "avg latency",
+    "max latency",
+    "server CPU",
+    "dnsperf CPU",
+    "machine busy",
+    "rest",
+    "pinedge/gdnsd",
+]
 
 
-def pair_table(pairs: list[Pair], names: dict[str, str]) -> list[str]:
-    lines = [PAIR_HEAD]
+def pair_table(report: Report, pairs: list[Pair], names: dict[str, str]) -> None:
+    rows = []
     for i, pair in enumerate(pairs, 1):
         for name in ("pinedge", "gdnsd"):
-            perf = getattr(pair, name)
             ratio = f"**{pair.ratio:.3f}**" if name == "pinedge" else ""
-            lines.append(f"| {i} | {pair.first} | {names[name]} | {perf_cells(perf)} | {ratio} |")
+            rows.append([str(i), pair.first, names[name], *perf_cells(getattr(pair, name)), ratio])
     if len(pairs) > 1:
-        lines.append(
-            f"| **median** | | pinedge | {median([p.pinedge.qps for p in pairs]):,.0f} | | "
-            f"{ms(median([p.pinedge.latency_avg for p in pairs]))} | | | | | | "
-            f"**{median([p.ratio for p in pairs]):.3f}** |"
-        )
-        lines.append(
-            f"| | | gdnsd | {median([p.gdnsd.qps for p in pairs]):,.0f} | | "
-            f"{ms(median([p.gdnsd.latency_avg for p in pairs]))} | | | | | | |"
-        )
-    return lines
+        for name in ("pinedge", "gdnsd"):
+            perfs = [getattr(pair, name) for pair in pairs]
+            first = ["**median**", "", name] if name == "pinedge" else ["", "", name]
+            ratio = f"**{median(p.ratio for p in pairs):.3f}**" if name == "pinedge" else ""
+            qps, latency = median(p.qps for p in perfs), median(p.latency_avg for p in perfs)
+            rows.append([*first, f"{qps:,.0f}", "", ms(latency), *[""] * 5, ratio])
+    report.table(PAIR_HEAD, rows, "rll" + "r" * 9)
+
+
+@dataclass
+class Machine:
+    cpus: int | None
+    cpu: str
+    loadavg: list[str]
+    python: str
+    pinedge: str
+    gdnsd: str
+    dnsperf: str
+    other_benchmarks: list[str]
+    busy: list[str]
 
 
 @dataclass
 class Results:
     args: dict[str, object]
     started: str
-    machine: dict[str, object]
+    machine: Machine
     mix: list[tuple[str, int]]
     comparison: Comparison | None = None
     sweep: list[SweepRow] = field(default_factory=list)
@@ -1225,98 +1018,107 @@ class Results:
     failover: list[FailoverRound] = field(default_factory=list)
     in_process: InProcess | None = None
     failover_others: list[str] = field(default_factory=list)
-    after: dict[str, object] = field(default_factory=dict)
+    after: dict[str, list[str]] = field(default_factory=dict)
 
 
-def machine_facts() -> dict[str, object]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
+def package_version(package: str) -> str:
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True
     )
-    versions = {}
-    for package in ("gdnsd", "dnsperf"):
-        done = subprocess.run(
-            ["dpkg-query", "-W", "-f", "${Version}", package],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        versions[package] = done.stdout.strip() or "?"
-    pinedge = subprocess.run(
-        [*pinedge_argv(), "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    rev = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-        "python": sys.version.split()[0],
-        "pinedge": f"{pinedge} (git {rev}, uncommitted changes included)",
-        **versions,
-        "other_benchmarks": other_benchmarks(),
-        "busy": busy_processes(),
-    }
+    return done.stdout.strip() or "?"
 
 
-def failover_lines(rounds: list[FailoverRound]) -> list[str]:
-    lines = [
-        "| mode | round | phases | failure → last answer naming lon | → first naming sea | "
-        "return → first naming lon | answers | lost | other |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def machine_facts() -> Machine:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    pinedge = subprocess.run([*pinedge_argv(), "--version"], capture_output=True, text=True)
+    return Machine(
+        cpus=os.cpu_count(),
+        cpu=names[0] if names else "?",
+        loadavg=loadavg(),
+        python=sys.version.split()[0],
+        pinedge=f"{pinedge.stdout.strip()} (git {git('rev-parse', '--short', 'HEAD')}, "
+        "uncommitted changes included)",
+        gdnsd=package_version("gdnsd"),
+        dnsperf=package_version("dnsperf"),
+        other_benchmarks=other_benchmarks(),
+        busy=busy_processes(),
+    )
+
+
+def failover_table(report: Report, rounds: list[FailoverRound]) -> None:
+    rows = []
     for mode in sorted({r.mode for r in rounds}, key=["stop", "hang"].index):
         mine = [r for r in rounds if r.mode == mode]
         for i, r in enumerate(mine, 1):
-            lines.append(
-                f"| {mode} | {i} | {r.phase:.2f} / {r.back_phase:.2f} s | {r.down:.2f} s | "
-                f"{r.first_b:.2f} s | "
-                f"{r.up:.2f} s | {r.answers} | {r.lost} | {r.others} |"
+            rows.append(
+                [mode, str(i), f"{r.phase:.2f} / {r.back_phase:.2f} s"]
+                + [f"{v:.2f} s" for v in (r.down, r.first_b, r.up)]
+                + [str(r.answers), str(r.lost), str(r.others)]
             )
-        lines.append(
-            f"| {mode} | **max** | | **{max(r.down for r in mine):.2f} s** | "
-            f"{max(r.first_b for r in mine):.2f} s | {max(r.up for r in mine):.2f} s | | "
-            f"{sum(r.lost for r in mine)} | {sum(r.others for r in mine)} |"
+        down, first_b, up = (max(getattr(r, k) for r in mine) for k in ("down", "first_b", "up"))
+        lost, others = sum(r.lost for r in mine), sum(r.others for r in mine)
+        rows.append(
+            [
+                mode,
+                "**max**",
+                "",
+                f"**{down:.2f} s**",
+                f"{first_b:.2f} s",
+                f"{up:.2f} s",
+                "",
+                str(lost),
+                str(others),
+            ]
         )
-    return lines
+    report.table(
+        [
+            "mode",
+            "round",
+            "phases",
+            "failure → last answer naming lon",
+            "→ first naming sea",
+            "return → first naming lon",
+            "answers",
+            "lost",
+            "other",
+        ],
+        rows,
+        "lrrrrrrrr",
+    )
 
 
-def comparison_lines(c: Comparison) -> list[str]:
-    lines = [
+def comparison_section(report: Report, c: Comparison) -> None:
+    report.add(
+        "### Same answers?",
+        "",
         f"{c.distinct} distinct questions (name, type, client subnet) of the file, each asked "
         "of both servers before the runs: "
         f"{c.same} identical (rcode, AA bit, answer and authority sections with TTLs; record "
         f"order aside), {len(c.additional_only)} identical but for the additional section, "
         f"{len(c.different)} different, {len(c.unanswered)} unanswered by one of them.",
-    ]
+    )
     for row in (c.different + c.unanswered)[:6]:
-        lines.append(f"- different: `{row}`")
+        report.add(f"- different: `{row}`")
     kinds: dict[str, list[str]] = {}
     for row in c.additional_only:
         name, qtype = row.split()[:2]
         kinds.setdefault(f"{name} {qtype.rstrip(':')}", []).append(row)
     for kind, rows in kinds.items():
         example = rows[0].split(": ", 1)[1]
-        lines.append(f"- additional section only, `{kind}` ({len(rows)} questions): `{example}`")
+        report.add(f"- additional section only, `{kind}` ({len(rows)} questions): `{example}`")
     if c.ecs_asked:
-        lines.append(
-            f"\nOf the {c.ecs_asked} questions with ECS, pinedge sent the option back in "
+        report.add(
+            "",
+            f"Of the {c.ecs_asked} questions with ECS, pinedge sent the option back in "
             f"{c.ecs_echoed.get('pinedge', 0)} answers, gdnsd in {c.ecs_echoed.get('gdnsd', 0)}. "
             f"Scope prefix lengths (not compared: each derives them its own way; gdnsd merges "
             f"networks that get the same answer): pinedge {scopes(c, 'pinedge')}; "
             f"gdnsd {scopes(c, 'gdnsd')}. Distinct steered questions answered per POP: "
             + ", ".join(f"{pop} {n}" for pop, n in sorted(c.pops.items()))
-            + "."
+            + ".",
         )
-    return lines
+    report.add("")
 
 
 def scopes(c: Comparison, server: str) -> str:
@@ -1325,54 +1127,47 @@ def scopes(c: Comparison, server: str) -> str:
     return ", ".join(f"{scope} ×{found[scope]}" for scope in order)
 
 
-def markdown(res: Results, command: str) -> str:
+def write_report(report: Report, res: Results) -> None:
     m = res.machine
-    out = [
+    report.add(
         "# GeoDNS: queries per second next to gdnsd, and failover time",
         "",
-        f"`{command}` on {res.started}: one run on a {m['cpus']}-core shared machine "
-        f"({m['cpu']}), Python {m['python']}, {m['pinedge']}, gdnsd {m['gdnsd']}, "
-        f"dnsperf {m['dnsperf']} (Debian 12 packages).",
+        f"{run_line('geodns.py')}: one run on a {m.cpus}-core shared machine "
+        f"({m.cpu}), Python {m.python}, {m.pinedge}, gdnsd {m.gdnsd}, "
+        f"dnsperf {m.dnsperf} (Debian 12 packages).",
         "",
-        "Machine before the run: load average "
-        + " ".join(map(str, m["loadavg"]))  # type: ignore[call-overload]  # a list
-        + "; "
+        f"Machine before the run: load average {' '.join(m.loadavg)}; "
         + (
-            "other benchmarks running: " + "; ".join(m["other_benchmarks"])  # type: ignore[arg-type]  # machine facts: a list of str
-            if m["other_benchmarks"]
+            "other benchmarks running: " + "; ".join(m.other_benchmarks)
+            if m.other_benchmarks
             else "no other benchmark running"
         )
         + "; processes over 5% of a core in a 3 s sample: "
-        + (", ".join(m["busy"]) if m["busy"] else "none")  # type: ignore[arg-type]  # machine facts: a list of str
+        + (", ".join(m.busy) if m.busy else "none")
         + ".",
         "",
-    ]
-    out += query_section(res)
+    )
+    query_section(report, res)
     if res.comparison is not None:
-        out += ["", "### Same answers?", "", *comparison_lines(res.comparison)]
-    out += throughput_section(res)
+        comparison_section(report, res.comparison)
+    throughput_section(report, res)
     if res.failover:
-        out += failover_section(res)
-    out += reading_section(res)
-    out += after_lines(res)
-    out += targets(res)
-    out += [""]
-    return "\n".join(out)
+        failover_section(report, res)
+    reading_section(report, res)
+    if res.after:
+        others = res.after["other_benchmarks"]
+        still = "other benchmarks running: " + "; ".join(others) if others else "no other benchmark"
+        report.add(
+            f"Machine after the run: load average {' '.join(res.after['loadavg'])}; {still} "
+            "running.",
+            "",
+        )
+    report.add(*targets(res))
 
 
-def after_lines(res: Results) -> list[str]:
-    after = res.after
-    if not after:
-        return []
-    others: list[str] = after.get("other_benchmarks") or []  # type: ignore[assignment]  # machine facts: a list of str
-    load: list[str] = after["loadavg"]  # type: ignore[assignment]  # machine facts: a list of str
-    still = "other benchmarks running: " + "; ".join(others) if others else "no other benchmark"
-    return ["", f"Machine after the run: load average {' '.join(load)}; {still} running."]
-
-
-def query_section(res: Results) -> list[str]:
+def query_section(report: Report, res: Results) -> None:
     total = sum(count for what, count in res.mix if not what.startswith("with ECS"))
-    lines = [
+    report.add(
         "## The zone and the queries",
         "",
         f"One zone, `{ZONE}`: SOA, NS (ns1, ns2), A, AAAA, TXT (apex and `_dmarc`), "
@@ -1395,115 +1190,114 @@ def query_section(res: Results) -> list[str]:
         "query (`-E`), so the script writes the file as DNS messages and dnsperf sends them "
         "as they are (`-B`), looping over the file: one run, one mix.",
         "",
-        "| queries | share |",
-        "|---|---:|",
-    ]
-    for what, count in res.mix:
-        lines.append(f"| {what} | {count / total:.1%} |")
-    return lines
+    )
+    report.table(
+        ["queries", "share"], [[what, f"{count / total:.1%}"] for what, count in res.mix], "lr"
+    )
 
 
-def throughput_section(res: Results) -> list[str]:
+def throughput_section(report: Report, res: Results) -> None:
     args = res.args
-    load = args["load"]
-    lines = [
-        "",
+    report.add(
         "## Throughput",
         "",
-        f"dnsperf `{load}` (clients, queries outstanding, threads), `-l {args['duration']}` s per "
-        f"run, {args['pause']} s of quiet before each; servers started once and kept for all "
-        "rounds; each round runs both, alternating which goes first. *server CPU* and "
-        "*dnsperf CPU*: cores used on average over the run (user + system time from "
-        "/proc/PID/stat and getrusage); *machine busy*: all cores, from /proc/stat (so it "
-        "includes the kernel's loopback work and anything else running); *rest*: machine busy "
-        "less the server and dnsperf (kernel work charged to neither, and any other process: "
-        "near 0 means nothing else ran). Latency is dnsperf's "
+        f"dnsperf `{args['load']}` (clients, queries outstanding, threads), "
+        f"`-l {args['duration']}` s per run, {args['pause']} s of quiet before each; servers "
+        "started once and kept for all rounds; each round runs both, alternating which goes "
+        "first. *server CPU* and *dnsperf CPU*: cores used on average over the run (user + "
+        "system time from /proc/PID/stat and getrusage); *machine busy*: all cores, from "
+        "/proc/stat (so it includes the kernel's loopback work and anything else running); "
+        "*rest*: machine busy less the server and dnsperf (kernel work charged to neither, "
+        "and any other process: near 0 means nothing else ran). Latency is dnsperf's "
         "average per query, with its queue of outstanding queries included.",
-    ]
-    if res.sweep:
-        lines += [
-            "",
-            f"### Finding the plateau ({args['sweep_seconds']} s per setting, one run each)",
-            "",
-            "| dnsperf | server | queries/s | lost | avg latency | server CPU | dnsperf CPU |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for r in res.sweep:
-            lines.append(
-                f"| `{r.load}` | {r.server} | {r.qps:,.0f}{' ‡' if r.others else ''} | "
-                f"{r.lost:,} | {ms(r.latency_avg)} | "
-                f"{r.server_cpu:.2f} | {r.dnsperf_cpu:.2f} |"
-            )
-    t1 = res.gdnsd_threads.get("one", "?")
-    lines += [
         "",
+    )
+    if res.sweep:
+        report.add(
+            f"### Finding the plateau ({args['sweep_seconds']} s per setting, one run each)", ""
+        )
+        report.table(
+            ["dnsperf", "server", "queries/s", "lost", "avg latency", "server CPU", "dnsperf CPU"],
+            [
+                [
+                    f"`{r.load}`",
+                    r.server,
+                    f"{r.qps:,.0f}{' ‡' if r.others else ''}",
+                    f"{r.lost:,}",
+                    ms(r.latency_avg),
+                    f"{r.server_cpu:.2f}",
+                    f"{r.dnsperf_cpu:.2f}",
+                ]
+                for r in res.sweep
+            ],
+            "llrrrrr",
+        )
+    report.add(
         f"### One pinedge process against gdnsd with one UDP thread ({len(res.main)} rounds)",
         "",
         "`pinedge dns --workers 1` (one process, one thread answering; `rrl_rate = 0`, so rate "
         "limiting does not drop the load, which comes from one address) against gdnsd with "
-        f"`udp_threads => 1, tcp_threads => 1` (its threads: {t1}). gdnsd answers UDP with "
-        "recvmmsg/sendmmsg, many datagrams per system call.",
+        "`udp_threads => 1, tcp_threads => 1` (its threads: "
+        f"{res.gdnsd_threads.get('one', '?')}). gdnsd answers UDP with recvmmsg/sendmmsg, "
+        "many datagrams per system call.",
         "",
-        *pair_table(res.main, {"pinedge": "pinedge", "gdnsd": "gdnsd"}),
-    ]
+    )
+    pair_table(report, res.main, {"pinedge": "pinedge", "gdnsd": "gdnsd"})
     if res.main:
-        p = res.main[0].pinedge
-        lines += [
-            "",
-            f"Response codes (round 1, pinedge): {fmt_rcodes(p.rcodes)}; "
+        report.add(
+            f"Response codes (round 1, pinedge): {fmt_rcodes(res.main[0].pinedge.rcodes)}; "
             f"gdnsd: {fmt_rcodes(res.main[0].gdnsd.rcodes)}.",
-        ]
-    if res.workers2:
-        t2 = res.gdnsd_threads.get("default", "?")
-        lines += [
             "",
+        )
+    if res.workers2:
+        report.add(
             "### For information: two pinedge processes against gdnsd's default threads",
             "",
             "`pinedge dns --workers 2` (two processes on one port, SO_REUSEPORT) against gdnsd "
-            f"with its default `udp_threads` (2 per address; its threads: {t2}). One run each; "
-            "dnsperf now competes with two busy server processes for the two cores.",
+            "with its default `udp_threads` (2 per address; its threads: "
+            f"{res.gdnsd_threads.get('default', '?')}). One run each; dnsperf now competes "
+            "with two busy server processes for the two cores.",
             "",
-            *pair_table(res.workers2, {"pinedge": "pinedge ×2", "gdnsd": "gdnsd default"}),
-            "",
+        )
+        pair_table(report, res.workers2, {"pinedge": "pinedge ×2", "gdnsd": "gdnsd default"})
+        report.add(
             "pinedge's processes (cores each, those that worked; SO_REUSEPORT spreads dnsperf's "
-            f"{res.args['clients']} sockets over them by a hash of the addresses): "
+            f"{args['clients']} sockets over them by a hash of the addresses): "
             + " + ".join(f"{c:.2f}" for c in res.workers2[0].pinedge.per_process)
             + ".",
-        ]
-    if res.flood:
-        lines += [
             "",
+        )
+    if res.flood:
+        report.add(
             "### For information: a random-subdomain flood",
             "",
             f"The one-thread pair again, on a file of {args['flood']:,} A queries for "
             "distinct NXDOMAIN names (`rNNNNNNN<hex>.cdn.test.`, EDNS, no ECS), as in a "
             "random-subdomain attack. "
-            + flood_note(res.flood[0], int(args["flood"]))  # type: ignore[call-overload]  # an int in the arguments
+            + flood_note(res.flood[0], int(str(args["flood"])))
             + " One run each.",
             "",
-            *pair_table(res.flood, {"pinedge": "pinedge", "gdnsd": "gdnsd"}),
-        ]
-    return lines + disturbed(res)
+        )
+        pair_table(report, res.flood, {"pinedge": "pinedge", "gdnsd": "gdnsd"})
+    report.add(disturbed(res), "")
 
 
-def disturbed(res: Results) -> list[str]:
+def disturbed(res: Results) -> str:
     """Runs that another process may have slowed down."""
     runs = [p for pair in res.main + res.workers2 + res.flood for p in (pair.pinedge, pair.gdnsd)]
     seen = sorted({other for perf in runs for other in perf.others})
     flagged = sum(1 for perf in runs if perf.disturbed) + sum(1 for r in res.sweep if r.others)
     if not flagged:
-        return [
-            "",
+        return (
             "No run had another benchmark running before or after it, or a *rest* "
-            f"above {REST_LIMIT} cores.",
-        ]
-    return [
-        "",
+            f"above {REST_LIMIT} cores."
+        )
+    return (
         f"‡ {flagged} run(s) had another benchmark running just before or after them, or a "
         f"*rest* above {REST_LIMIT} cores: another process took CPU from them, so their "
         "numbers are not comparable to the others."
-        + (" Seen: " + "; ".join(seen) + "." if seen else ""),
-    ]
+        + (" Seen: " + "; ".join(seen) + "." if seen else "")
+    )
 
 
 def flood_note(pair: Pair, names: int) -> str:
@@ -1516,10 +1310,9 @@ def flood_note(pair: Pair, names: int) -> str:
     return f"{seen}; gdnsd, which keeps no state per name, went round it {loops:.1f} times."
 
 
-def failover_section(res: Results) -> list[str]:
+def failover_section(report: Report, res: Results) -> None:
     interval, timeout, fall, rise = 2.0, 1.0, 2, 2
-    return [
-        "",
+    report.add(
         "## Failover",
         "",
         "`pinedge dns --workers 1` with two POPs, lon (A) and sea (B), whose `health` URLs are "
@@ -1536,8 +1329,9 @@ def failover_section(res: Results) -> list[str]:
         "then, after another random 0-2 s (the second *phase*), lon's health server comes "
         "back. Times are taken when the answer arrives.",
         "",
-        *failover_lines(res.failover),
-        "",
+    )
+    failover_table(report, res.failover)
+    report.add(
         (
             "Other benchmarks running before or after these rounds: "
             + "; ".join(res.failover_others)
@@ -1555,7 +1349,8 @@ def failover_section(res: Results) -> list[str]:
         f"Back: `rise` = {rise} good probes, {(rise - 1) * interval:g}-{rise * interval:g} s "
         f"after a stop, up to {rise * interval + timeout:g} s after a hang (a probe still "
         "hanging when the server recovers fails too).",
-    ]
+        "",
+    )
 
 
 def us_per_query(perf: Perf) -> float:
@@ -1564,7 +1359,7 @@ def us_per_query(perf: Perf) -> float:
 
 def bottleneck(p: list[Perf], g: list[Perf]) -> str:
     """Which side held each run back, from the CPU each used."""
-    pinedge, gdnsd = median([x.server_cpu for x in p]), median([x.server_cpu for x in g])
+    pinedge, gdnsd = median(x.server_cpu for x in p), median(x.server_cpu for x in g)
     text = (
         f"- **What held each back**: pinedge answers in one thread, and used {pinedge:.2f} "
         "of the one core it can use"
@@ -1585,26 +1380,26 @@ def bottleneck(p: list[Perf], g: list[Perf]) -> str:
     return text
 
 
-def reading_section(res: Results) -> list[str]:
-    lines = ["", "## Reading the numbers", ""]
+def reading_section(report: Report, res: Results) -> None:
+    report.add("## Reading the numbers", "")
     if res.main:
         p = [pair.pinedge for pair in res.main]
         g = [pair.gdnsd for pair in res.main]
-        lines.append(
+        report.add(
             "- **How the two cores were shared** (medians of the rounds above): with pinedge, "
-            f"pinedge {median([x.server_cpu for x in p]):.2f} cores, dnsperf "
-            f"{median([x.dnsperf_cpu for x in p]):.2f}, the machine "
-            f"{median([x.machine_busy for x in p]):.2f} busy; with gdnsd, gdnsd "
-            f"{median([x.server_cpu for x in g]):.2f}, dnsperf "
-            f"{median([x.dnsperf_cpu for x in g]):.2f}, the machine "
-            f"{median([x.machine_busy for x in g]):.2f}. Per query answered, the server spent "
-            f"{median([us_per_query(x) for x in p]):.1f} µs of CPU (pinedge) and "
-            f"{median([us_per_query(x) for x in g]):.2f} µs (gdnsd)."
+            f"pinedge {median(x.server_cpu for x in p):.2f} cores, dnsperf "
+            f"{median(x.dnsperf_cpu for x in p):.2f}, the machine "
+            f"{median(x.machine_busy for x in p):.2f} busy; with gdnsd, gdnsd "
+            f"{median(x.server_cpu for x in g):.2f}, dnsperf "
+            f"{median(x.dnsperf_cpu for x in g):.2f}, the machine "
+            f"{median(x.machine_busy for x in g):.2f}. Per query answered, the server spent "
+            f"{median(us_per_query(x) for x in p):.1f} µs of CPU (pinedge) and "
+            f"{median(us_per_query(x) for x in g):.2f} µs (gdnsd).",
+            bottleneck(p, g),
         )
-        lines.append(bottleneck(p, g))
     if res.in_process is not None:
         ip = res.in_process
-        lines.append(
+        report.add(
             f"- **Where pinedge's time goes**: timed (thread CPU time) in the benchmark's process, "
             f"`DnsServer.respond()` plus the rate limiter's verdict (what `datagram_received` "
             f"runs, without the socket and the event loop) takes {ip.mix_us:.1f} µs per query "
@@ -1613,35 +1408,30 @@ def reading_section(res: Results) -> list[str]:
             f"never-seen NXDOMAIN name takes {ip.unique_nx_us:.0f} µs (the answer is built "
             "with dnslib, twice: full and truncated, then kept)."
         )
-    return lines
+    report.add("")
 
 
 def targets(res: Results) -> list[str]:
-    lines = ["", "## Targets", ""]
+    lines = ["## Targets", ""]
     if res.main:
-        qps = median([p.pinedge.qps for p in res.main])
-        ratio = median([p.ratio for p in res.main])
-        lines.append(
+        qps = median(p.pinedge.qps for p in res.main)
+        ratio = median(p.ratio for p in res.main)
+        lines += [
             f"Target: ≥ {QPS_TARGET:,} queries/s per process on the realistic query file: "
             f"{qps:,.0f} (median of {len(res.main)} rounds, pinedge/gdnsd one UDP thread "
-            f"{ratio:.3f}), {verdict(qps >= QPS_TARGET)}."
-        )
+            f"{ratio:.3f}), {verdict(qps >= QPS_TARGET)}.",
+            "",
+        ]
     if res.failover:
         worst = max(r.down for r in res.failover)
-        lines.append("")
-        lines.append(
+        lines += [
             f"Target: failover, from a POP stopping to the last answer naming it, ≤ "
             f"{FAILOVER_TARGET:.0f} s + TTL: at most {worst:.2f} s over "
             f"{len(res.failover)} rounds (the TTL part is the resolvers' caching, which this "
-            f"direct measurement does not include), {verdict(worst <= FAILOVER_TARGET)}."
-        )
+            f"direct measurement does not include), {verdict(worst <= FAILOVER_TARGET)}.",
+            "",
+        ]
     return lines
-
-
-def print_summary(res: Results) -> None:
-    for line in targets(res)[2:]:
-        if line:
-            print(line)
 
 
 # ---------------------------------------------------------------------------- main
@@ -1674,10 +1464,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sweep_seconds, args.flood = 2, min(args.flood, 50_000)
     args.load = Load(args.clients, args.outstanding, args.threads)
     return args
-
-
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def throughput(
@@ -1728,14 +1514,12 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[Question], Path, 
         mix=describe_mix(questions),
     )
     res.args["load"] = args.load.label()
-    load: list[str] = res.machine["loadavg"]  # type: ignore[assignment]  # machine facts: a list of str
     print(
-        f"pinedge dns benchmark: {len(questions):,} queries; {res.machine['cpus']} CPUs; "
-        f"load {' '.join(load)}; temp dir {tmp}",
+        f"pinedge dns benchmark: {len(questions):,} queries; {res.machine.cpus} CPUs; "
+        f"load {' '.join(res.machine.loadavg)}; temp dir {tmp}",
         flush=True,
     )
-    others: list[str] = res.machine["other_benchmarks"]  # type: ignore[assignment]  # machine facts: a list of str
-    for other in others:
+    for other in res.machine.other_benchmarks:
         print(f"  ! also running: {other}", flush=True)
     return questions, data, res
 
@@ -1749,43 +1533,38 @@ def measure(args: argparse.Namespace, tmp: Path, tools: dict[str, str]) -> Resul
         before = other_benchmarks()
         res.failover = run_failover(tmp, args.failover_rounds, ["stop", "hang"])
         res.failover_others = sorted(set(before) | set(other_benchmarks()))
-    res.after = {
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-        "other_benchmarks": other_benchmarks(),
-    }
+    res.after = {"loadavg": loadavg(), "other_benchmarks": other_benchmarks()}
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt)
-    tmp = Path(tempfile.mkdtemp(prefix="pinedge-bench-dns-"))
-    command = " ".join([".venv/bin/python", "bench/geodns.py", *(argv or sys.argv[1:])])
-    try:
+    found: list[Results] = []
+
+    def body(tmp: Path) -> None:
         tools = {
             "dnsperf": ensure_tool("dnsperf", "dnsperf"),
             "gdnsd": ensure_tool("gdnsd", "gdnsd"),
         }
         res = measure(args, tmp, tools)
-        print_summary(res)
+        found.append(res)
+        for line in targets(res)[2:]:
+            if line:
+                print(line)
         if args.md:
-            args.md.write_text(markdown(res, command))
+            report = Report(echo=False)
+            write_report(report, res)
+            report.write(args.md)
             print(f"wrote {args.md}")
-        if args.json:
-            args.json.write_text(json.dumps(asdict(res), indent=2, default=str))
-        return 0
-    except BenchError as exc:
-        print(f"\nbench/geodns.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping servers", file=sys.stderr)
-        return 130
-    finally:
-        Server.stop_all()
-        if args.keep:
-            print(f"temp dir kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return session.run(
+        body,
+        prefix="pinedge-bench-dns-",
+        keep=args.keep,
+        json_path=args.json,
+        results=lambda: asdict(found[0]) if found else None,
+        failed="bench/geodns.py",
+    )
 
 
 if __name__ == "__main__":

@@ -15,31 +15,30 @@ What it does, top to bottom (see bench/README.md for how to read the output):
    pair by pair, the peak RSS of every server process, then the hit-path targets.
 
 With `--workers-run` it repeats 3-6 with pinedge `--workers 2` against nginx
-`worker_processes 2`. Only the standard library is used; nothing is asserted.
+`worker_processes 2`. Only the standard library and bench/harness are used; nothing
+is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import grp
-import json
 import os
 import pwd
 import re
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from procs import BenchError, Server, free_ports, http_get, wait_http
+from harness import session
+from harness.errors import BenchError
+from harness.machine import children, cmdline, descendants, ensure_tool, proc_memory
+from harness.servers import Server, free_ports, http_get, start_edge, wait_http
+from harness.stats import median, verdict
+from harness.wrk import WrkResult, run_wrk
 
-REPO = Path(__file__).resolve().parent.parent
 NGINX = "/usr/sbin/nginx"
 
 KiB = 1024
@@ -82,70 +81,6 @@ def size_label(size: int) -> str:
         if size >= unit and size % unit == 0:
             return f"{size // unit} {name}"
     return f"{size} B"
-
-
-# ---------------------------------------------------------------------------- processes
-
-
-def proc_stat_ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ..." -- comm may hold spaces and parentheses.
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
-def children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and proc_stat_ppid(int(entry)) == pid:
-            kids.append(int(entry))
-    return sorted(kids)
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for kid in children(todo.pop()):
-            found.append(kid)
-            todo.append(kid)
-    return sorted(found)
-
-
-def cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
-
-
-def proc_memory(pid: int) -> dict[str, int]:
-    """VmHWM (peak RSS), VmRSS, RssAnon, RssFile, RssShmem of a process, in bytes."""
-    wanted = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
-    out: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name in wanted:
-            out[name] = int(value.split()[0]) * KiB  # the kernel reports kB (KiB)
-    return out
-
-
-def ensure_tool(path_or_name: str, package: str) -> str:
-    found = path_or_name if os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
-    if found:
-        return found
-    print(f"{path_or_name} not found; installing Debian package {package} ...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", package], check=False)
-    found = path_or_name if os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
-    if not found:
-        raise BenchError(f"{path_or_name} is missing and `apt-get install -y {package}` failed")
-    return found
 
 
 # ---------------------------------------------------------------------------- nginx
@@ -253,45 +188,6 @@ def origin_requests(port: int) -> int:
     return int(body.decode().splitlines()[2].split()[2])
 
 
-# ---------------------------------------------------------------------------- pinedge
-
-
-def pinedge_argv() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "pinedge"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("pinedge")
-    return [found] if found else [sys.executable, "-m", "pinedge"]
-
-
-def start_pinedge(
-    home: Path, origin_port: int, port: int, admin: int, workers: int, cache_mem: str
-) -> Server:
-    home.mkdir(parents=True, exist_ok=True)
-    argv = [
-        *pinedge_argv(),
-        "edge",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin",
-        f"127.0.0.1:{admin}",
-        "--origin",
-        f"http://127.0.0.1:{origin_port}",
-        "--name",
-        "pinedge-bench",
-        "--cache-mem",
-        cache_mem,
-        "--log-level",
-        "WARNING",
-    ]
-    if workers != 1:
-        argv += ["--workers", str(workers)]
-    env = dict(os.environ, PINEDGE_CONFIG="")
-    server = Server(f"pinedge-w{workers}", argv, home, env)
-    server.start()
-    return server
-
-
 # ---------------------------------------------------------------------------- warm-up
 
 
@@ -331,65 +227,6 @@ def warm(kind: str, port: int, objects: dict[int, tuple[str, bytes]], checks: in
                     f"{header}: {headers.get(header.lower(), '(absent)')!r}. "
                     "The benchmark measures hits only; fix this before benchmarking."
                 )
-
-
-# ---------------------------------------------------------------------------- wrk
-
-
-UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-TIME_RE = re.compile(r"^([\d.]+)(us|ms|s|m|h)$")
-
-
-def parse_time_us(text: str) -> float:
-    match = TIME_RE.match(text)
-    if not match:
-        raise ValueError(f"wrk time not understood: {text!r}")
-    return float(match.group(1)) * UNIT_US[match.group(2)]
-
-
-@dataclass
-class WrkResult:
-    rps: float
-    latency_us: dict[str, float]  # "50", "75", "90", "99" -> microseconds
-    requests: int
-    errors: str = ""  # socket errors / non-2xx, as wrk printed them
-    origin_requests: int = 0  # requests that reached the origin during the run
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    total = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
-    if not rps or not total:
-        raise BenchError("wrk output not understood:\n" + textwrap.indent(output, "    "))
-    latency = {
-        pct: parse_time_us(value)
-        for pct, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", output, re.MULTILINE)
-    }
-    errors = []
-    sock = re.search(r"Socket errors: (.*)", output)
-    if sock:
-        errors.append("socket errors: " + sock.group(1).strip())
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if non2xx:
-        errors.append(f"non-2xx/3xx: {non2xx.group(1)}")
-    return WrkResult(float(rps.group(1)), latency, int(total.group(1)), "; ".join(errors))
-
-
-def run_wrk(wrk: str, url: str, args: argparse.Namespace) -> WrkResult:
-    argv = [
-        wrk,
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{args.duration}s",
-        "--latency",
-        url,
-    ]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=args.duration + 60, check=False
-    )
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}")
-    return parse_wrk(done.stdout)
 
 
 # ---------------------------------------------------------------------------- one run
@@ -451,10 +288,9 @@ def bench_run(
     tmp: Path,
     origin_port: int,
     objects: dict[int, tuple[str, bytes]],
-    servers: list[Server],
 ) -> RunResult:
     run = RunResult(label, workers)
-    proxy_port, edge_port, admin_port = free_ports(3)
+    (proxy_port,) = free_ports(1)
     home = tmp / f"proxy-w{workers}"
     proxy = start_nginx(
         f"nginx-proxy-w{workers}",
@@ -462,11 +298,16 @@ def bench_run(
         home,
         proxy_conf(home, origin_port, proxy_port, workers),
     )
-    servers.append(proxy)
-    edge = start_pinedge(
-        tmp / f"pinedge-w{workers}", origin_port, edge_port, admin_port, workers, args.cache_mem
+    (tmp / f"pinedge-w{workers}").mkdir(exist_ok=True)
+    node = start_edge(
+        tmp / f"pinedge-w{workers}",
+        f"pinedge-w{workers}",
+        origin_port,
+        cache_mem=args.cache_mem,
+        workers=None if workers == 1 else workers,
+        ready_timeout=None,
     )
-    servers.append(edge)
+    edge, edge_port, admin_port = node.server, node.port, node.admin
     wait_http(proxy, proxy_port, "/", timeout=15, any_status=True)  # "/" is a 404
     try:
         wait_http(edge, admin_port, "/readyz", timeout=30)
@@ -505,7 +346,13 @@ def bench_run(
             for name in order:
                 time.sleep(args.pause)
                 before = origin_requests(origin_port)
-                got[name] = run_wrk(tools["wrk"], urls[name] + path, args)
+                got[name], _ = run_wrk(
+                    tools["wrk"],
+                    urls[name] + path,
+                    connections=args.connections,
+                    duration=args.duration,
+                    threads=args.threads,
+                )
                 got[name].origin_requests = origin_requests(origin_port) - before - 1
                 sample_rss(run, proxy, edge)
             result.rounds.append(Round(order[0], got["nginx"], got["pinedge"]))
@@ -543,11 +390,6 @@ def fmt_us(us: float | None) -> str:
 
 def fmt_bytes(n: int) -> str:
     return f"{n / MiB:.1f} MiB"
-
-
-def median(values: list[float]) -> float:
-    clean = [v for v in values if v == v]  # drop NaN
-    return statistics.median(clean) if clean else float("nan")
 
 
 def print_size_table(run: RunResult, result: SizeResult, args: argparse.Namespace) -> None:
@@ -616,10 +458,6 @@ def print_rss(run: RunResult, budget: int) -> None:
         f"  pinedge memory budget (--cache-mem) {fmt_bytes(budget)}; "
         f"target per worker <= budget + 80 MB = {fmt_bytes(budget + RSS_ALLOWANCE)}"
     )
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT MET"
 
 
 def pinedge_workers(run: RunResult) -> dict[int, dict]:
@@ -709,18 +547,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM behaves like Ctrl-C: unwind through the finally below and stop every server.
-    signal.signal(signal.SIGTERM, interrupt)
-    servers: list[Server] = []
-    tmp = Path(tempfile.mkdtemp(prefix="pinedge-bench-"))
     runs: list[RunResult] = []
-    try:
+
+    def body(tmp: Path) -> None:
         tools = {"nginx": ensure_tool(NGINX, "nginx"), "wrk": ensure_tool("wrk", "wrk")}
         objects = make_files(tmp, args.size_list)
         (origin_port,) = free_ports(1)
@@ -730,7 +561,6 @@ def main(argv: list[str] | None = None) -> int:
             tmp / "origin",
             origin_conf(tmp / "origin", tmp / "files", origin_port),
         )
-        servers.append(origin)
         wait_http(origin, origin_port, objects[args.size_list[0]][0], timeout=15)
         print(
             f"pinedge hit-path benchmark: {args.rounds} round(s) x {args.duration}s per size; "
@@ -742,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers_run:
             plan.append(("pinedge --workers 2 vs nginx worker_processes 2", 2))
         for label, workers in plan:
-            runs.append(bench_run(label, workers, args, tools, tmp, origin_port, objects, servers))
+            runs.append(bench_run(label, workers, args, tools, tmp, origin_port, objects))
         for run in runs:
             if run.skipped:
                 continue
@@ -751,31 +581,18 @@ def main(argv: list[str] | None = None) -> int:
             print_rss(run, args.budget)
         for line in summary(runs, args.budget):
             print(line)
-        if args.json:
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        "args": {k: v for k, v in vars(args).items()},
-                        "runs": [asdict(r) for r in runs],
-                    },
-                    indent=2,
-                    default=str,
-                )
-            )
-        return 0
-    except BenchError as exc:
-        print(f"\nbench/hitpath.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping servers", file=sys.stderr)
-        return 130
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        if args.keep:
-            print(f"temp dir kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def results() -> dict | None:
+        return {"args": vars(args), "runs": [asdict(r) for r in runs]} if runs else None
+
+    return session.run(
+        body,
+        prefix="pinedge-bench-",
+        keep=args.keep,
+        json_path=args.json,
+        results=results,
+        failed="bench/hitpath.py",
+    )
 
 
 if __name__ == "__main__":

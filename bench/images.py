@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import html.parser
 import http.client
 import json
@@ -39,10 +38,8 @@ import re
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -54,14 +51,27 @@ from urllib.parse import urlsplit
 import aiohttp
 import PIL
 import pyvips
-from procs import BenchError, Server, free_ports, http_get, wait_http
-from report import Report, note
+from harness import session
+from harness.errors import BenchError
+from harness.report import Report, note, run_line
+from harness.servers import (
+    REPO,
+    Server,
+    cache_status,
+    free_ports,
+    http_get,
+    pinedge_argv,
+    pinedge_env,
+    start_edge,
+    start_sample_origin,
+    wait_http,
+)
+from harness.stats import geomean, median, verdict
 
 from pinedge.edge.images import Format, Limits, Result, Settings, Variant, probe, transform
 from pinedge.edge.images.model import DEFAULT_ENGINES
 from pinedge.edge.images.pipeline import PREPARED
 
-REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "origin" / "photos"
 THUMBOR_VENV = REPO / "bench" / ".thumbor-venv"
 CHROMIUM = "/usr/bin/chromium"
@@ -122,75 +132,23 @@ def pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def geomean(values: list[float]) -> float:
-    values = [v for v in values if v > 0]
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT MET"
-
-
 # ---------------------------------------------------------------------------- processes
 
 
-def pinedge_argv() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "pinedge"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pinedge"]
-
-
-def pinedge_env() -> dict[str, str]:
-    return dict(os.environ, PINEDGE_CONFIG="")
-
-
 def start_origin(tmp: Path) -> tuple[Server, int]:
-    port, admin = free_ports(2)
-    argv = [*pinedge_argv(), "origin", "--listen", f"127.0.0.1:{port}"]
-    argv += ["--admin", f"127.0.0.1:{admin}", "--log-level", "WARNING"]
-    origin = Server("origin", argv, tmp, pinedge_env()).start()
-    wait_http(origin, port, "/img/horse.png", timeout=30)
-    return origin, port
+    return start_sample_origin(tmp)
 
 
-def start_edge(tmp: Path, origin_port: int, workers: int, tag: str) -> tuple[Server, int]:
-    port, admin = free_ports(2)
-    argv = [
-        *pinedge_argv(),
-        "edge",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin",
-        f"127.0.0.1:{admin}",
-        "--origin",
-        f"http://127.0.0.1:{origin_port}",
-        "--name",
-        "pinedge-bench",
-        "--cache-mem",
-        "1GiB",
-        "--workers",
-        str(workers),
-        "--log-level",
-        "WARNING",
-    ]
-    edge = Server(f"edge-{tag}", argv, tmp, pinedge_env()).start()
-    wait_http(edge, admin, "/readyz", timeout=60)
-    wait_http(edge, port, "/img/horse.png", timeout=30)
-    return edge, port
-
-
-def cache_status(headers: dict[str, str]) -> str:
-    """This node's entry of Cache-Status (RFC 9211: the last one)."""
-    return headers.get("cache-status", "").split(",")[-1].strip()
+def start_node(tmp: Path, origin_port: int, workers: int, tag: str) -> tuple[Server, int]:
+    edge = start_edge(tmp, f"edge-{tag}", origin_port, cache_mem="1GiB", workers=workers)
+    wait_http(edge.server, edge.port, "/img/horse.png", timeout=30)
+    return edge.server, edge.port
 
 
 def transformed(headers: dict[str, str]) -> bool:
     """Whether this response's variant was made for it (a variant miss). The source
     itself is a hit then: `pinedge-bench; hit; ...; stored; detail=transformed`."""
-    return "detail=transformed" in [p.strip() for p in cache_status(headers).split(";")[1:]]
+    return "detail=transformed" in cache_status(headers)
 
 
 # ---------------------------------------------------------------------------- 1. per operation
@@ -474,7 +432,7 @@ def edge_round(
     tmp: Path, origin_port: int, mode: str, tag: str, photos: tuple[str, ...], datas: dict
 ) -> tuple[dict[str, float], list[str]]:
     """Client-observed ms of the first GET ?w=736&fm=webp of each photo on a fresh node."""
-    edge, port = start_edge(tmp, origin_port, 1, tag)
+    edge, port = start_node(tmp, origin_port, 1, tag)
     got: dict[str, float] = {}
     problems: list[str] = []
     try:
@@ -495,7 +453,8 @@ def edge_round(
                 or headers.get("content-type") != "image/webp"
                 or not transformed(headers)
             ):
-                problems.append(f"{tag} {photo}: {status} {cache_status(headers)!r}")
+                entry = headers.get("cache-status", "").split(",")[-1].strip()
+                problems.append(f"{tag} {photo}: {status} {entry!r}")
                 continue
             got[photo] = elapsed
         conn.close()
@@ -869,7 +828,7 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
                     targets = [thumbor_target(*v) for v in variants]
                     got[name] = asyncio.run(drive(thumbor_port, targets, TP_CONCURRENCY))
                     continue
-                edge, port = start_edge(tmp, origin_port, 2, f"throughput-{rnd}")
+                edge, port = start_node(tmp, origin_port, 2, f"throughput-{rnd}")
                 try:
                     for photo in photos:
                         http_get(port, f"/img/{photo}")
@@ -1377,54 +1336,42 @@ def interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
     report = Report()
     results: dict = {}
-    command = ".venv/bin/python bench/images.py" + (
-        " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
     report.add(
         "# Image variants: benchmark results",
         "",
-        f"`{command}` on {datetime.date.today().isoformat()}: one run on a 2-core shared "
+        f"{run_line('images.py')}: one run on a 2-core shared "
         f"machine ({os.cpu_count()} CPUs seen), Python {platform.python_version()}, "
         f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)} "
         f"(pyvips {pyvips.__version__}), Pillow {PIL.__version__}."
         + (" **`--quick`: a smoke run, its numbers are not a result.**" if args.quick else ""),
         "",
     )
-    tmp = Path(tempfile.mkdtemp(prefix="pinedge-images-"))
-    parts: dict[str, Callable[[], None]] = {
-        "ops": lambda: part_ops(report, args, results),
-        "edge": lambda: part_edge(report, with_rounds(args, 5), tmp, results),
-        "throughput": lambda: part_throughput(report, with_rounds(args, 5), tmp, results),
-        "bytes": lambda: part_bytes(report, args, results),
-        "demo": lambda: part_demo(report, args, tmp, results),
-    }
-    status = 0
-    try:
+
+    def body(tmp: Path) -> None:
+        parts: dict[str, Callable[[], None]] = {
+            "ops": lambda: part_ops(report, args, results),
+            "edge": lambda: part_edge(report, with_rounds(args, 5), tmp, results),
+            "throughput": lambda: part_throughput(report, with_rounds(args, 5), tmp, results),
+            "bytes": lambda: part_bytes(report, args, results),
+            "demo": lambda: part_demo(report, args, tmp, results),
+        }
         for name in PARTS:
             if name in args.parts:
                 parts[name]()
-    except BenchError as exc:
-        report.add("", f"**Stopped: {exc}**", "")
-        status = 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping servers", file=sys.stderr)
-        status = 130
-    finally:
-        Server.stop_all()
-        if args.keep:
-            print(f"temp dir kept: {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if args.md and status != 130:
-        Path(args.md).write_text("\n".join(report.lines).rstrip() + "\n")
-        print(f"written: {args.md}", file=sys.stderr)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return status
+
+    return session.run(
+        body,
+        prefix="pinedge-images-",
+        keep=args.keep,
+        report=report,
+        md=args.md,
+        json_path=args.json,
+        results=lambda: results,
+        signals=(signal.SIGTERM, signal.SIGINT),
+        handler=interrupt,
+    )
 
 
 def with_rounds(args: argparse.Namespace, default: int) -> argparse.Namespace:

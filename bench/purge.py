@@ -22,8 +22,6 @@ through the edge by wrk walking the ids with a Lua script. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import http.client
 import json
 import mmap
@@ -32,23 +30,42 @@ import platform
 import random
 import re
 import shlex
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
-from hitpath import WrkResult, parse_wrk
-from procs import REPO, BenchError, Server, free_ports, http_get, wait_http
-from report import Report, note
+from harness import session
+from harness.errors import BenchError
+from harness.machine import (
+    QUIET_SHARE,
+    TICK,
+    CpuSample,
+    code_state,
+    others_share,
+    wait_for_quiet,
+)
+from harness.report import Report, note, run_line
+from harness.servers import (
+    Edge,
+    Server,
+    cache_status,
+    free_ports,
+    http_get,
+    metric,
+    pinedge_env,
+    start_edge,
+    start_script_origin,
+    wait_http,
+)
+from harness.stats import median, spread, verdict
+from harness.wrk import TAIL_LUA, WrkResult, parse_wrk, run_wrk, tail_us, wrk_version
 
 WRK = "/usr/bin/wrk"
 VARNISHD = "/usr/sbin/varnishd"
@@ -124,15 +141,6 @@ def ms(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
 
 
-def median(values: Iterable[float]) -> float:
-    clean = [v for v in values if v == v]
-    return statistics.median(clean) if clean else float("nan")
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT MET"
-
-
 def fmt_us(us: float | None) -> str:
     if us is None or us != us:
         return "-"
@@ -142,82 +150,10 @@ def fmt_us(us: float | None) -> str:
 # ---------------------------------------------------------------------------- the machine
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_ticks(pid: int) -> int:
-    """utime + stime + cutime + cstime of a process (its reaped children included)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return sum(int(v) for v in fields[11:15])
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process under pid, found through the parent pid in /proc/*/stat."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parent[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        kids = [p for p, pp in parent.items() if pp == todo[-1]]
-        todo.pop()
-        found += kids
-        todo += kids
-    return found
-
-
-@dataclass
-class CpuSample:
-    at: float
-    busy: int  # ticks all CPUs spent not idle
-    ours: int  # ticks of this script and everything it started
-
-    @classmethod
-    def now(cls) -> CpuSample:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        busy = sum(values[:8]) - idle
-        me = os.getpid()
-        ours = proc_ticks(me) + sum(proc_ticks(p) for p in descendants(me))
-        return cls(time.monotonic(), busy, ours)
-
-
-def others_share(start: CpuSample, end: CpuSample) -> float:
-    """The share of the machine's CPUs that processes this script did not start used
-    between two samples (another tenant, another benchmark)."""
-    span = (end.at - start.at) * TICK * (os.cpu_count() or 1)
-    others = (end.busy - start.busy) - (end.ours - start.ours)
-    return max(0.0, others / span) if span > 0 else float("nan")
-
-
-QUIET_SHARE = 0.10  # others' CPU share below which the machine counts as quiet
-
-
-def wait_for_quiet(limit: float) -> float:
-    """Before a measurement: wait, up to `limit` seconds, for a one-second window in
-    which processes this script did not start use under QUIET_SHARE of the CPUs; the
-    last window's share."""
-    deadline = time.monotonic() + limit
-    while True:
-        start = CpuSample.now()
-        time.sleep(1.0)
-        share = others_share(start, CpuSample.now())
-        if share < QUIET_SHARE or time.monotonic() >= deadline:
-            if share >= QUIET_SHARE:
-                note(f"the machine is busy: others use {share:.0%} of the CPUs; measuring anyway")
-            return share
-
-
 NODE_IDLE_SHARE = 0.05  # of one CPU: the node's processes together, for "at rest"
 
 
-def wait_for_node_idle(node: Node, limit: float) -> float:
+def wait_for_node_idle(node: Edge, limit: float) -> float:
     """Before a measurement: wait, up to `limit` seconds, for a one-second window in
     which the node's own processes used under NODE_IDLE_SHARE of one CPU, so that no
     run starts while the node still works off the previous one (the refill after a
@@ -278,85 +214,18 @@ def idle_memory_line(when: str, probe: dict[str, float], idle: float = 30.0) -> 
 # ---------------------------------------------------------------------------- processes
 
 
-def pinedge_argv() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "pinedge"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pinedge"]
-
-
 def start_origin(tmp: Path, body_size: int) -> tuple[Server, int]:
-    (port,) = free_ports(1)
-    argv = [sys.executable, __file__, "--serve-origin", str(port), "--body-size", str(body_size)]
-    origin = Server("origin", argv, tmp).start()
-    wait_http(origin, port, "/_count", timeout=30)
-    return origin, port
+    return start_script_origin(
+        tmp, "origin", __file__, ["--body-size", str(body_size)], "/_count", timeout=30
+    )
 
 
-@dataclass
-class Node:
-    server: Server
-    port: int
-    admin: int
-    code: str  # the commit (and changed files) the node started from
-
-    def cpu_ticks(self) -> tuple[int, int]:
-        """CPU ticks so far of the supervisor (the store owner) and of its workers."""
-        workers = descendants(self.server.pid)
-        return proc_ticks(self.server.pid), sum(proc_ticks(p) for p in workers)
-
-    def rss_mib(self) -> tuple[float, list[float]]:
-        """Resident MiB of the supervisor and of each worker (shared pages in each)."""
-        workers = [p for p in descendants(self.server.pid) if "spawn_main" in cmdline(p)]
-        return rss_mib(self.server.pid), [rss_mib(p) for p in workers]
-
-
-def start_edge(tmp: Path, origin_port: int, cache_mem: str, tag: str) -> Node:
-    port, admin = free_ports(2)
-    argv = [
-        *pinedge_argv(),
-        "edge",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin",
-        f"127.0.0.1:{admin}",
-        "--origin",
-        f"http://127.0.0.1:{origin_port}",
-        "--name",
-        NAME,
-        "--workers",
-        "2",
-        "--cache-mem",
-        cache_mem,
-        "--log-level",
-        "WARNING",
-    ]
-    env = dict(os.environ, PINEDGE_CONFIG="", PINEDGE_ADMIN_TOKEN=TOKEN)
-    server = Server(f"edge-{tag}", argv, tmp, env).start()
-    wait_http(server, admin, "/readyz", timeout=60)
-    return Node(server, port, admin, code_state())
-
-
-def cmdline(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    return ""
-
-
-def rss_mib(pid: int) -> float:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def metric(admin: int, name: str) -> float:
-    """The sum of a metric's samples on the node's /metrics."""
-    _, _, body = http_get(admin, "/metrics")
-    total = 0.0
-    for line in body.decode().splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def start_node(tmp: Path, origin_port: int, cache_mem: str, tag: str) -> Edge:
+    """A node with two workers and an admin token, as both parts use."""
+    env = pinedge_env(PINEDGE_ADMIN_TOKEN=TOKEN)
+    return start_edge(
+        tmp, f"edge-{tag}", origin_port, cache_mem=cache_mem, workers=2, name=NAME, env=env
+    )
 
 
 def stored(admin: int) -> int:
@@ -385,12 +254,6 @@ def wait_cleaned(admin: int, timeout: float) -> tuple[int, float]:
         if left == 0 or time.perf_counter() > deadline:
             return left, time.perf_counter() - started
         time.sleep(0.02)
-
-
-def cache_status(headers: dict[str, str]) -> list[str]:
-    """This node's entry of Cache-Status (RFC 9211: the last one), as its parameters."""
-    entry = headers.get("cache-status", "").split(",")[-1]
-    return [p.strip() for p in entry.split(";")[1:]]
 
 
 # ---------------------------------------------------------------------------- filling
@@ -515,7 +378,7 @@ def lua_segments(segments: list[Segment]) -> str:
     return "{" + ", ".join(f"{{{a}, {b}, {c}}}" for a, b, c in segments) + "}"
 
 
-def fill_checked(tmp: Path, node: Node, segments: list[Segment], want: int, what: str) -> Fill:
+def fill_checked(tmp: Path, node: Edge, segments: list[Segment], want: int, what: str) -> Fill:
     """Fill, then wait for the store to hold `want` objects (or say what it holds)."""
     result = fill(tmp, node.port, segments)
     count, _ = wait_stored(node.admin, want, timeout=30)
@@ -601,7 +464,7 @@ class Check:
     origin_fetches: int  # the origin's count of /o/ requests went up by this much
 
 
-def check_pinedge(node: Node, origin: int, ids: list[int], soft: bool) -> Check:
+def check_pinedge(node: Edge, origin: int, ids: list[int], soft: bool) -> Check:
     want = "fwd=stale" if soft else "fwd=miss"
     before = origin_count(origin)
     misses = hits = 0
@@ -768,7 +631,7 @@ def purge_and_clean(admin: int, objects: int) -> Purge:
 
 
 def tag_round(
-    tmp: Path, node: Node, origin: int, args: argparse.Namespace, tagged: int
+    tmp: Path, node: Edge, origin: int, args: argparse.Namespace, tagged: int
 ) -> TagRound:
     objects = args.objects
     ids = random.sample(range(tagged), min(SAMPLE, tagged))
@@ -790,7 +653,7 @@ def part_tag(
 ) -> TagResult:
     tagged = min(args.objects, BIG)
     result = TagResult(args.objects, tagged)
-    node = start_edge(tmp, origin, args.cache_mem, "tag")
+    node = start_node(tmp, origin, args.cache_mem, "tag")
     try:
         result.fill = fill_checked(tmp, node, [(0, 1, args.objects)], args.objects, "fill")
         result.stored, result.code, result.rss = stored(node.admin), node.code, node.rss_mib()
@@ -1088,30 +951,6 @@ class PurgeLoop(threading.Thread):
             self.purger.close()
 
 
-TAIL_LUA = """\
--- bench/purge.py: the tail of the latency distribution, which --latency does not print
-function done(summary, latency, requests)
-  io.write(string.format("TAIL p99.9=%d max=%d\\n", latency:percentile(99.9), latency.max))
-end
-"""
-
-
-def run_wrk(tmp: Path, url: str, args: argparse.Namespace) -> tuple[WrkResult, dict[str, float]]:
-    """wrk on one URL; its result and the p99.9 and max latency in microseconds."""
-    script = tmp / "tail.lua"
-    script.write_text(TAIL_LUA)
-    argv = [WRK, "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
-    argv += ["-s", str(script), url]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=args.duration + 60, check=False
-    )
-    if done.returncode != 0:
-        raise BenchError(f"{shlex.join(argv)} failed ({done.returncode}):\n{done.stderr}")
-    tail = re.search(r"TAIL p99.9=(\d+) max=(\d+)", done.stdout)
-    tails = {"99.9": float(tail.group(1)), "max": float(tail.group(2))} if tail else {}
-    return parse_wrk(done.stdout), tails
-
-
 def tag_order() -> list[str]:
     """Every group's tag but the hot URL's, in a fixed shuffled order."""
     groups = [k for k in range(GROUPS) if k != HOT_ID % GROUPS]
@@ -1128,7 +967,7 @@ def rate_label(rate: float | None) -> str:
 
 
 def hit_run(
-    tmp: Path, node: Node, args: argparse.Namespace, rate: float | None, tags: list[str]
+    tmp: Path, node: Edge, args: argparse.Namespace, rate: float | None, tags: list[str]
 ) -> tuple[HitRun, list[str]]:
     """One wrk run on the hot URL; with the purge loop over `tags` at `rate` unless
     `rate` is None."""
@@ -1141,7 +980,16 @@ def hit_run(
     if loop is not None:
         loop.start()
     try:
-        result, tails = run_wrk(tmp, f"http://127.0.0.1:{node.port}/o/{HOT_ID}", args)
+        script = tmp / "tail.lua"
+        script.write_text(TAIL_LUA)
+        result, out = run_wrk(
+            WRK,
+            f"http://127.0.0.1:{node.port}/o/{HOT_ID}",
+            connections=args.connections,
+            duration=args.duration,
+            script=script,
+        )
+        tails = tail_us(out)
     finally:
         if loop is not None:
             loop.halt.set()
@@ -1160,7 +1008,7 @@ def hit_run(
     return run, loop.used if loop else []
 
 
-def hot_is_hit(node: Node) -> bool:
+def hot_is_hit(node: Edge) -> bool:
     """Every one of 8 GETs of the hot URL, each on a new connection, is a hit."""
     return all("hit" in cache_status(http_get(node.port, f"/o/{HOT_ID}")[1]) for _ in range(8))
 
@@ -1180,7 +1028,7 @@ class HitResult:
 class HitBench:
     """Part 2's node and the tags not purged lately (the next ones to purge)."""
 
-    def __init__(self, tmp: Path, node: Node, args: argparse.Namespace, result: HitResult):
+    def __init__(self, tmp: Path, node: Edge, args: argparse.Namespace, result: HitResult):
         self.tmp, self.node, self.args, self.result = tmp, node, args, result
         self.pending = tag_order()
 
@@ -1205,7 +1053,7 @@ def part_hitpath(
 ) -> HitResult:
     n = args.index_objects
     result = HitResult(n)
-    node = start_edge(tmp, origin, args.index_cache_mem, "index")
+    node = start_node(tmp, origin, args.index_cache_mem, "index")
     try:
         result.fill = fill_checked(tmp, node, [(0, 1, n)], n, "fill")
         result.stored, result.code, result.rss = stored(node.admin), node.code, node.rss_mib()
@@ -1231,18 +1079,12 @@ def part_hitpath(
     return result
 
 
-def refill_groups(tmp: Path, node: Node, tags: list[str], objects: int) -> Fill:
+def refill_groups(tmp: Path, node: Edge, tags: list[str], objects: int) -> Fill:
     """Fetch again every object of the purged groups, so each run starts on a full index."""
     wait_cleaned(node.admin, timeout=120)
     per_group = objects // GROUPS
     segments = [(int(tag[1:]), GROUPS, per_group) for tag in tags]
     return fill_checked(tmp, node, segments, objects, f"refill of {len(tags)} purged groups")
-
-
-def spread(values: list[float]) -> tuple[float, float]:
-    """min and max of values as fractions of their median."""
-    mid = median(values)
-    return min(values) / mid, max(values) / mid
 
 
 def report_hitpath(report: Report, args: argparse.Namespace, result: HitResult) -> None:
@@ -1483,27 +1325,12 @@ def report_hitpath_verdict(report: Report, args: argparse.Namespace, result: Hit
 # ---------------------------------------------------------------------------- main
 
 
-def git(*argv: str) -> str:
-    done = subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def code_state() -> str:
-    """The commit, and which files outside bench/ differ from it."""
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    dirty = git("diff", "--name-only", "HEAD", "--", ".", ":(exclude)bench").split()
-    return commit + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
-
-
 def versions() -> str:
     import aiohttp
 
-    commit = code_state()
-    wrk = subprocess.run([WRK, "-v"], capture_output=True, text=True, check=False)
-    wrk_v = re.search(r"wrk (\S+)", wrk.stdout + wrk.stderr)
     return (
         f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, pinedge at "
-        f"{commit}, wrk {wrk_v.group(1) if wrk_v else '?'}"
+        f"{code_state()}, wrk {wrk_version(WRK)}"
     )
 
 
@@ -1562,18 +1389,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def header(report: Report, args: argparse.Namespace) -> None:
-    command = ".venv/bin/python bench/purge.py" + (
-        " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
     report.add(
         "# Purge: benchmark results",
         "",
-        f"`{command}` on {datetime.date.today().isoformat()}: one run on a 2-core shared "
+        f"{run_line('purge.py')}: one run on a 2-core shared "
         f"machine ({os.cpu_count()} CPUs seen; wrk, the node, the origin and this script "
         f"share them), {versions()}."
         + (" **`--quick`: a smoke run, its numbers are not a result.**" if args.quick else ""),
@@ -1596,12 +1416,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_origin:
         serve_origin(args.serve_origin, args.body_size)
         return 0
-    signal.signal(signal.SIGTERM, interrupt)
     report = Report()
     results: dict = {"args": vars(args)}
-    tmp = Path(tempfile.mkdtemp(prefix="pinedge-purge-"))
-    status = 0
-    try:
+
+    def body(tmp: Path) -> None:
         if not os.access(WRK, os.X_OK):
             raise BenchError(f"{WRK} is missing (apt-get install wrk)")
         results["code"] = code_state()
@@ -1634,25 +1452,16 @@ def main(argv: list[str] | None = None) -> int:
             f"script did not start used {results['others']:.0%} of the machine's CPUs.",
             "",
         )
-    except BenchError as exc:
-        report.add("", f"**Stopped: {exc}**", "")
-        status = 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping servers", file=sys.stderr)
-        status = 130
-    finally:
-        Server.stop_all()
-        if args.keep:
-            print(f"temp dir kept: {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if args.md and status != 130:
-        Path(args.md).write_text("\n".join(report.lines).rstrip() + "\n")
-        print(f"written: {args.md}", file=sys.stderr)
-    if args.json:
-        with contextlib.suppress(OSError):
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return status
+
+    return session.run(
+        body,
+        prefix="pinedge-purge-",
+        keep=args.keep,
+        report=report,
+        md=args.md,
+        json_path=args.json,
+        results=lambda: results,
+    )
 
 
 if __name__ == "__main__":

@@ -18,21 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime
-import gzip
 import hashlib
 import json
 import mimetypes
 import os
 import platform
 import re
-import shlex
-import shutil
 import signal
-import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -42,14 +35,25 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from procs import REPO, BenchError, Server, free_ports, http_get, wait_http
-from report import Report
+from harness import session
+from harness.accesslog import TRACE, LogLine, read_log
+from harness.errors import BenchError
+from harness.report import Report, run_line
+from harness.servers import (
+    REPO,
+    Edge,
+    Server,
+    http_get,
+    start_edge,
+    start_script_origin,
+    wait_http,
+)
+from harness.stats import median
 from yarl import URL
 
 from pinedge.edge.http.key import check_target, primary_key
 from pinedge.edge.pipeline.errors import EdgeError
 
-TRACE = Path(__file__).parent / "traces" / "elastic_apache_logs.log.gz"
 QUICK_LINES = 2000
 BODY_CAP = 256 * 1024  # largest body the replay origin sends
 STAND_IN = 1024  # body of an object the log only shows as 304s (its size is unknown)
@@ -61,21 +65,8 @@ SHIELDS = ("shield-a", "shield-b")
 REPLAYED_METHODS = ("GET", "HEAD")
 OK_STATUSES = ("200", "206", "304")  # lines that show the URL exists (answered 200 here)
 
-# bench/eviction.py's LINE with the client host captured too:
-# host ident user [time] "METHOD TARGET PROTOCOL" status bytes ...
-LINE = re.compile(r'^(\S+) \S+ \S+ \[[^\]]*\] "(\S+) (\S+)[^"]*" (\d{3}) (\d+|-)')
-
 
 # ---------------------------------------------------------------------------- the trace
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    ip: str
-    method: str
-    url: str
-    status: str
-    size: int | None
 
 
 @dataclass
@@ -90,20 +81,14 @@ def load_trace(path: Path, limit: int | None) -> Trace:
     requests: list[LogLine] = []
     skipped: Counter[str] = Counter()
     lines = unmatched = 0
-    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as log:
-        for line in log:
-            if limit is not None and lines >= limit:
-                break
-            lines += 1
-            match = LINE.match(line)
-            if match is None:
-                unmatched += 1
-                continue
-            ip, method, url, status, size = match.groups()
-            if method not in REPLAYED_METHODS:
-                skipped[method] += 1
-                continue
-            requests.append(LogLine(ip, method, url, status, None if size == "-" else int(size)))
+    for line in read_log(path, limit):
+        lines += 1
+        if line is None:
+            unmatched += 1
+        elif line.method not in REPLAYED_METHODS:
+            skipped[line.method] += 1
+        else:
+            requests.append(line)
     return Trace(requests, lines, skipped, unmatched)
 
 
@@ -261,30 +246,27 @@ class Topology:
     edges: list[Node]
 
 
-def pinedge_argv() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "pinedge"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pinedge"]
-
-
 def start_origin(tmp: Path, plan_path: Path, tag: str) -> tuple[Server, int]:
-    (port,) = free_ports(1)
-    argv = [sys.executable, str(Path(__file__).resolve()), "--serve-origin", str(port)]
-    argv += ["--plan", str(plan_path)]
-    origin = Server(f"{tag}-origin", argv, tmp).start()
-    wait_http(origin, port, STATS_PATH, timeout=60)
-    return origin, port
+    return start_script_origin(
+        tmp, f"{tag}-origin", __file__, ["--plan", str(plan_path)], STATS_PATH
+    )
 
 
 def start_node(
     tmp: Path, tag: str, name: str, upstream_port: int, args: argparse.Namespace, extra: list[str]
 ) -> Node:
-    port, admin = free_ports(2)
-    argv = [*pinedge_argv(), "edge", "--listen", f"127.0.0.1:{port}"]
-    argv += ["--admin", f"127.0.0.1:{admin}", "--origin", f"http://127.0.0.1:{upstream_port}"]
-    argv += ["--name", name, "--workers", "1", "--cache-mem", args.cache_mem]
-    argv += ["--log-level", "WARNING", *extra]
-    server = Server(f"{tag}-{name}", argv, tmp, dict(os.environ, PINEDGE_CONFIG="")).start()
-    return Node(name, server, port, admin)
+    """A one-worker node, started without waiting: wait_ready waits for a group."""
+    edge: Edge = start_edge(
+        tmp,
+        f"{tag}-{name}",
+        upstream_port,
+        cache_mem=args.cache_mem,
+        workers=1,
+        name=name,
+        extra=extra,
+        ready_timeout=None,
+    )
+    return Node(name, edge.server, edge.port, edge.admin)
 
 
 def wait_ready(nodes: list[Node]) -> None:
@@ -626,10 +608,6 @@ def key_differences(run: Run, m: Model) -> list[tuple[str, int, int]]:
 
 def pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "—"
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def shown_path(path: Path) -> str:
@@ -995,18 +973,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def header(report: Report, args: argparse.Namespace) -> None:
-    command = ".venv/bin/python bench/shields.py" + (
-        " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
     report.add(
         "# Shields: origin share replaying a real access log",
         "",
-        f"`{command}` on {datetime.date.today().isoformat()}: one run on a 2-core shared "
+        f"{run_line('shields.py')}: one run on a 2-core shared "
         f"machine ({os.cpu_count()} CPUs seen), Python {platform.python_version()}, "
         f"aiohttp {aiohttp.__version__}."
         + (" **`--quick`: a smoke run, its numbers are not a result.**" if args.quick else ""),
@@ -1044,41 +1015,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds = 1
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
     trace = load_trace(args.trace, QUICK_LINES if args.quick else None)
     plan = origin_plan(trace.requests)
     m = model(trace.requests)
     report = Report()
     header(report, args)
     describe(report, trace, plan, args, m)
-    tmp = Path(tempfile.mkdtemp(prefix="pinedge-shields-"))
-    status = 0
     pairs: list[tuple[Run, Run]] = []
-    try:
-        pairs = run_rounds(args, trace, plan, tmp)
+
+    def body(tmp: Path) -> None:
+        pairs.extend(run_rounds(args, trace, plan, tmp))
         write_report(report, trace, args, m, pairs)
-    except BenchError as exc:
-        report.add("", f"**Stopped: {exc}**", "")
-        status = 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping servers", file=sys.stderr)
-        status = 130
-    finally:
-        Server.stop_all()
-        if args.keep:
-            print(f"temp dir kept: {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if args.md and status != 130:
-        args.md.write_text("\n".join(report.lines).rstrip() + "\n")
-        print(f"written: {args.md}", file=sys.stderr)
-    if args.json:
+
+    def results() -> dict:
         model_data = {k: v for k, v in plain(m).items() if k != "per_key"}
-        data = {"model": model_data, "rounds": [[asdict(a), asdict(b)] for a, b in pairs]}
-        with contextlib.suppress(OSError):
-            args.json.write_text(json.dumps(data, indent=2, default=str))
-    return status
+        return {"model": model_data, "rounds": [[asdict(a), asdict(b)] for a, b in pairs]}
+
+    return session.run(
+        body,
+        prefix="pinedge-shields-",
+        keep=args.keep,
+        report=report,
+        md=args.md,
+        json_path=args.json,
+        results=results,
+        signals=(signal.SIGTERM, signal.SIGINT),
+    )
 
 
 if __name__ == "__main__":

@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import platform
 import random
 import re
-import shlex
-import shutil
 import signal
 import stat
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -41,23 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from procs import BenchError, Server, free_ports, http_get, wait_http
-from purge import (
-    TICK,
-    TOKEN,
-    CpuSample,
-    Node,
-    cmdline,
-    descendants,
-    others_share,
-    pinedge_argv,
-    proc_ticks,
-    start_edge,
-)
-from report import Report, note
+from harness import session
+from harness.errors import BenchError
+from harness.machine import TICK, CpuSample, descendants, others_share, proc_ticks, worker_pids
+from harness.report import Report, note, run_line
+from harness.servers import Edge, http_get, pinedge_env, start_edge, start_sample_origin
 
 CACHE_MEM = "256MiB"
-WORKERS = 2  # what purge.start_edge starts
+WORKERS = 2
+TOKEN = "soak-bench-token"  # the admin token the purges send
 WIDTHS = (236, 474, 736, 1200)
 SEED = 20261204
 ZIPF_EXPONENT = 1.0  # weight of the URL at popularity rank r is 1 / r**s
@@ -435,7 +423,7 @@ class Kill:
     note: str = ""
 
 
-async def kill_worker(node: Node, tally: Tally, at: float, kill: Kill) -> None:
+async def kill_worker(node: Edge, tally: Tally, at: float, kill: Kill) -> None:
     """At `at` (monotonic), SIGKILL the node's first worker; then wait for its successor."""
     await asyncio.sleep(max(0.0, at - time.monotonic()))
     before = worker_pids(node.server.pid)
@@ -458,7 +446,7 @@ async def kill_worker(node: Node, tally: Tally, at: float, kill: Kill) -> None:
         kill.note = f"the node did not have {len(before)} serving workers again within 60 s"
 
 
-async def workers_ready(node: Node, workers: int, deadline: float) -> bool:
+async def workers_ready(node: Edge, workers: int, deadline: float) -> bool:
     """Whether /readyz says all `workers` serve, polled until `deadline` (monotonic)."""
     url = f"http://127.0.0.1:{node.admin}/readyz"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
@@ -510,11 +498,6 @@ class Sample:
     @property
     def ticks(self) -> int:
         return sum(p.ticks for p in self.procs)
-
-
-def worker_pids(supervisor: int) -> list[int]:
-    """The supervisor's worker processes (spawned; not the resource tracker)."""
-    return sorted(p for p in descendants(supervisor) if "spawn_main" in cmdline(p))
 
 
 def read_proc(pid: int, role: str, fd_counts: list[int]) -> Proc | None:
@@ -575,7 +558,7 @@ class Sampler:
     """Samples the node; counts open files every FD_EVERY s in between; remembers every
     pid it has seen, so the /dev/shm entries of a process that died are still counted."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Edge) -> None:
         self.node = node
         self.seen: set[int] = {node.server.pid}
         self.fd_counts: dict[int, list[int]] = {}
@@ -639,7 +622,7 @@ class Run:
         return growth(series(self.samples[1:], lambda s: s.node_total), warmup) is not None
 
 
-async def soak(args: argparse.Namespace, node: Node, plan: Plan, tags: dict[str, list[str]]) -> Run:
+async def soak(args: argparse.Namespace, node: Edge, plan: Plan, tags: dict[str, list[str]]) -> Run:
     sampler = Sampler(node)
     stop = asyncio.Event()
     samples: list[Sample] = []
@@ -1205,13 +1188,10 @@ def log_line(log: str) -> tuple[str, bool]:
 
 
 def header(report: Report, args: argparse.Namespace, node_code: str) -> None:
-    command = ".venv/bin/python bench/soak.py" + (
-        " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
     report.add(
         "# Soak: a node under a steady mixed load",
         "",
-        f"`{command}` on {datetime.date.today().isoformat()}: {args.minutes} minutes on a "
+        f"{run_line('soak.py')}: {args.minutes} minutes on a "
         f"2-core shared machine ({os.cpu_count()} CPUs seen; the node, the origin and this "
         f"script share them with other work), Python {platform.python_version()}, aiohttp "
         f"{aiohttp.__version__}, pinedge at {node_code}."
@@ -1251,16 +1231,6 @@ def allocator_env() -> str:
 # ---------------------------------------------------------------------------- main
 
 
-def start_origin(tmp: Path) -> tuple[Server, int]:
-    """`pinedge origin` on a free port, its control listener on another."""
-    port, control = free_ports(2)
-    argv = [*pinedge_argv(), "origin", "--listen", f"127.0.0.1:{port}"]
-    argv += ["--admin", f"127.0.0.1:{control}", "--log-level", "WARNING"]
-    origin = Server("origin", argv, tmp, dict(os.environ, PINEDGE_CONFIG="")).start()
-    wait_http(origin, port, "/img/horse.png", timeout=30)
-    return origin, port
-
-
 def leftovers(pids: Iterable[int]) -> list[str]:
     """/dev/shm entries still named after the node's processes."""
     wanted = {str(p) for p in pids}
@@ -1295,12 +1265,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = Report()
-    tmp = Path(tempfile.mkdtemp(prefix="pinedge-soak-"))
-    status, keep = 0, args.keep
-    try:
-        _, origin_port = start_origin(tmp)
+
+    def body(tmp: Path) -> int:
+        _, origin_port = start_sample_origin(tmp)
         urls, tags = catalog_urls(origin_port)
-        node = start_edge(tmp, origin_port, CACHE_MEM, "soak")
+        env = pinedge_env(PINEDGE_ADMIN_TOKEN=TOKEN)
+        node = start_edge(
+            tmp, "edge-soak", origin_port, cache_mem=CACHE_MEM, workers=WORKERS, env=env
+        )
         header(report, args, node.code)
         note(f"node up: supervisor pid {node.server.pid}; logs in {tmp}")
         run = run_loop(soak_main(args, node, Plan(urls, SEED), tags))
@@ -1326,24 +1298,18 @@ def main(argv: list[str] | None = None) -> int:
             "judge memory.**",
             "",
         )
-        if not clean or left:
-            status, keep = 1, True
-    except BenchError as exc:
-        report.add("", f"**Stopped: {exc}**", "")
-        status, keep = 1, True
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping servers", file=sys.stderr)
-        status = 130
-    finally:
-        Server.stop_all()
-        if keep:
-            print(f"logs kept in {tmp} (edge-soak.log, origin.log)", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if args.md and status != 130:
-        Path(args.md).write_text("\n".join(report.lines).rstrip() + "\n")
-        print(f"written: {args.md}", file=sys.stderr)
-    return status
+        return 1 if not clean or left else 0
+
+    return session.run(
+        body,
+        prefix="pinedge-soak-",
+        keep=args.keep,
+        keep_failed=True,
+        kept="logs kept in {tmp} (edge-soak.log, origin.log)",
+        report=report,
+        md=args.md,
+        signals=(),
+    )
 
 
 def run_loop(main: Coroutine[Any, Any, Run]) -> Run:
@@ -1356,7 +1322,7 @@ def run_loop(main: Coroutine[Any, Any, Run]) -> Run:
 
 
 async def soak_main(
-    args: argparse.Namespace, node: Node, plan: Plan, tags: dict[str, list[str]]
+    args: argparse.Namespace, node: Edge, plan: Plan, tags: dict[str, list[str]]
 ) -> Run:
     """The run, with SIGTERM and SIGINT stopping it as Ctrl-C does."""
     loop = asyncio.get_running_loop()

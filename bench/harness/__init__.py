@@ -1,0 +1,1 @@
+"""What every benchmark shares: servers, the machine, wrk and dnsperf, statistics, reports."""
