@@ -56,7 +56,16 @@ import PIL
 import pyvips
 from harness import session
 from harness.errors import BenchError
-from harness.machine import QUIET_SHARE, CpuSample, neighbours, others_share, wait_for_quiet
+from harness.machine import (
+    QUIET_SHARE,
+    TICK,
+    CpuSample,
+    descendants,
+    neighbours,
+    others_share,
+    proc_ticks,
+    wait_for_quiet,
+)
 from harness.report import Report, note, run_line
 from harness.servers import (
     REPO,
@@ -701,6 +710,11 @@ class Drive:
     bytes_by_type: dict[str, int] = field(default_factory=dict)
     others: float = math.nan  # share of the CPUs processes not ours used meanwhile
     attempt: int = 1  # earlier attempts were discarded: others used the CPUs
+    cpu_s: float = math.nan  # CPU time the server's processes spent on the run
+
+    @property
+    def cpu_ms_each(self) -> float:
+        return self.cpu_s * 1000 / self.ok if self.ok else math.nan
 
     @property
     def ok(self) -> int:
@@ -900,10 +914,11 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
                 for attempt in range(1, args.attempts + 1):
                     note(f"throughput: round {rnd + 1}/{args.rounds}, {name}, attempt {attempt}")
                     if name == "thumbor":
+                        assert thumbor is not None  # only in the order when it started
                         warm = [thumbor_target(*v) for v in warmers]
                         asyncio.run(drive(thumbor_port, warm, TP_CONCURRENCY))
                         targets = [thumbor_target(*v) for v in variants]
-                        got[name] = timed_drive(thumbor_port, targets, args.quiet_wait)
+                        got[name] = timed_drive(thumbor, thumbor_port, targets, args.quiet_wait)
                     else:
                         edge, port = start_node(tmp, origin_port, 2, f"throughput-{rnd}-{attempt}")
                         try:
@@ -912,7 +927,7 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
                             warm = [pinedge_target(*v) for v in warmers]
                             asyncio.run(drive(port, warm, TP_CONCURRENCY))
                             targets = [pinedge_target(*v) for v in variants]
-                            got[name] = timed_drive(port, targets, args.quiet_wait)
+                            got[name] = timed_drive(edge, port, targets, args.quiet_wait)
                         finally:
                             edge.stop()
                     got[name].attempt = attempt
@@ -925,13 +940,15 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
             thumbor.stop()
         origin.stop()
 
-    rows, ratios = [], []
+    rows, ratios, cpu_ratios = [], [], []
     for i, got in enumerate(rounds):
         p = got["pinedge"]
         t = got.get("thumbor")
         ratio = p.rate / t.rate if t and t.rate else math.nan
+        cpu_ratio = t.cpu_ms_each / p.cpu_ms_each if t else math.nan
         if t:
             ratios.append(ratio)
+            cpu_ratios.append(cpu_ratio)
         rows.append(
             [
                 str(i + 1),
@@ -942,6 +959,8 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
                 f"{p.elapsed:.2f} / {t.elapsed:.2f}" if t else f"{p.elapsed:.2f}",
                 str(p.untransformed),
                 " / ".join(d.others_label for d in (p, t) if d),
+                " / ".join(ms(d.cpu_ms_each) for d in (p, t) if d),
+                f"{cpu_ratio:.2f}x" if t else "-",
             ]
         )
     p_rates = [g["pinedge"].rate for g in rounds]
@@ -956,6 +975,8 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
             "",
             "",
             "",
+            "",
+            f"**{median(cpu_ratios):.2f}x**" if cpu_ratios else "-",
         ]
     )
     report.table(
@@ -968,9 +989,11 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
             "seconds (p / t)",
             "pinedge not made (hits)",
             "other CPU (p / t)",
+            "server CPU ms per variant (p / t)",
+            "thumbor/pinedge CPU",
         ],
         rows,
-        "llrrrrrr",
+        "llrrrrrrrr",
     )
     report.add(
         "`other CPU`: the share of the machine's two CPUs that processes this script did "
@@ -979,7 +1002,11 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
         f"{QUIET_SHARE:.0%}; a run during which they used more is done again (pinedge on "
         f"a fresh node), up to {args.attempts} attempts in all (`*n`: the figure is from "
         "attempt n). The rounds last seconds, so a pair with a high share on one side "
-        "only is not a fair pair.",
+        "only is not a fair pair. `server CPU ms per variant`: the CPU time (user and "
+        "system, /proc) of all the server's processes over the timed run, per variant "
+        "made; CPU time moves far less than wall time when other tenants take the CPUs, "
+        "so `thumbor/pinedge CPU` (above 1: pinedge spends less per variant) is the "
+        "steadier figure of the two when the machine is shared.",
         "",
     )
     last = rounds[-1]
@@ -998,7 +1025,8 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
         report.add(
             f"Target: throughput ≥ {TP_TARGET}x thumbor's: {ratio:.2f}x, "
             f"{verdict(ratio >= TP_TARGET)} (same warm-up, same JPEG settings; WebP at "
-            "pinedge's effort 2 against thumbor's method 4, bytes above).",
+            "pinedge's effort 2 against thumbor's method 4, bytes above). CPU time per "
+            f"variant, thumbor/pinedge: {median(cpu_ratios):.2f}x.",
             "",
         )
     report.add(f"The machine after the rounds: {neighbours()}.", "")
@@ -1019,6 +1047,7 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
                     "types": d.types,
                     "others": d.others,
                     "attempt": d.attempt,
+                    "cpu_s": d.cpu_s,
                 }
                 for n, d in g.items()
             }
@@ -1027,14 +1056,20 @@ def part_throughput(report: Report, args: argparse.Namespace, tmp: Path, results
     }
 
 
-def timed_drive(port: int, targets: list[str], quiet_wait: float) -> Drive:
+def timed_drive(server: Server, port: int, targets: list[str], quiet_wait: float) -> Drive:
     """drive() once the machine is quiet (or `quiet_wait` s have passed), with the share
-    of the CPUs that other tenants used meanwhile."""
+    of the CPUs that other tenants used meanwhile and the CPU time the server (all its
+    processes) spent."""
     wait_for_quiet(quiet_wait)
-    start = CpuSample.now()
+    start, ticks = CpuSample.now(), tree_ticks(server.pid)
     done = asyncio.run(drive(port, targets, TP_CONCURRENCY))
+    done.cpu_s = (tree_ticks(server.pid) - ticks) / TICK
     done.others = others_share(start, CpuSample.now())
     return done
+
+
+def tree_ticks(pid: int) -> int:
+    return proc_ticks(pid) + sum(proc_ticks(p) for p in descendants(pid))
 
 
 def output_bytes(report: Report, got: dict[str, Drive]) -> None:
