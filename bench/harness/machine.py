@@ -224,8 +224,9 @@ def git(*argv: str) -> str:
 
 
 def code_state() -> str:
-    """The commit, and which files outside bench/ differ from it."""
-    commit = git("rev-parse", "--short", "HEAD") or "?"
+    """The last commit that changed pinedge (anything outside bench/), and which files
+    outside bench/ differ from HEAD: a commit to bench/ alone does not change the node."""
+    commit = git("log", "-1", "--format=%h", "--", ".", ":(exclude)bench") or "?"
     dirty = git("diff", "--name-only", "HEAD", "--", ".", ":(exclude)bench").split()
     return commit + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
 
