@@ -38,7 +38,6 @@ import os
 import random
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -52,11 +51,11 @@ from harness import session
 from harness.dnsperf import REST_LIMIT, Load, Perf, dnsperf_argv, run_dnsperf
 from harness.errors import BenchError
 from harness.machine import (
-    busy_processes,
+    Machine,
     descendants,
     ensure_tool,
-    git,
     loadavg,
+    machine_facts,
     other_benchmarks,
 )
 from harness.report import Report, run_line
@@ -958,20 +957,10 @@ def perf_cells(p: Perf) -> list[str]:
     ]
 
 
-PAIR_HEAD = [
-    "round",
-    "first",
-    "server",
-    "queries/s",
-    "lost",
-    "avg latency",
-    "max latency",
-    "server CPU",
-    "dnsperf CPU",
-    "machine busy",
-    "rest",
-    "pinedge/gdnsd",
-]
+PAIR_HEAD = (
+    "round | first | server | queries/s | lost | avg latency | max latency | server CPU | "
+    "dnsperf CPU | machine busy | rest | pinedge/gdnsd"
+)
 
 
 def pair_table(report: Report, pairs: list[Pair], names: dict[str, str]) -> None:
@@ -991,19 +980,6 @@ def pair_table(report: Report, pairs: list[Pair], names: dict[str, str]) -> None
 
 
 @dataclass
-class Machine:
-    cpus: int | None
-    cpu: str
-    loadavg: list[str]
-    python: str
-    pinedge: str
-    gdnsd: str
-    dnsperf: str
-    other_benchmarks: list[str]
-    busy: list[str]
-
-
-@dataclass
 class Results:
     args: dict[str, object]
     started: str
@@ -1019,31 +995,6 @@ class Results:
     in_process: InProcess | None = None
     failover_others: list[str] = field(default_factory=list)
     after: dict[str, list[str]] = field(default_factory=dict)
-
-
-def package_version(package: str) -> str:
-    done = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True
-    )
-    return done.stdout.strip() or "?"
-
-
-def machine_facts() -> Machine:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    pinedge = subprocess.run([*pinedge_argv(), "--version"], capture_output=True, text=True)
-    return Machine(
-        cpus=os.cpu_count(),
-        cpu=names[0] if names else "?",
-        loadavg=loadavg(),
-        python=sys.version.split()[0],
-        pinedge=f"{pinedge.stdout.strip()} (git {git('rev-parse', '--short', 'HEAD')}, "
-        "uncommitted changes included)",
-        gdnsd=package_version("gdnsd"),
-        dnsperf=package_version("dnsperf"),
-        other_benchmarks=other_benchmarks(),
-        busy=busy_processes(),
-    )
 
 
 def failover_table(report: Report, rounds: list[FailoverRound]) -> None:
@@ -1072,17 +1023,8 @@ def failover_table(report: Report, rounds: list[FailoverRound]) -> None:
             ]
         )
     report.table(
-        [
-            "mode",
-            "round",
-            "phases",
-            "failure → last answer naming lon",
-            "→ first naming sea",
-            "return → first naming lon",
-            "answers",
-            "lost",
-            "other",
-        ],
+        "mode | round | phases | failure → last answer naming lon | → first naming sea | "
+        "return → first naming lon | answers | lost | other",
         rows,
         "lrrrrrrrr",
     )
@@ -1133,8 +1075,8 @@ def write_report(report: Report, res: Results) -> None:
         "# GeoDNS: queries per second next to gdnsd, and failover time",
         "",
         f"{run_line('geodns.py')}: one run on a {m.cpus}-core shared machine "
-        f"({m.cpu}), Python {m.python}, {m.pinedge}, gdnsd {m.gdnsd}, "
-        f"dnsperf {m.dnsperf} (Debian 12 packages).",
+        f"({m.cpu}), Python {m.python}, {m.pinedge}, gdnsd {m.packages['gdnsd']}, "
+        f"dnsperf {m.packages['dnsperf']} (Debian 12 packages).",
         "",
         f"Machine before the run: load average {' '.join(m.loadavg)}; "
         + (
@@ -1217,7 +1159,7 @@ def throughput_section(report: Report, res: Results) -> None:
             f"### Finding the plateau ({args['sweep_seconds']} s per setting, one run each)", ""
         )
         report.table(
-            ["dnsperf", "server", "queries/s", "lost", "avg latency", "server CPU", "dnsperf CPU"],
+            "dnsperf | server | queries/s | lost | avg latency | server CPU | dnsperf CPU",
             [
                 [
                     f"`{r.load}`",
@@ -1510,7 +1452,7 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[Question], Path, 
     res = Results(
         args={k: str(v) if isinstance(v, Path | Load) else v for k, v in vars(args).items()},
         started=time.strftime("%Y-%m-%d %H:%M %Z"),
-        machine=machine_facts(),
+        machine=machine_facts("gdnsd", "dnsperf"),
         mix=describe_mix(questions),
     )
     res.args["load"] = args.load.label()

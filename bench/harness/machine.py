@@ -215,6 +215,55 @@ def neighbours() -> str:
     )
 
 
+@dataclass
+class Machine:
+    """What a report says of the machine and the software it ran."""
+
+    cpus: int | None
+    cpu: str
+    loadavg: list[str]
+    python: str
+    pinedge: str
+    packages: dict[str, str]  # Debian package -> version
+    other_benchmarks: list[str]
+    busy: list[str]
+
+
+def machine_facts(*packages: str) -> Machine:
+    """The CPU model, load, Python, pinedge's version and commit, the versions of
+    `packages`, other benchmarks and busy processes (a 3 s sample)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    version = subprocess.run([*pinedge_argv(), "--version"], capture_output=True, text=True)
+    return Machine(
+        cpus=os.cpu_count(),
+        cpu=names[0] if names else "?",
+        loadavg=loadavg(),
+        python=sys.version.split()[0],
+        pinedge=f"{version.stdout.strip()} (git {git('rev-parse', '--short', 'HEAD')}, "
+        "uncommitted changes included)",
+        packages={name: package_version(name) for name in packages},
+        other_benchmarks=other_benchmarks(),
+        busy=busy_processes(),
+    )
+
+
+def pinedge_argv() -> list[str]:
+    """The project's `pinedge` command: the venv's, else one on PATH, else the module."""
+    exe = REPO / ".venv" / "bin" / "pinedge"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("pinedge")
+    return [found] if found else [sys.executable, "-m", "pinedge"]
+
+
+def package_version(package: str) -> str:
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True
+    )
+    return done.stdout.strip() or "?"
+
+
 # ---------------------------------------------------------------------------- code and tools
 
 

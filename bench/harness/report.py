@@ -23,8 +23,11 @@ class Report:
                 print(line, flush=True)
             self.lines.append(line)
 
-    def table(self, header: list[str], rows: Iterable[list[str]], align: str = "") -> None:
-        """A Markdown table; `align` has one letter per column (l or r), default l."""
+    def table(self, header: str | list[str], rows: Iterable[list[str]], align: str = "") -> None:
+        """A Markdown table; `header` a list or one string "a | b | c"; `align` has one
+        letter per column (l or r), default l."""
+        if isinstance(header, str):
+            header = header.split(" | ")
         align = align or "l" * len(header)
         marks = ["---:" if a == "r" else "---" for a in align]
         self.add("| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |")

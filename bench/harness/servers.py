@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.errors import BenchError
-from harness.machine import REPO, code_state, descendants, proc_ticks, rss_mib, worker_pids
+from harness.machine import (
+    REPO,
+    code_state,
+    descendants,
+    pinedge_argv,
+    proc_ticks,
+    rss_mib,
+    worker_pids,
+)
 
 NODE_NAME = "pinedge-bench"
 
@@ -153,15 +160,6 @@ def wait_http(
 
 
 # ---------------------------------------------------------------------------- pinedge
-
-
-def pinedge_argv() -> list[str]:
-    """The project's `pinedge` command: the venv's, else one on PATH, else the module."""
-    exe = REPO / ".venv" / "bin" / "pinedge"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("pinedge")
-    return [found] if found else [sys.executable, "-m", "pinedge"]
 
 
 def pinedge_env(**extra: str) -> dict[str, str]:
