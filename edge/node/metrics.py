@@ -174,13 +174,14 @@ class EdgeMetrics:
 
 def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
     """The store's figures, read from its owner when scraped."""
+    index = owner.index
     add = registry.add
-    add(Gauge("pinedge_store_bytes", "Bytes held by the store.", lambda: owner.size))
+    add(Gauge("pinedge_store_bytes", "Bytes held by the store.", lambda: index.size))
     add(
         Gauge(
             "pinedge_store_objects",
             "Responses held by the store (not counting hard-purged ones).",
-            lambda: max(0, len(owner.records) - owner.purged_pending),
+            lambda: max(0, len(index.records) - index.purged.pending_removal),
         )
     )
     add(
@@ -188,15 +189,15 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
             "pinedge_store_purged_pending",
             "Hard-purged responses whose files are not removed yet (done when CPU is idle "
             "or their space is needed).",
-            lambda: owner.purged_pending,
+            lambda: index.purged.pending_removal,
         )
     )
-    add(Gauge("pinedge_store_budget_bytes", "The store's byte budget.", lambda: owner.budget))
+    add(Gauge("pinedge_store_budget_bytes", "The store's byte budget.", lambda: index.budget))
     add(
         Gauge(
             "pinedge_store_evictions_total",
             "Responses evicted to stay within the budget.",
-            lambda: owner.evictions,
+            lambda: index.evictions,
             kind="counter",
         )
     )
@@ -218,9 +219,9 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
     )
 
     def count_purges() -> None:
-        for (kind, mode), count in owner.purges.items():
+        for (kind, mode), count in index.purged.purges.items():
             purges.set(count, kind, mode)
-        for mode, count in owner.purged.items():
+        for mode, count in index.purged.covered.items():
             purged.set(count, mode)
 
     registry.collectors.append(count_purges)
@@ -228,7 +229,7 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
         Gauge(
             "pinedge_store_dropped_total",
             "Stored files found damaged (truncated or corrupt) and dropped, never served.",
-            lambda: owner.dropped,
+            lambda: index.dropped,
             kind="counter",
         )
     )

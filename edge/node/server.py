@@ -24,9 +24,11 @@ from pinedge.edge.node.metrics import add_client_metrics
 from pinedge.edge.node.protocol import ConnectionEvents, ConnectionPolicy, EdgeHTTPServer
 from pinedge.edge.pipeline.proxy import Edge
 from pinedge.edge.store.entry import Entry
+from pinedge.edge.store.generations import Generations
+from pinedge.edge.store.leftovers import memory_root
 from pinedge.edge.store.link import LocalLink, OwnerLink
 from pinedge.edge.store.objectfile import Meta
-from pinedge.edge.store.owner import Generations, StoreOwner, memory_root
+from pinedge.edge.store.owner import StoreOwner
 from pinedge.edge.store.view import SharedStore
 
 log = logging.getLogger("pinedge.edge")

@@ -41,8 +41,9 @@ from pinedge.edge.node.server import (
     decodes_location,
     store_location,
 )
+from pinedge.edge.store.generations import Generations
 from pinedge.edge.store.link import OwnerServer, RemoteLink
-from pinedge.edge.store.owner import Generations, StoreOwner
+from pinedge.edge.store.owner import StoreOwner
 
 log = logging.getLogger("pinedge.supervisor")
 

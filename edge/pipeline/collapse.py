@@ -20,6 +20,7 @@ from typing import Protocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinedge.edge.store.entry import Entry
+from pinedge.edge.store.fills import FillVerdict
 
 
 class Outcome(Enum):
@@ -67,15 +68,15 @@ class Fill:
         self.released = asyncio.Event()  # set once the leader is done (and stored what it would)
         self._progress = asyncio.Event()
 
-    def node_outcome(self) -> str:
+    def node_outcome(self) -> FillVerdict:
         """What waiting workers are told when this fill ends."""
         if self.outcome is Outcome.UPDATED or self.stored:
-            return "stored"
+            return FillVerdict.STORED
         if self.outcome is Outcome.ERROR:
-            return "error"
+            return FillVerdict.ERROR
         if self.outcome is Outcome.ABANDONED:
-            return "abandoned"
-        return "pass"
+            return FillVerdict.ABANDONED
+        return FillVerdict.PASS
 
     def settle(
         self,
@@ -204,9 +205,9 @@ class CollapseTable:
 class NodeLocks(Protocol):
     """Collapse across a node's workers (the store's owner keeps the table)."""
 
-    async def acquire(self, key: str, timeout: float) -> str: ...
+    async def acquire(self, key: str, timeout: float) -> FillVerdict: ...
 
-    def release(self, key: str, outcome: str) -> None: ...
+    def release(self, key: str, outcome: FillVerdict) -> None: ...
 
 
 class Role(Enum):
@@ -289,16 +290,16 @@ class Once:
             return False
         for _attempt in range(2):
             verdict = await self.node.acquire(fill.key, self.timeout)
-            if verdict == "lead":
+            if verdict is FillVerdict.LEAD:
                 fill.node_lock = True
                 return False
-            if verdict == "stored":
+            if verdict is FillVerdict.STORED:
                 entry = await stored()
                 if entry is None:
                     return False
                 fill.settle(Outcome.UPDATED, entry=entry)
                 return True
-            if verdict != "abandoned":
+            if verdict is not FillVerdict.ABANDONED:
                 return False
         return False
 

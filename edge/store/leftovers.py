@@ -4,6 +4,9 @@ died without cleaning up left behind."""
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -23,3 +26,16 @@ def remove_leftover_segments(prefix: str) -> None:
         pid = segment.name.removeprefix(prefix).split("-")[0]
         if pid.isdigit() and not process_alive(int(pid)):
             segment.unlink(missing_ok=True)
+
+
+def memory_root(name: str) -> Path:
+    """Where a node without --cache-dir keeps its objects: shared memory if the
+    system has it, so workers share the pages and nothing touches a disk. The
+    directories of nodes that died without cleaning up are removed first."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    for leftover in base.glob("pinedge-store-*"):
+        pid = leftover.name.split("-")[2]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return base / f"pinedge-store-{os.getpid()}-{secrets.token_hex(4)}-{safe}"

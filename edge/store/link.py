@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from pinedge.edge.store.fills import VERDICTS, FillVerdict
 from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.owner import StoreOwner
 
@@ -23,8 +24,8 @@ MESSAGE_LIMIT = 1 << 26  # one JSON line: a lookup of a key with many large-head
 
 class OwnerLink(Protocol):
     async def lookup(self, key: str) -> list[Meta]: ...
-    async def acquire(self, key: str, timeout: float) -> str: ...
-    def release(self, key: str, outcome: str) -> None: ...
+    async def acquire(self, key: str, timeout: float) -> FillVerdict: ...
+    def release(self, key: str, outcome: FillVerdict) -> None: ...
     async def admit(self, meta: Meta) -> list[Meta]: ...
     async def remove_key(self, key: str) -> int: ...
     def hits(self, variant_ids: list[str]) -> None: ...
@@ -42,10 +43,10 @@ class LocalLink:
     async def lookup(self, key: str) -> list[Meta]:
         return self.owner.lookup(key)
 
-    async def acquire(self, key: str, timeout: float) -> str:
+    async def acquire(self, key: str, timeout: float) -> FillVerdict:
         return await self.owner.acquire(key, self, timeout)
 
-    def release(self, key: str, outcome: str) -> None:
+    def release(self, key: str, outcome: FillVerdict) -> None:
         self.owner.release(key, outcome, self)
 
     async def admit(self, meta: Meta) -> list[Meta]:
@@ -132,6 +133,8 @@ class OwnerServer:
         elif op == "acquire":
             result = await owner.acquire(message["key"], who, float(message["timeout"]))
         elif op == "release":
+            # A FillVerdict's value, passed on as it came: the waiting workers get
+            # the same string on the wire.
             owner.release(message["key"], message["outcome"], who)
         elif op == "admit":
             meta = Meta.from_json(message["meta"])
@@ -206,10 +209,10 @@ class RemoteLink:
     async def lookup(self, key: str) -> list[Meta]:
         return [Meta.from_json(item) for item in await self._call("lookup", key=key)]
 
-    async def acquire(self, key: str, timeout: float) -> str:
-        return str(await self._call("acquire", key=key, timeout=timeout))
+    async def acquire(self, key: str, timeout: float) -> FillVerdict:
+        return VERDICTS[await self._call("acquire", key=key, timeout=timeout)]
 
-    def release(self, key: str, outcome: str) -> None:
+    def release(self, key: str, outcome: FillVerdict) -> None:
         with contextlib.suppress(ConnectionError):
             self._send({"op": "release", "key": key, "outcome": outcome})
 

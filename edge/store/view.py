@@ -2,11 +2,12 @@
 
 Objects live in files (objectfile.py) under one directory — shared memory or
 --cache-dir — so every worker reads the same pages from the OS page cache and
-they survive a worker's restart. The owner (owner.py) indexes them. Each worker
-keeps, within its `local_budget`, recently used responses in memory for the hit
-path, and the metadata of more keys it has used. Generation counters
-shared with the owner, one per key slot and one per tag slot, tell it on every
-hit whether its copy is still the stored one and not purged by a tag.
+they survive a worker's restart. The owner (owner.py) indexes them (index.py).
+Each worker keeps, within its `local_budget`, recently used responses in memory
+for the hit path, and the metadata of more keys it has used. Generation counters
+shared with the owner (generations.py), one per key slot and one per tag slot,
+tell it on every hit whether its copy is still the stored one and not purged by
+a tag.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from pathlib import Path
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.entry import Entry
+from pinedge.edge.store.fills import FillVerdict
+from pinedge.edge.store.generations import PURGES, Generations, slot_of, tag_slot
 from pinedge.edge.store.link import OwnerLink
 from pinedge.edge.store.objectfile import Meta
-from pinedge.edge.store.owner import PURGES, Generations, slot_of, tag_slot
 
 log = logging.getLogger("pinedge.store")
 
@@ -190,16 +192,16 @@ class SharedStore:
 
     # ── node-wide collapsed forwarding ───────────────────────────────────────
 
-    async def acquire(self, key: str, timeout: float) -> str:
-        """The node-wide verdict for fetching `key`; "timeout" (fetch alone) if the
+    async def acquire(self, key: str, timeout: float) -> FillVerdict:
+        """The node-wide verdict for fetching `key`; TIMEOUT (fetch alone) if the
         owner cannot be asked."""
         try:
             return await self.link.acquire(key, timeout)
         except OSError as exc:
             log.error("store owner unreachable for %s: %s", key, exc)
-            return "timeout"
+            return FillVerdict.TIMEOUT
 
-    def release(self, key: str, outcome: str) -> None:
+    def release(self, key: str, outcome: FillVerdict) -> None:
         self.link.release(key, outcome)
 
     # ── internals ────────────────────────────────────────────────────────────

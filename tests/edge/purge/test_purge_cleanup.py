@@ -131,7 +131,7 @@ async def test_the_owner_removes_purged_objects_first_when_space_is_needed_befor
         # On the event loop the clean-up waits for the CPUs to be idle; nothing
         # here yields to it, so only the space a new object needs can trigger it.
         assert owner.purge(Selection(tags=frozenset({"old"})), soft=False) == 8
-        assert owner.purged_pending == 8
+        assert owner.index.purged.pending_removal == 8
 
         incoming = [
             objectfile.write(tmp_path, fields(f"/new/{index}", "new"), body) for index in range(5)
@@ -139,13 +139,13 @@ async def test_the_owner_removes_purged_objects_first_when_space_is_needed_befor
         for meta in incoming:
             assert owner.admit(meta) == []
 
-        assert owner.evictions == 0
-        assert owner.purged_pending == 3  # one purged object made room for each new one
+        assert owner.index.evictions == 0
+        assert owner.index.purged.pending_removal == 3  # a purged one made room for each new one
         assert all(owner.lookup(f"/live/{index}") for index in range(2))
         assert all(owner.lookup(f"/new/{index}") for index in range(5))
         assert not any(owner.lookup(f"/first/{index}") for index in range(8))
         on_disk = {path.name for path in (tmp_path / "objects").glob("*/*")}
-        assert on_disk == set(owner.records)
+        assert on_disk == set(owner.index.records)
     finally:
         owner.close(keep_files=True)
     assert len(list((tmp_path / "objects").glob("*/*"))) == 7

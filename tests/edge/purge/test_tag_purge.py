@@ -44,8 +44,8 @@ def tag(owner: StoreOwner, name: str, soft: bool = False) -> int:
 
 
 def settle_everything(owner: StoreOwner) -> None:
-    owner._clean_some(len(owner.records) + 1)
-    assert owner.purged_pending == 0 and not owner.settling
+    owner.index.settle_some(len(owner.index.records) + 1)
+    assert owner.index.purged.pending_removal == 0 and not owner.index.purged.settling
 
 
 def files(owner: StoreOwner) -> set[str]:
@@ -62,7 +62,7 @@ async def test_what_a_tag_purge_set_aside_is_gone_before_it_is_settled(owner: St
 
     assert tag(owner, "pins") == 50
 
-    assert owner.purged_pending == 50  # set aside, not one of them touched yet
+    assert owner.index.purged.pending_removal == 50  # set aside, not one of them touched yet
     assert all(owner.lookup(meta.key) == [] for meta in purged)
     assert owner.lookup("/k") == [kept]
     settle_everything(owner)
@@ -80,7 +80,7 @@ async def test_a_response_stored_again_before_the_purge_is_settled_survives_it(
     again = store(owner, "/p/0", "pins", b"new")  # same variant, same file name
 
     assert owner.lookup("/p/0") == [again]
-    assert owner.purged_pending == 1
+    assert owner.index.purged.pending_removal == 1
     settle_everything(owner)
     assert owner.lookup("/p/0") == [again] and owner.lookup("/p/1") == []
     assert files(owner) == {again.variant_id}
@@ -95,7 +95,7 @@ async def test_a_second_purge_of_a_tag_counts_only_what_was_stored_since(owner: 
     assert tag(owner, "pins") == 0
     store(owner, "/p/1", "pins")
     assert tag(owner, "pins") == 1
-    assert owner.purged == {"hard": 4}
+    assert owner.index.purged.covered == {"hard": 4}
 
 
 async def test_a_soft_purged_object_is_stale_from_the_purge_before_and_after_it_is_settled(
@@ -126,7 +126,7 @@ async def test_a_hard_purge_takes_what_a_soft_purge_of_the_tag_left_unsettled(
     assert tag(owner, "pins") == 4
 
     assert all(owner.lookup(meta.key) == [] for meta in metas)
-    assert owner.purged_pending == 4
+    assert owner.index.purged.pending_removal == 4
     settle_everything(owner)
     assert files(owner) == set()
 
@@ -141,7 +141,7 @@ async def test_a_hard_purge_after_a_soft_one_counts_each_object_it_removes_once(
         store(owner, f"/p/{index}", "pins")
 
     assert tag(owner, "pins") == 4
-    assert owner.purged_pending == 4
+    assert owner.index.purged.pending_removal == 4
     assert all(owner.lookup(f"/p/{index}") == [] for index in range(4))
 
 
@@ -159,7 +159,9 @@ async def test_an_object_under_two_tags_goes_with_either_and_is_counted_once_set
     assert owner.lookup("/board") == [] and owner.lookup("/both") == []
     settle_everything(owner)
     assert files(owner) == set()
-    assert both.variant_id not in owner.records and board.variant_id not in owner.records
+    assert (
+        both.variant_id not in owner.index.records and board.variant_id not in owner.index.records
+    )
 
 
 async def test_a_url_purge_does_not_count_what_a_tag_purge_already_removed(
@@ -187,10 +189,10 @@ async def test_space_for_a_new_object_comes_from_a_purged_tag_before_it_is_settl
         assert tag(owner, "old") == 10
         for index in range(10):
             store(owner, f"/new/{index}", "new")
-        assert owner.evictions == 0
+        assert owner.index.evictions == 0
         assert all(owner.lookup(f"/live/{index}") for index in range(5))
         assert all(owner.lookup(f"/new/{index}") for index in range(10))
-        assert owner.size <= owner.budget
+        assert owner.index.size <= owner.index.budget
     finally:
         owner.close(keep_files=True)
 

@@ -42,11 +42,11 @@ async def test_the_owner_forgets_the_variants_of_what_it_evicted(tmp_path: Path)
         for n in range(400):
             for key in (f"http://a/p{n}", f"http://a/p{n}#v1#enc=gzip"):
                 owner.admit(objectfile.write(tmp_path, fields(key), b"x" * 1000))
-        assert owner.evictions > 0
-        stored = {meta.key for meta in owner.records.values()}
+        assert owner.index.evictions > 0
+        stored = {meta.key for meta in owner.index.records.values()}
         sources = {key.partition("#")[0] for key in stored if "#" in key}
-        assert set(owner.derived) == sources
-        assert all(variants <= stored for variants in owner.derived.values())
+        assert set(owner.index.derived) == sources
+        assert all(variants <= stored for variants in owner.index.derived.values())
         last = "http://a/p399"
         assert owner.remove_key(last) == 2
     finally:

@@ -1,0 +1,73 @@
+"""Counters in shared memory, one per key slot and tag slot, that tell a worker its copy changed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import zlib
+from collections.abc import Iterable
+from multiprocessing import shared_memory
+
+from pinedge.edge.store.leftovers import remove_leftover_segments
+
+GENERATIONS_PREFIX = "pinedge-generations-"
+SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only cost a reload
+PURGES = SLOTS  # the counter after the slots: bumped first by every purge
+
+
+def slot_of(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SLOTS - 1)
+
+
+def tag_slot(tag: str) -> int:
+    """A tag's generation slot; a cache key never starts with NUL, so a tag and a
+    key share a slot only by a collision."""
+    return zlib.crc32(b"\x00" + tag.encode("utf-8", "surrogateescape")) & (SLOTS - 1)
+
+
+class Generations:
+    """A shared array of counters, one per slot (keys and tags hash into the same
+    slots), and after them PURGES. A slot is bumped whenever what it covers changes
+    (a key's stored variants, a tag purged), so that a worker can check on each hit,
+    for the price of a memory read per slot, that its own copy is still the stored
+    one; collisions only cost a reload."""
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is None:
+            # Named after this process, so that a node started after one that was
+            # killed can remove what it left.
+            remove_leftover_segments(GENERATIONS_PREFIX)
+            name = f"{GENERATIONS_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            self.memory = shared_memory.SharedMemory(name=name, create=True, size=(SLOTS + 1) * 4)
+            self.owned = True
+        else:
+            self.memory = shared_memory.SharedMemory(name=name)
+            # Workers are spawned children and share their supervisor's resource
+            # tracker, which unlinks the segment only when the supervisor is gone.
+            self.owned = False
+        buf = self.memory.buf
+        assert buf is not None  # None only once the segment is closed
+        self.counters = buf.cast("I")
+
+    @property
+    def name(self) -> str:
+        return self.memory.name
+
+    def bump(self, key: str) -> None:
+        self.bump_slots((slot_of(key),))
+
+    def bump_slots(self, slots: Iterable[int]) -> None:
+        counters = self.counters
+        for slot in slots:  # inline: a call per slot was most of a large purge's time
+            counters[slot] = (counters[slot] + 1) & 0xFFFFFFFF
+
+    def bump_purges(self) -> None:
+        """Called before a purge bumps anything else: a worker that reads PURGES
+        before and after reading other slots knows whether a purge came between."""
+        self.bump_slots((PURGES,))
+
+    def close(self) -> None:
+        self.counters.release()
+        self.memory.close()
+        if self.owned:
+            self.memory.unlink()
