@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import cast
 
 from aiohttp.http import HttpVersion11 as HTTP11
 from aiohttp.http_parser import RawRequestMessage
@@ -33,10 +32,10 @@ from pinedge.edge.variants.derive import Variants, derived_key
 FAST_KEYS_MAX = 8192
 FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
 FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
-UNKNOWN = object()  # a fast_keys miss, distinct from None (known not to be fast-servable)
 FRESH = Verdict.FRESH
 
 Found = tuple[str, tuple[tuple[str, str], ...], str]  # key, image parameters, site
+UNKNOWN: Found = ("", (), "")  # a memo miss, distinct from None (known not to be served here)
 Fields = CIMultiDictProxy[str] | list[tuple[bytes, bytes]]
 Buffers = list[bytes | FileBody]
 
@@ -61,7 +60,7 @@ class HitPath:
         self.variants = variants
         self.refusal = refusal
         self.metrics = metrics
-        self.keys: dict[tuple[bytes | None, str], object] = {}
+        self.keys: dict[tuple[bytes | None, str], Found | None] = {}
         self.hits: dict[int, int] = {}
         self.bytes = 0
         metrics.registry.collectors.append(self.count)
@@ -94,7 +93,7 @@ class HitPath:
         self, head_only: bool, host: bytes | None, target: str, headers: Fields, client: str | None
     ) -> Buffers | None:
         known = self.keys.get((host, target), UNKNOWN)
-        found = self.find(host, target) if known is UNKNOWN else cast("Found | None", known)
+        found = self.find(host, target) if known is UNKNOWN else known
         if found is None:
             return None
         key, params, site = found
@@ -114,9 +113,9 @@ class HitPath:
                 entry = variant
             wire = entry.wire
             fresh = entry.fresh
-            age = entry.age(now)
-            if wire is None or judge(fresh, age) is not FRESH:
+            if wire is None or judge(fresh, now) is not FRESH:
                 return None
+            age = now - fresh.born
             if site in self.limiter.request_sites:
                 if client is None:
                     return None  # behind a trusted peer: the client is in X-Forwarded-For
@@ -139,7 +138,7 @@ class HitPath:
     ) -> Entry | None:
         """The stored variant of `source` this request gets, if it is in memory and
         the hit path can tell which it is; otherwise None (the general path)."""
-        if judge(source.fresh, source.age(now)) is not FRESH:
+        if judge(source.fresh, now) is not FRESH:
             return None
         fields: dict[str, str] = {}
         if isinstance(headers, list):

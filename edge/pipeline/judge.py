@@ -19,11 +19,12 @@ class Verdict(Enum):
     VALIDATE = "validate"  # only after the origin says it is still good
 
 
-def judge(fresh: Freshness, age: float, request: Directives = NO_DIRECTIVES) -> Verdict:
-    """The verdict on a stored response of `age` seconds for a request whose cache
+def judge(fresh: Freshness, now: float, request: Directives = NO_DIRECTIVES) -> Verdict:
+    """The verdict at `now` on a stored response for a request whose cache
     directives are `request` (those this node honours)."""
     if fresh.must_validate:
         return Verdict.VALIDATE
+    age = now - fresh.born
     lifetime = fresh.lifetime
     if request.items and client_requires_validation(request, age, lifetime):
         return Verdict.VALIDATE

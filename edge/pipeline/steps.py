@@ -138,7 +138,7 @@ class Steps:
     async def judge(self, tx: Transaction) -> Step:
         entry, now, status = tx.entry, tx.now, tx.status
         assert entry is not None and tx.directives is not None and tx.route is not None
-        tx.verdict = judge(entry.fresh, entry.age(now), tx.directives)
+        tx.verdict = judge(entry.fresh, now, tx.directives)
         if tx.verdict is Verdict.VALIDATE:
             stale = entry.ttl(now) <= 0 or entry.fresh.must_validate
             status.fwd = Fwd.STALE if stale else Fwd.REQUEST

@@ -25,6 +25,7 @@ class Freshness:
     targeted: str | None
     lifetime: float
     initial_age: float
+    born: float  # when its age was 0 (RFC 9111 §4.2.3): its age at `now` is now - born
     request_time: float
     response_time: float
     may_serve_stale: bool
@@ -65,7 +66,7 @@ class Entry:
         self.size = len(self.body) + header_bytes + len(self.key) + 256
 
     def age(self, now: float) -> float:
-        return freshness.current_age(self.fresh.initial_age, self.fresh.response_time, now)
+        return now - self.fresh.born
 
     def ttl(self, now: float) -> float:
         """Seconds of freshness left; negative once stale."""
@@ -164,6 +165,7 @@ def compute_freshness(
         targeted=targeted,
         lifetime=lifetime,
         initial_age=initial_age,
+        born=response_time - freshness.current_age(initial_age, response_time, response_time),
         request_time=request_time,
         response_time=response_time,
         may_serve_stale=freshness.may_serve_stale(directives),
