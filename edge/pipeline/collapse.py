@@ -246,7 +246,7 @@ class Once:
         worker stored under `key` (None when it is not usable); `alone` runs `make`
         without collapsing (a request whose answer is its own, e.g. authorised);
         a follower whose leader abandoned competes again, up to `attempts` times."""
-        fill = Fill(key)
+        fill: Fill | None = None
         for _attempt in range(attempts):
             if alone:
                 fill, leader = Fill(key), True
@@ -268,6 +268,7 @@ class Once:
                 if not handed_on:
                     self.table.release(fill)
             return fill, Role.LED
+        assert fill is not None, "attempts is at least 1"
         return fill, Role.ABANDONED
 
     def release(self, fill: Fill) -> None:

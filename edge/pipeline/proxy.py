@@ -87,6 +87,7 @@ class Edge:
             Workshop(
                 store, once, self.delivery, self.metrics, self.prepare, self.run_in_background
             ),
+            self.router.sites,
         )
         self.fetcher = Fetcher(
             config,

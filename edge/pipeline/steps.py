@@ -354,8 +354,8 @@ class Steps:
         if staleness > 0:
             if not stale.fresh.may_serve_stale:
                 return False
-            directives = tx.directives or self.client_directives(tx.request)
-            allowed = max(stale_if_error(stale.fresh.directives, directives), self.config.grace)
+            assert tx.directives is not None  # HASH set them before any fetch
+            allowed = max(stale_if_error(stale.fresh.directives, tx.directives), self.config.grace)
             if staleness > allowed:
                 return False
         tx.status.detail = "stale-if-error"

@@ -43,7 +43,7 @@ from pinedge.edge.images.model import (
 )
 from pinedge.edge.images.pipeline import transform
 from pinedge.edge.images.pool import PoolFull, TransformPool
-from pinedge.edge.node.config import EdgeConfig
+from pinedge.edge.node.config import EdgeConfig, SiteConfig
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.pipeline.collapse import Fill, Once, Outcome, Role
 from pinedge.edge.pipeline.deliver import Delivery, merge_vary
@@ -111,10 +111,11 @@ class Workshop:
 
 
 class Variants:
-    def __init__(self, config: EdgeConfig, shop: Workshop) -> None:
+    def __init__(self, config: EdgeConfig, shop: Workshop, sites: Mapping[str, SiteConfig]) -> None:
+        """`sites` is recv's map of hosts to sites (for each site's image settings)."""
         self.shop = shop
         self.config = config
-        self.sites = {host: site for site in config.site_list() for host in site.hosts}
+        self.sites = sites
         self.images = config.images
         self.compression = config.compression
         self.breakpoints = tuple(config.image_widths)
