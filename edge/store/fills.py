@@ -37,18 +37,26 @@ class Fills:
     def __init__(self) -> None:
         self.fetching: dict[str, Waiters] = {}
 
+    def claim(self, key: str, who: object) -> asyncio.Future[FillVerdict] | None:
+        """None when `who` now leads the fetch of `key`; otherwise a future of how the
+        fetching worker's fetch ends."""
+        waiting = self.fetching.get(key)
+        if waiting is None:
+            self.fetching[key] = Waiters(who)
+            return None
+        future: asyncio.Future[FillVerdict] = asyncio.get_running_loop().create_future()
+        waiting.futures.append(future)
+        return future
+
     async def acquire(self, key: str, who: object, timeout: float) -> FillVerdict:
         """LEAD if `who` should fetch `key`; otherwise, once the fetching worker
         releases it, how its fetch ended (STORED, PASS, ERROR, ABANDONED), or
         TIMEOUT after `timeout` seconds."""
-        waiting = self.fetching.get(key)
+        waiting = self.claim(key, who)
         if waiting is None:
-            self.fetching[key] = Waiters(who)
             return FillVerdict.LEAD
-        future: asyncio.Future[FillVerdict] = asyncio.get_running_loop().create_future()
-        waiting.futures.append(future)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(waiting, timeout)
         except TimeoutError:
             return FillVerdict.TIMEOUT
 

@@ -1,4 +1,6 @@
-"""Counters in shared memory, one per key slot and tag slot, that tell a worker its copy changed."""
+"""Counters in shared memory: one per key slot and tag slot, that tell a worker its
+copy changed; and how many stored keys hash to each of a larger set of slots, that
+tell a worker a key is not stored without asking the owner."""
 
 from __future__ import annotations
 
@@ -13,10 +15,22 @@ from pinedge.edge.store.leftovers import remove_leftover_segments
 GENERATIONS_PREFIX = "pinedge-generations-"
 SLOTS = 1 << 20  # generation slots (4 MiB of shared memory); collisions only cost a reload
 PURGES = SLOTS  # the counter after the slots: bumped first by every purge
+# After PURGES, the stored keys per presence slot: 32 MiB of shared memory, of which
+# only the pages of slots ever used are allocated. A new key's slot is empty unless
+# another key shares it, so with a few million keys most misses ask nobody.
+PRESENCE = PURGES + 1
+PRESENCE_SLOTS = 1 << 23
+COUNTERS = PRESENCE + PRESENCE_SLOTS
 
 
 def slot_of(key: str) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SLOTS - 1)
+
+
+def slots_of(key: str) -> tuple[int, int]:
+    """A key's generation slot and its presence counter's index."""
+    crc = zlib.crc32(key.encode("utf-8", "surrogateescape"))
+    return crc & (SLOTS - 1), PRESENCE + (crc & (PRESENCE_SLOTS - 1))
 
 
 def tag_slot(tag: str) -> int:
@@ -38,7 +52,7 @@ class Generations:
             # killed can remove what it left.
             remove_leftover_segments(GENERATIONS_PREFIX)
             name = f"{GENERATIONS_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-            self.memory = shared_memory.SharedMemory(name=name, create=True, size=(SLOTS + 1) * 4)
+            self.memory = shared_memory.SharedMemory(name=name, create=True, size=COUNTERS * 4)
             self.owned = True
         else:
             self.memory = shared_memory.SharedMemory(name=name)
@@ -60,6 +74,12 @@ class Generations:
         counters = self.counters
         for slot in slots:  # inline: a call per slot was most of a large purge's time
             counters[slot] = (counters[slot] + 1) & 0xFFFFFFFF
+
+    def count_key(self, key: str, change: int) -> None:
+        """A key is stored (+1) or no longer stored (-1)."""
+        index = slots_of(key)[1]
+        counters = self.counters
+        counters[index] = (counters[index] + change) & 0xFFFFFFFF
 
     def bump_purges(self) -> None:
         """Called before a purge bumps anything else: a worker that reads PURGES

@@ -82,7 +82,9 @@ class Index:
         return metas
 
     def admit(self, meta: Meta) -> list[str]:
-        """Index a file a worker wrote; returns the variant ids evicted for it."""
+        """Index a file a worker wrote; returns the variant ids evicted for it. The
+        key's generation slot is bumped once when the response is stored as it came,
+        and twice when a purge since its request dropped it or made it stale."""
         vid = meta.variant_id
         purged = self.purged
         if vid in purged.doomed:  # stored again before the purged one was cleaned up
@@ -90,10 +92,15 @@ class Index:
             self._forget(vid, unlink=False)
         tags = tags_of(meta.headers)
         ban = purged.ban_for(meta, tags)
+        if ban is not None:
+            # The worker that wrote it counts on one bump of the key's slot for an
+            # admission; one more tells it to look the key up again.
+            self.generations.bump(meta.key)
         if ban is not None and not ban.soft:
             # Fetched before a purge that covers it: as if purged with the rest.
             self.policy.remove(vid)
-            self._forget(vid, unlink=False)
+            self._forget(vid, unlink=False, bump=False)
+            self.generations.bump(meta.key)
             objectfile.object_path(self.root, vid).unlink(missing_ok=True)
             return []
         old = self.records.get(vid)
@@ -109,7 +116,11 @@ class Index:
             self.tags_of[vid] = tags
             for tag in tags:
                 self.tags.setdefault(tag, {})[vid] = meta
-        self.by_key.setdefault(meta.key, set()).add(vid)
+        siblings = self.by_key.get(meta.key)
+        if siblings is None:
+            siblings = self.by_key[meta.key] = set()
+            self.generations.count_key(meta.key, 1)
+        siblings.add(vid)
         source, mark, _ = meta.key.partition("#")
         if mark:
             self.derived.setdefault(source, set()).add(meta.key)
@@ -277,6 +288,7 @@ class Index:
             siblings.discard(vid)
             if not siblings:
                 del self.by_key[meta.key]
+                self.generations.count_key(meta.key, -1)
                 self._underive(meta.key)
         if bump:
             self.generations.bump(meta.key)

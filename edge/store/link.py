@@ -1,16 +1,23 @@
-"""How workers talk to the store's owner: JSON lines over a Unix socket, or, in a
-one-process node, plain method calls. Both sides offer the same async methods."""
+"""How workers talk to the store's owner: msgpack messages over a Unix socket, or,
+in a one-process node, plain method calls. Both sides offer the same methods.
+
+A message is an array `[op, id, *arguments]`; `id` is 0 when no answer is wanted,
+and an answer is `[id, ok, result]`. What either side sends within one turn of its
+event loop goes out in one write. A miss asks one question (acquire); what it
+tells afterwards (admit, release, hits) is not answered."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from collections.abc import Callable
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Protocol
+
+import msgpack
 
 from pinedge.edge.store.fills import VERDICTS, FillVerdict
 from pinedge.edge.store.objectfile import Meta
@@ -19,19 +26,42 @@ from pinedge.edge.store.owner import StoreOwner
 log = logging.getLogger("pinedge.store")
 
 CALL_TIMEOUT = 10.0  # seconds an owner call may take beyond its own timeout
-MESSAGE_LIMIT = 1 << 26  # one JSON line: a lookup of a key with many large-header variants
+MESSAGE_LIMIT = 1 << 26  # one message: a lookup of a key with many large-header variants
+
+
+class Op(IntEnum):
+    LOOKUP = 1
+    ACQUIRE = 2
+    RELEASE = 3
+    ADMIT = 4
+    REMOVE_KEY = 5
+    HITS = 6
+    DROP = 7
+    REPORT = 8
 
 
 class OwnerLink(Protocol):
     async def lookup(self, key: str) -> list[Meta]: ...
     async def acquire(self, key: str, timeout: float) -> FillVerdict: ...
     def release(self, key: str, outcome: FillVerdict) -> None: ...
-    async def admit(self, meta: Meta) -> list[Meta]: ...
+    def admit(self, meta: Meta) -> None: ...
     async def remove_key(self, key: str) -> int: ...
     def hits(self, variant_ids: list[str]) -> None: ...
     def drop(self, vid: str) -> None: ...
     def report(self, snapshot: dict[str, Any]) -> None: ...
     async def close(self) -> None: ...
+
+
+def _packer() -> msgpack.Packer:
+    return msgpack.Packer(unicode_errors="surrogateescape")
+
+
+def _unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        unicode_errors="surrogateescape",
+        max_buffer_size=MESSAGE_LIMIT,
+        strict_map_key=False,
+    )
 
 
 class LocalLink:
@@ -49,9 +79,8 @@ class LocalLink:
     def release(self, key: str, outcome: FillVerdict) -> None:
         self.owner.release(key, outcome, self)
 
-    async def admit(self, meta: Meta) -> list[Meta]:
+    def admit(self, meta: Meta) -> None:
         self.owner.admit(meta)
-        return self.owner.lookup(meta.key)
 
     async def remove_key(self, key: str) -> int:
         return self.owner.remove_key(key)
@@ -69,6 +98,63 @@ class LocalLink:
         pass
 
 
+class _Batching(asyncio.Protocol):
+    """Messages packed as they are sent and written together once per loop turn."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.packer = _packer()
+        self.unpacker = _unpacker()
+        self.outgoing: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a Unix stream socket's
+
+    def _send(self, message: tuple[Any, ...] | list[Any]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the store link is closed")
+        if not self.outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.outgoing.append(self.packer.pack(message))
+
+    def _flush(self) -> None:
+        if not self.outgoing:
+            return
+        outgoing, self.outgoing = self.outgoing, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(outgoing))
+
+
+class _OwnerSide(_Batching):
+    """One worker's connection, on the owner's side."""
+
+    def __init__(self, server: OwnerServer) -> None:
+        super().__init__()
+        self.server = server
+        self.waiting: set[asyncio.Task[None]] = set()
+
+    def data_received(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        try:
+            for message in self.unpacker:
+                self.server.answer(self, message)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            # A broken message stream: nothing after it can be read.
+            log.warning("a worker's store link broke: %r", exc)
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.owner.release_all(self)
+        self.server.snapshots.pop(id(self), None)
+        for task in self.waiting:
+            task.cancel()
+
+    def reply(self, ident: int, ok: bool, result: Any) -> None:
+        with contextlib.suppress(ConnectionError):
+            self._send((ident, ok, result))
+
+
 class OwnerServer:
     """The owner's side of the socket, in the supervisor. Remembers each worker's
     latest metrics snapshot for the admin listener to add up."""
@@ -81,9 +167,8 @@ class OwnerServer:
 
     async def start(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MESSAGE_LIMIT
-        )
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_unix_server(lambda: _OwnerSide(self), path=str(self.path))
         self.path.chmod(0o600)
 
     async def close(self) -> None:
@@ -91,151 +176,146 @@ class OwnerServer:
             self.server.close()
             await self.server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        who = object()
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            while line := await reader.readline():
-                message = json.loads(line)
-                task = asyncio.create_task(self._answer_safely(message, who, writer))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except (ConnectionError, ValueError) as exc:
-            log.warning("a worker's store link broke: %r", exc)
-        finally:
-            self.owner.release_all(who)
-            self.snapshots.pop(id(who), None)
-            for task in tasks:
-                task.cancel()
-            writer.close()
-
-    async def _answer_safely(
-        self, message: dict[str, Any], who: object, writer: asyncio.StreamWriter
-    ) -> None:
-        """Answer, or tell the worker the call failed rather than leave it waiting."""
-        try:
-            await self._answer(message, who, writer)
-        except Exception as exc:
-            log.exception("store owner: %s failed", message.get("op"))
-            if message.get("id") is not None:
-                data = json.dumps({"id": message["id"], "error": repr(exc)}) + "\n"
-                with contextlib.suppress(ConnectionError):
-                    writer.write(data.encode())
-
-    async def _answer(
-        self, message: dict[str, Any], who: object, writer: asyncio.StreamWriter
-    ) -> None:
-        op = message.get("op")
+    def answer(self, side: _OwnerSide, message: list[Any]) -> None:
+        """Do what `message` asks; answer it if it wants an answer. A call that fails
+        is answered with the error rather than left waiting."""
+        op, ident, *arguments = message
         owner = self.owner
-        result: Any = None
-        if op == "lookup":
-            result = [meta.to_json() for meta in owner.lookup(message["key"])]
-        elif op == "acquire":
-            result = await owner.acquire(message["key"], who, float(message["timeout"]))
-        elif op == "release":
-            # A FillVerdict's value, passed on as it came: the waiting workers get
-            # the same string on the wire.
-            owner.release(message["key"], message["outcome"], who)
-        elif op == "admit":
-            meta = Meta.from_json(message["meta"])
-            owner.admit(meta)
-            result = [stored.to_json() for stored in owner.lookup(meta.key)]
-        elif op == "remove_key":
-            result = owner.remove_key(message["key"])
-        elif op == "hits":
-            owner.hits(message["vids"])
-        elif op == "drop":
-            owner.drop(message["vid"])
-        elif op == "report":
-            self.snapshots[id(who)] = message["snapshot"]
-        if message.get("id") is not None:
-            data = json.dumps({"id": message["id"], "result": result}) + "\n"
-            with contextlib.suppress(ConnectionError):
-                writer.write(data.encode())
+        try:
+            result: Any = None
+            if op == Op.ADMIT:
+                owner.admit(Meta.from_wire(arguments[0]))
+            elif op == Op.RELEASE:
+                # A FillVerdict's value, passed on as it came: the waiting workers get
+                # the same string on the wire.
+                owner.release(arguments[0], arguments[1], side)
+            elif op == Op.ACQUIRE:
+                waiting = owner.fills.claim(arguments[0], side)
+                if waiting is not None:
+                    self._answer_later(side, ident, waiting, float(arguments[1]))
+                    return
+                result = FillVerdict.LEAD.value
+            elif op == Op.LOOKUP:
+                result = [meta.to_wire() for meta in owner.lookup(arguments[0])]
+            elif op == Op.HITS:
+                owner.hits(arguments[0])
+            elif op == Op.REMOVE_KEY:
+                result = owner.remove_key(arguments[0])
+            elif op == Op.DROP:
+                owner.drop(arguments[0])
+            elif op == Op.REPORT:
+                self.snapshots[id(side)] = arguments[0]
+            else:
+                raise ValueError(f"unknown store operation {op!r}")
+        except Exception as exc:
+            log.exception("store owner: operation %r failed", op)
+            if ident:
+                side.reply(ident, False, repr(exc))
+            return
+        if ident:
+            side.reply(ident, True, result)
+
+    def _answer_later(
+        self, side: _OwnerSide, ident: int, waiting: asyncio.Future[FillVerdict], timeout: float
+    ) -> None:
+        """Answer an acquire once the worker fetching the key says how it ended."""
+
+        async def answer() -> None:
+            try:
+                verdict = await asyncio.wait_for(waiting, timeout)
+            except TimeoutError:
+                verdict = FillVerdict.TIMEOUT
+            side.reply(ident, True, str(verdict))
+
+        task = asyncio.create_task(answer())
+        side.waiting.add(task)
+        task.add_done_callback(side.waiting.discard)
 
 
-class RemoteLink:
+class RemoteLink(_Batching):
     """A worker's side of the socket."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.counter = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Any]] = {}
-        self.writer: asyncio.StreamWriter | None = None
-        self.reader_task: asyncio.Task[None] | None = None
         self.on_lost: Callable[[], None] | None = None
 
     async def connect(self) -> None:
-        reader, self.writer = await asyncio.open_unix_connection(
-            str(self.path), limit=MESSAGE_LIMIT
-        )
-        self.reader_task = asyncio.create_task(self._read(reader))
+        loop = asyncio.get_running_loop()
+        await loop.create_unix_connection(lambda: self, str(self.path))
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while line := await reader.readline():
-                message = json.loads(line)
-                future = self.pending.pop(message["id"], None)
-                if future is None or future.done():
-                    continue
-                if "error" in message:
-                    future.set_exception(OSError(f"store owner: {message['error']}"))
-                else:
-                    future.set_result(message["result"])
-        finally:
-            for future in self.pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionError("the store owner went away"))
-            if self.on_lost is not None:
-                self.on_lost()
+    def data_received(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        for ident, ok, result in self.unpacker:
+            future = self.pending.pop(ident, None)
+            if future is None or future.done():
+                continue
+            if ok:
+                future.set_result(result)
+            else:
+                future.set_exception(OSError(f"store owner: {result}"))
 
-    def _send(self, message: dict[str, Any]) -> None:
-        """Queue a message; once the owner has gone away there is no one to tell."""
-        if self.writer is None or self.writer.is_closing():
-            raise ConnectionError("the store owner went away")
-        self.writer.write((json.dumps(message) + "\n").encode())
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the store owner went away"))
+        self.pending.clear()
+        if self.on_lost is not None:
+            self.on_lost()
 
-    async def _call(self, op: str, **fields: Any) -> Any:
+    def _tell(self, *message: Any) -> None:
+        """Send without waiting for an answer; once the owner has gone away there is
+        no one to tell."""
+        with contextlib.suppress(ConnectionError):
+            self._send(message)
+
+    async def _call(self, op: Op, *arguments: Any, timeout: float = 0.0) -> Any:
         ident = next(self.counter)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[ident] = future
-        self._send({"id": ident, "op": op, **fields})
         try:
-            return await asyncio.wait_for(future, CALL_TIMEOUT + float(fields.get("timeout", 0)))
+            self._send((op, ident, *arguments))
+        except ConnectionError:
+            del self.pending[ident]
+            raise
+        try:
+            return await asyncio.wait_for(future, CALL_TIMEOUT + timeout)
         except TimeoutError:
             self.pending.pop(ident, None)
-            raise OSError(f"store owner: no answer to {op}") from None
+            raise OSError(f"store owner: no answer to {op.name.lower()}") from None
 
     async def lookup(self, key: str) -> list[Meta]:
-        return [Meta.from_json(item) for item in await self._call("lookup", key=key)]
+        return [Meta.from_wire(item) for item in await self._call(Op.LOOKUP, key)]
 
     async def acquire(self, key: str, timeout: float) -> FillVerdict:
-        return VERDICTS[await self._call("acquire", key=key, timeout=timeout)]
+        return VERDICTS[await self._call(Op.ACQUIRE, key, timeout, timeout=timeout)]
 
     def release(self, key: str, outcome: FillVerdict) -> None:
-        with contextlib.suppress(ConnectionError):
-            self._send({"op": "release", "key": key, "outcome": outcome})
+        # Out at once with the admission before it, before the response's last bytes
+        # reach its client: a request it sends next to another worker must find
+        # what this one stored.
+        self._tell(Op.RELEASE, 0, key, outcome.value)
+        self._flush()
 
-    async def admit(self, meta: Meta) -> list[Meta]:
-        return [Meta.from_json(item) for item in await self._call("admit", meta=meta.to_json())]
+    def admit(self, meta: Meta) -> None:
+        self._tell(Op.ADMIT, 0, meta.to_wire())
 
     async def remove_key(self, key: str) -> int:
-        return int(await self._call("remove_key", key=key))
+        return int(await self._call(Op.REMOVE_KEY, key))
 
     def hits(self, variant_ids: list[str]) -> None:
-        with contextlib.suppress(ConnectionError):
-            self._send({"op": "hits", "vids": variant_ids})
+        self._tell(Op.HITS, 0, variant_ids)
 
     def drop(self, vid: str) -> None:
-        with contextlib.suppress(ConnectionError):
-            self._send({"op": "drop", "vid": vid})
+        self._tell(Op.DROP, 0, vid)
 
     def report(self, snapshot: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionError):
-            self._send({"op": "report", "snapshot": snapshot})
+        self._tell(Op.REPORT, 0, snapshot)
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if self.reader_task is not None:
-            self.reader_task.cancel()
+        if self.outgoing:
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()

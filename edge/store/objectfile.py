@@ -1,14 +1,17 @@
 """One stored response as one file, written atomically and checked when read.
 
-    magic "PNE1" | meta length (u32) | body length (u64) | meta crc32 | body crc32
-    | meta (JSON) | body
+    magic "PNE2" | meta length (u32) | body length (u64) | meta crc32 | body crc32
+    | meta (msgpack) | body
 
-A file is renamed into place only when complete; one cut short by a crash, or
-damaged later, fails the length or checksum test and is dropped, never served.
+The body starts right after the meta, so its offset and length come from the
+header, not the meta. A file is renamed into place only when complete; one cut
+short by a crash, or damaged later, fails the length or checksum test and is
+dropped, never served. Files of the first format ("PNE1", JSON meta) are still read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,8 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAGIC = b"PNE1"
+import msgpack
+
+MAGIC = b"PNE2"
+MAGIC_JSON = b"PNE1"
 HEADER = struct.Struct("<4sIQII")
+META_LIMIT = 1 << 24
+# What a file costs beside its bytes: tmpfs and most file systems give each file
+# whole pages, and the kernel an inode and a directory entry (about 1 KiB).
+PAGE = 4096
+FILE_OVERHEAD = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,36 +60,39 @@ class Meta:
     def file_size(self) -> int:
         return self.body_offset + self.body_length
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "vary_names": list(self.vary_names),
-            "vary_values": list(self.vary_values),
-            "status": self.status,
-            "reason": self.reason,
-            "headers": [list(pair) for pair in self.headers],
-            "request_time": self.request_time,
-            "response_time": self.response_time,
-            "body_length": self.body_length,
-            "body_crc": self.body_crc,
-            "body_offset": self.body_offset,
-        } | ({"purged_at": self.purged_at} if self.purged_at is not None else {})
+    @property
+    def allocated(self) -> int:
+        """The memory (or disk) its file really takes: whole pages, and the inode."""
+        return -(-self.file_size // PAGE) * PAGE + FILE_OVERHEAD
+
+    def to_wire(self) -> tuple[Any, ...]:
+        """Its fields as a msgpack-ready tuple (the owner link's encoding)."""
+        return (
+            self.key,
+            self.vary_names,
+            self.vary_values,
+            self.status,
+            self.reason,
+            self.headers,
+            self.request_time,
+            self.response_time,
+            self.body_length,
+            self.body_crc,
+            self.body_offset,
+            self.purged_at,
+        )
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Meta:
+    def from_wire(cls, fields: list[Any]) -> Meta:
+        (key, names, values, status, reason, headers, *rest) = fields
         return cls(
-            key=data["key"],
-            vary_names=tuple(data["vary_names"]),
-            vary_values=tuple(data["vary_values"]),
-            status=int(data["status"]),
-            reason=data["reason"],
-            headers=tuple((str(k), str(v)) for k, v in data["headers"]),
-            request_time=float(data["request_time"]),
-            response_time=float(data["response_time"]),
-            body_length=int(data["body_length"]),
-            body_crc=int(data["body_crc"]),
-            body_offset=int(data["body_offset"]),
-            purged_at=data.get("purged_at"),
+            key,
+            tuple(names),
+            tuple(values),
+            status,
+            reason,
+            tuple((name, value) for name, value in headers),
+            *rest,
         )
 
 
@@ -92,37 +106,61 @@ def object_path(root: Path, vid: str) -> Path:
     return root / "objects" / vid[:2] / vid
 
 
+def _pack_meta(fields: dict[str, Any]) -> bytes:
+    return msgpack.packb(
+        (
+            fields["key"],
+            fields["vary_names"],
+            fields["vary_values"],
+            fields["status"],
+            fields["reason"],
+            fields["headers"],
+            fields["request_time"],
+            fields["response_time"],
+        ),
+        unicode_errors="surrogateescape",
+    )
+
+
 def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
     """Write a stored response; `fields` are Meta's fields but the body's. Atomic:
     the file appears under its name complete or not at all."""
+    meta_bytes = _pack_meta(fields)
     body_crc = zlib.crc32(body)
-    probe = {**fields, "body_length": len(body), "body_crc": body_crc, "body_offset": 0}
-    meta_bytes = json.dumps(probe, separators=(",", ":")).encode("utf-8", "surrogateescape")
-    # The offset is part of the meta; fixing it can only add digits, so settle it twice.
-    for _ in range(3):
-        offset = HEADER.size + len(meta_bytes)
-        probe["body_offset"] = offset
-        meta_bytes = json.dumps(probe, separators=(",", ":")).encode("utf-8", "surrogateescape")
-        if HEADER.size + len(meta_bytes) == offset:
-            break
-    else:  # pragma: no cover - the loop settles in at most two rounds
-        raise RuntimeError("could not settle the body offset")
-    meta = Meta.from_json(probe)
     header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
-    final = object_path(root, meta.variant_id)
-    temporary = root / "tmp" / f"{meta.variant_id}.{os.getpid()}.{id(body)}"
+    meta = Meta(
+        fields["key"],
+        tuple(fields["vary_names"]),
+        tuple(fields["vary_values"]),
+        fields["status"],
+        fields["reason"],
+        tuple(fields["headers"]),
+        fields["request_time"],
+        fields["response_time"],
+        len(body),
+        body_crc,
+        HEADER.size + len(meta_bytes),
+    )
+    vid = meta.variant_id
+    final = f"{root}/objects/{vid[:2]}/{vid}"  # object_path(), without pathlib's cost
+    temporary = f"{root}/tmp/{vid}.{os.getpid()}.{id(body)}"
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(header)
-            handle.write(meta_bytes)
-            handle.write(body)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if len(body) < 65536:
+                os.write(fd, b"".join((header, meta_bytes, body)))
+            else:
+                os.writev(fd, (header, meta_bytes, body))
+        finally:
+            os.close(fd)
         try:
             os.replace(temporary, final)
         except FileNotFoundError:  # the first object in its directory
-            final.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(temporary, final)
     except OSError:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         raise
     return meta
 
@@ -134,8 +172,8 @@ def read_meta(path: Path) -> Meta | None:
             head = handle.read(HEADER.size)
             if len(head) != HEADER.size:
                 return None
-            magic, meta_length, body_length, meta_crc, _body_crc = HEADER.unpack(head)
-            if magic != MAGIC or meta_length > 1 << 24:
+            magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack(head)
+            if magic not in (MAGIC, MAGIC_JSON) or meta_length > META_LIMIT:
                 return None
             meta_bytes = handle.read(meta_length)
             size = os.fstat(handle.fileno()).st_size
@@ -143,13 +181,52 @@ def read_meta(path: Path) -> Meta | None:
         return None
     if len(meta_bytes) != meta_length or zlib.crc32(meta_bytes) != meta_crc:
         return None
-    if size != HEADER.size + meta_length + body_length:
+    offset = HEADER.size + meta_length
+    if size != offset + body_length:
         return None
+    if magic == MAGIC_JSON:
+        return _json_meta(meta_bytes, offset, body_length)
     try:
-        meta = Meta.from_json(json.loads(meta_bytes.decode("utf-8", "surrogateescape")))
+        key, names, values, status, reason, headers, request_time, response_time = msgpack.unpackb(
+            meta_bytes, unicode_errors="surrogateescape"
+        )
+        return Meta(
+            key,
+            tuple(names),
+            tuple(values),
+            int(status),
+            reason,
+            tuple((str(name), str(value)) for name, value in headers),
+            float(request_time),
+            float(response_time),
+            body_length,
+            body_crc,
+            offset,
+        )
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+
+
+def _json_meta(meta_bytes: bytes, offset: int, body_length: int) -> Meta | None:
+    """The meta of a file of the first format, whose meta was JSON and held its offset."""
+    try:
+        data = json.loads(meta_bytes.decode("utf-8", "surrogateescape"))
+        meta = Meta(
+            data["key"],
+            tuple(data["vary_names"]),
+            tuple(data["vary_values"]),
+            int(data["status"]),
+            data["reason"],
+            tuple((str(k), str(v)) for k, v in data["headers"]),
+            float(data["request_time"]),
+            float(data["response_time"]),
+            int(data["body_length"]),
+            int(data["body_crc"]),
+            int(data["body_offset"]),
+        )
     except (ValueError, KeyError, TypeError):
         return None
-    if meta.body_offset != HEADER.size + meta_length or meta.body_length != body_length:
+    if meta.body_offset != offset or meta.body_length != body_length:
         return None
     return meta
 
@@ -157,11 +234,15 @@ def read_meta(path: Path) -> Meta | None:
 def read_body(path: Path, meta: Meta) -> bytes | None:
     """The body if it is all there and matches its checksum; else None."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(meta.body_offset)
-            body = handle.read(meta.body_length + 1)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        body = os.pread(fd, meta.body_length + 1, meta.body_offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if len(body) != meta.body_length or zlib.crc32(body) != meta.body_crc:
         return None
     return body

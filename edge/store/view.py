@@ -24,7 +24,7 @@ from pathlib import Path
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.fills import FillVerdict
-from pinedge.edge.store.generations import PURGES, Generations, slot_of, tag_slot
+from pinedge.edge.store.generations import PURGES, Generations, slot_of, slots_of, tag_slot
 from pinedge.edge.store.link import OwnerLink
 from pinedge.edge.store.objectfile import Meta
 
@@ -53,6 +53,9 @@ class LocalKey:
     entries: list[Entry] | None  # None once the bodies were dropped from memory
     size: int
     tag_generations: tuple[tuple[int, int], ...] = ()  # (tag slot, generation) of its tags
+    # For a response this worker stored: the slot's generation before the owner
+    # indexed it, as current as `generation` until then. Otherwise `generation`.
+    before: int = -1
 
 
 class SharedStore:
@@ -97,7 +100,8 @@ class SharedStore:
         if local is None or local.entries is None:
             return []
         counters = self.counters  # _current(), inline: this runs on every hit
-        if counters[local.slot] != local.generation:
+        generation = counters[local.slot]
+        if generation != local.generation and generation != local.before:
             self._forget(key)
             return []
         for slot, generation in local.tag_generations:
@@ -111,12 +115,14 @@ class SharedStore:
         entries = self.variants(key)
         if entries:
             return entries
-        slot = slot_of(key)
+        slot, presence = slots_of(key)
         counters = self.counters
         generation = counters[slot]
         purges = counters[PURGES]
         local = self.local.get(key)
         metas = local.metas if local is not None and self._current(local) else None
+        if metas is None and not counters[presence]:
+            return []  # no stored key hashes here: not stored, and nobody asked
         for asked in range(2):
             if metas is None:
                 try:
@@ -166,20 +172,21 @@ class SharedStore:
         else:
             meta = objectfile.write(self.root, fields, entry.body)
         counters = self.counters
-        purges = counters[PURGES]
-        metas = await self.link.admit(meta)
         slot = slot_of(entry.key)
         generation = counters[slot]
         tag_generations = self._tag_generations([entry])
-        unpurged = counters[PURGES] == purges
-        only = len(metas) == 1 and metas[0].variant_id == entry.vid and metas[0].purged_at is None
-        if unpurged and only:
-            # The key's only variant is the one in hand, not purged: keep it for the hit path.
-            self._open_file(entry, meta)
-            local = LocalKey(slot, generation, metas, [entry], 0, tag_generations)
-            self._remember(entry.key, local)
-        else:
+        self.link.admit(meta)
+        if entry.vary_names:
+            # Other variants of the key may be stored: the next request asks for them.
             self._forget(entry.key)
+            return True
+        # Kept for the hit path as the key's one variant. The owner bumps the key's
+        # slot once when it indexes it as it came; any other count (a purge since the
+        # request, another worker's store) sends the next request to the owner.
+        self._open_file(entry, meta)
+        expected = (generation + 1) & 0xFFFFFFFF
+        local = LocalKey(slot, expected, [meta], [entry], 0, tag_generations, generation)
+        self._remember(entry.key, local)
         return True
 
     async def remove(self, key: str) -> int:
@@ -236,7 +243,8 @@ class SharedStore:
 
     def _current(self, local: LocalKey) -> bool:
         counters = self.counters
-        if counters[local.slot] != local.generation:
+        generation = counters[local.slot]
+        if generation != local.generation and generation != local.before:
             return False
         return all(counters[slot] == generation for slot, generation in local.tag_generations)
 

@@ -230,6 +230,26 @@ async def test_a_response_in_flight_when_its_tag_is_purged_is_not_stored(
     assert scripted.hits["/slow"] == 2
 
 
+@pytest.mark.slow
+async def test_a_response_in_flight_when_its_tag_is_soft_purged_is_stale_once_stored(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, token: str
+) -> None:
+    edge = await start_edge(scripted.url)
+    scripted.reply(
+        "/slow-soft",
+        "old",
+        headers={"Cache-Control": "max-age=600", "Surrogate-Key": "pins"},
+        delay=0.5,
+    )
+    in_flight = asyncio.create_task(send(client, edge.url + "/slow-soft"))
+    await asyncio.sleep(0.2)  # the origin has the request, not yet answered
+    assert (await purge(client, edge.admin_url, {"tags": ["pins"], "soft": True}))[0] == 200
+    assert (await in_flight).body == b"old"
+    again = await send(client, edge.url + "/slow-soft")
+    assert not again.hit and again.cache.get("fwd") == "stale"
+    assert scripted.hits["/slow-soft"] == 2
+
+
 async def test_purges_are_counted_in_the_metrics(
     scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, token: str
 ) -> None:

@@ -8,15 +8,19 @@ the node's /metrics.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import zlib
 from pathlib import Path
 
 import aiohttp
 import pytest
 from edge_support import Scripted, StartEdge, send, serve_photo
 from support import running_node, wait_ready
+
+from pinedge.edge.store import objectfile
 
 
 @pytest.mark.slow
@@ -231,3 +235,52 @@ async def test_two_workers_decode_a_source_once_for_all_its_widths_and_formats(
     assert decodes.get("kept", 0) + decodes.get("shared", 0) == len(wanted) - 1
     made = re.search(r'^pinedge_variants_total{kind="image",result="made"} (\S+)$', text, re.M)
     assert made and float(made.group(1)) == len(wanted)
+
+
+def _rewrite_in_first_format(path: Path) -> None:
+    """Write a stored file again as the first releases did: magic PNE1, JSON meta
+    holding the body's length, checksum and offset."""
+    meta = objectfile.read_meta(path)
+    assert meta is not None
+    body = objectfile.read_body(path, meta)
+    assert body is not None
+    fields = {
+        "key": meta.key,
+        "vary_names": list(meta.vary_names),
+        "vary_values": list(meta.vary_values),
+        "status": meta.status,
+        "reason": meta.reason,
+        "headers": [list(pair) for pair in meta.headers],
+        "request_time": meta.request_time,
+        "response_time": meta.response_time,
+        "body_length": len(body),
+        "body_crc": zlib.crc32(body),
+        "body_offset": 0,
+    }
+    for _ in range(3):  # the offset is part of the meta
+        text = json.dumps(fields, separators=(",", ":")).encode()
+        fields["body_offset"] = objectfile.HEADER.size + len(text)
+    text = json.dumps(fields, separators=(",", ":")).encode()
+    assert fields["body_offset"] == objectfile.HEADER.size + len(text)
+    header = objectfile.HEADER.pack(
+        b"PNE1", len(text), len(body), zlib.crc32(text), zlib.crc32(body)
+    )
+    path.write_bytes(header + text + body)
+
+
+@pytest.mark.slow
+async def test_a_cache_dir_written_by_the_first_file_format_is_still_served_after_an_upgrade(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    scripted.reply("/old", b"stored by an older release", headers={"Cache-Control": "max-age=600"})
+    store = tmp_path / "store"
+    flags = ("--cache-dir", str(store), "--cache-disk", "64MiB")
+    async with running_node(client, scripted.url, *flags) as node:
+        assert (await send(client, node.url + "/old")).cache.get("stored")
+    (path,) = (store / "objects").glob("*/*")
+    _rewrite_in_first_format(path)
+    assert path.read_bytes().startswith(b"PNE1")
+    async with running_node(client, scripted.url, *flags) as node:
+        again = await send(client, node.url + "/old")
+        assert again.hit and again.body == b"stored by an older release"
+    assert scripted.hits["/old"] == 1
