@@ -4,7 +4,8 @@ many ask at once, in this worker and across the node's workers.
 `Once` is the primitive every caller uses: `await once(key, make)` runs `make`
 for the first to ask and gives the others its Fill. Underneath, a worker's
 `CollapseTable.acquire(key)` answers "you lead" (a new Fill) or "you wait" (the
-Fill in progress), and the store's owner does the same between workers. The
+Fill in progress), and the store's fills (edge/store/fills.py) do the same
+between workers. The
 leader's Fill settles once with an outcome; if the leader vanishes without
 settling, followers see ABANDONED and compete again.
 """
@@ -203,7 +204,7 @@ class CollapseTable:
 
 
 class NodeLocks(Protocol):
-    """Collapse across a node's workers (the store's owner keeps the table)."""
+    """Collapse across a node's workers (edge/store/fills.py)."""
 
     async def acquire(self, key: str, timeout: float) -> FillVerdict: ...
 

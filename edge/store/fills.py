@@ -1,75 +1,135 @@
-"""Node-wide collapsed forwarding: one worker fetches a key, the others wait for its verdict."""
+"""Node-wide collapsed forwarding: one worker fetches a key, the others wait for its verdict.
+
+The workers settle it among themselves, without asking the store's owner. A
+worker that fetches a key holds an exclusive lock (fcntl) on one byte of a lock
+file, the byte of the key's generation slot; the kernel lets the lock go if the
+worker dies. A worker that finds the byte locked waits for it, polling, and then
+reads how the fetch ended in the outcome table in shared memory (generations.py),
+where the fetching worker wrote it before letting go. Keys that share a slot
+share a lock: rarely, one waits for another's fetch, then fetches its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import fcntl
+import os
+import zlib
 from enum import StrEnum
+from pathlib import Path
+
+from pinedge.edge.store.generations import OUTCOME_COUNTS, OUTCOMES, SLOTS
 
 
 class FillVerdict(StrEnum):
-    """What the owner tells a worker that asks to fetch a key. The values are what
-    travels between workers and the owner."""
+    """What a worker that asks to fetch a key is told."""
 
     LEAD = "lead"  # fetch it, then release it with how the fetch ended
     STORED = "stored"  # the worker that fetched it stored it: look it up
     PASS = "pass"  # it was not storable: fetch it alone
     ERROR = "error"  # its fetch failed: fetch it alone
     ABANDONED = "abandoned"  # its worker went away without saying: ask again
-    TIMEOUT = "timeout"  # no verdict in time, or no owner to ask: fetch it alone
+    TIMEOUT = "timeout"  # no verdict in time: fetch it alone
 
 
-# A verdict from its value on the wire by a dict lookup: FillVerdict(value) took
-# 400 ns (Python 3.11), 20 times the str() a worker's link called before.
-VERDICTS: dict[str, FillVerdict] = {verdict.value: verdict for verdict in FillVerdict}
+# An outcome in the shared table: the key's checksum but its low three bits, which
+# hold the verdict's code.
+CODES = {FillVerdict.STORED: 1, FillVerdict.PASS: 2, FillVerdict.ERROR: 3, FillVerdict.ABANDONED: 4}
+VERDICTS = {code: verdict for verdict, code in CODES.items()}
+MARK = 0xFFFFFFF8
+FIRST_POLL = 0.001  # seconds; doubled each time up to LAST_POLL
+LAST_POLL = 0.02
 
 
-@dataclass(slots=True)
-class Waiters:
-    leader: object
-    futures: list[asyncio.Future[FillVerdict]] = field(default_factory=list)
+class NodeFills:
+    """This worker's side of the node's fills: the lock file at `path` and the
+    shared `counters` (generations.py)."""
 
+    def __init__(self, path: Path, counters: memoryview) -> None:
+        self.path = path
+        self.fd = -1  # opened at the first fetch: the store's directory may come later
+        self.counters = counters
+        # Slots this worker holds, with how many of its fills hold each: the lock
+        # is the process's, so it is taken by the first and let go by the last.
+        self.held: dict[int, int] = {}
+        # The keys this worker fetches, each with how its fetch ends, for another
+        # of its requests that asks before the fill is released (the body is in,
+        # the response not yet stored).
+        self.leading: dict[str, asyncio.Future[FillVerdict]] = {}
 
-class Fills:
-    """The keys being fetched somewhere in the node, each with the worker fetching
-    it (`who`, any object that stands for the worker) and the workers waiting."""
+    async def acquire(self, key: str, timeout: float) -> FillVerdict:
+        """LEAD if this worker should fetch `key` (release() it afterwards); otherwise,
+        once the worker fetching it is done, how its fetch ended (STORED, PASS,
+        ERROR), or TIMEOUT after `timeout` seconds."""
+        ours = self.leading.get(key)
+        if ours is not None:
+            try:
+                return await asyncio.wait_for(asyncio.shield(ours), timeout)
+            except TimeoutError:
+                return FillVerdict.TIMEOUT
+        crc = zlib.crc32(key.encode("utf-8", "surrogateescape"))
+        slot = crc & (SLOTS - 1)
+        if self._take(slot):
+            return self._lead(key)
+        counters = self.counters
+        count = counters[OUTCOME_COUNTS + slot]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pause = FIRST_POLL
+        while not self._take(slot):
+            if loop.time() >= deadline:
+                return FillVerdict.TIMEOUT
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, LAST_POLL)
+        outcome = counters[OUTCOMES + slot]
+        if counters[OUTCOME_COUNTS + slot] != count and outcome & MARK == crc & MARK:
+            verdict = VERDICTS.get(outcome & ~MARK)
+            if verdict is not None and verdict is not FillVerdict.ABANDONED:
+                self._let_go(slot)
+                return verdict
+        # Its worker went away without a word, or the fetch was of another key in
+        # the slot: this worker holds the lock now, and fetches.
+        return self._lead(key)
 
-    def __init__(self) -> None:
-        self.fetching: dict[str, Waiters] = {}
+    def _lead(self, key: str) -> FillVerdict:
+        self.leading[key] = asyncio.get_running_loop().create_future()
+        return FillVerdict.LEAD
 
-    def claim(self, key: str, who: object) -> asyncio.Future[FillVerdict] | None:
-        """None when `who` now leads the fetch of `key`; otherwise a future of how the
-        fetching worker's fetch ends."""
-        waiting = self.fetching.get(key)
-        if waiting is None:
-            self.fetching[key] = Waiters(who)
-            return None
-        future: asyncio.Future[FillVerdict] = asyncio.get_running_loop().create_future()
-        waiting.futures.append(future)
-        return future
-
-    async def acquire(self, key: str, who: object, timeout: float) -> FillVerdict:
-        """LEAD if `who` should fetch `key`; otherwise, once the fetching worker
-        releases it, how its fetch ended (STORED, PASS, ERROR, ABANDONED), or
-        TIMEOUT after `timeout` seconds."""
-        waiting = self.claim(key, who)
-        if waiting is None:
-            return FillVerdict.LEAD
-        try:
-            return await asyncio.wait_for(waiting, timeout)
-        except TimeoutError:
-            return FillVerdict.TIMEOUT
-
-    def release(self, key: str, outcome: FillVerdict, who: object) -> None:
-        waiting = self.fetching.get(key)
-        if waiting is None or waiting.leader is not who:
+    def release(self, key: str, outcome: FillVerdict) -> None:
+        """How this worker's fetch of `key` ended, for the workers waiting for it."""
+        ours = self.leading.pop(key, None)
+        if ours is None:
             return
-        del self.fetching[key]
-        for future in waiting.futures:
-            if not future.done():
-                future.set_result(outcome)
+        ours.set_result(outcome)
+        crc = zlib.crc32(key.encode("utf-8", "surrogateescape"))
+        slot = crc & (SLOTS - 1)
+        counters = self.counters
+        counters[OUTCOMES + slot] = (crc & MARK) | CODES.get(outcome, 0)
+        counters[OUTCOME_COUNTS + slot] = (counters[OUTCOME_COUNTS + slot] + 1) & 0xFFFFFFFF
+        self._let_go(slot)
 
-    def release_all(self, who: object) -> None:
-        """A worker went away: whatever it was fetching is abandoned."""
-        for key in [k for k, w in self.fetching.items() if w.leader is who]:
-            self.release(key, FillVerdict.ABANDONED, who)
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # and with it every lock this worker held
+            self.fd = -1
+
+    def _take(self, slot: int) -> bool:
+        holders = self.held.get(slot)
+        if holders:
+            self.held[slot] = holders + 1
+            return True
+        if self.fd < 0:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot)
+        except OSError:  # EAGAIN or EACCES: another worker holds it
+            return False
+        self.held[slot] = 1
+        return True
+
+    def _let_go(self, slot: int) -> None:
+        holders = self.held.pop(slot, 0) - 1
+        if holders > 0:
+            self.held[slot] = holders
+        else:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, slot)

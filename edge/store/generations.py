@@ -20,7 +20,11 @@ PURGES = SLOTS  # the counter after the slots: bumped first by every purge
 # another key shares it, so with a few million keys most misses ask nobody.
 PRESENCE = PURGES + 1
 PRESENCE_SLOTS = 1 << 23
-COUNTERS = PRESENCE + PRESENCE_SLOTS
+# Then, per generation slot, how the last fill of a key in it ended and a count of
+# such endings (fills.py): 8 MiB more, allocated as used.
+OUTCOMES = PRESENCE + PRESENCE_SLOTS
+OUTCOME_COUNTS = OUTCOMES + SLOTS
+COUNTERS = OUTCOME_COUNTS + SLOTS
 
 
 def slot_of(key: str) -> int:

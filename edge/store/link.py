@@ -3,8 +3,9 @@ in a one-process node, plain method calls. Both sides offer the same methods.
 
 A message is an array `[op, id, *arguments]`; `id` is 0 when no answer is wanted,
 and an answer is `[id, ok, result]`. What either side sends within one turn of its
-event loop goes out in one write. A miss asks one question (acquire); what it
-tells afterwards (admit, release, hits) is not answered."""
+event loop goes out in one write. A miss asks nothing: a new key's presence slot
+(generations.py) says it is not stored, workers collapse fetches among themselves
+(fills.py), and the admission is told, not asked."""
 
 from __future__ import annotations
 
@@ -19,20 +20,17 @@ from typing import Any, Protocol
 
 import msgpack
 
-from pinedge.edge.store.fills import VERDICTS, FillVerdict
 from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.owner import StoreOwner
 
 log = logging.getLogger("pinedge.store")
 
-CALL_TIMEOUT = 10.0  # seconds an owner call may take beyond its own timeout
+CALL_TIMEOUT = 10.0  # seconds an owner call may take
 MESSAGE_LIMIT = 1 << 26  # one message: a lookup of a key with many large-header variants
 
 
 class Op(IntEnum):
     LOOKUP = 1
-    ACQUIRE = 2
-    RELEASE = 3
     ADMIT = 4
     REMOVE_KEY = 5
     HITS = 6
@@ -42,9 +40,8 @@ class Op(IntEnum):
 
 class OwnerLink(Protocol):
     async def lookup(self, key: str) -> list[Meta]: ...
-    async def acquire(self, key: str, timeout: float) -> FillVerdict: ...
-    def release(self, key: str, outcome: FillVerdict) -> None: ...
     def admit(self, meta: Meta) -> None: ...
+    def flush(self) -> None: ...
     async def remove_key(self, key: str) -> int: ...
     def hits(self, variant_ids: list[str]) -> None: ...
     def drop(self, vid: str) -> None: ...
@@ -73,14 +70,11 @@ class LocalLink:
     async def lookup(self, key: str) -> list[Meta]:
         return self.owner.lookup(key)
 
-    async def acquire(self, key: str, timeout: float) -> FillVerdict:
-        return await self.owner.acquire(key, self, timeout)
-
-    def release(self, key: str, outcome: FillVerdict) -> None:
-        self.owner.release(key, outcome, self)
-
     def admit(self, meta: Meta) -> None:
         self.owner.admit(meta)
+
+    def flush(self) -> None:
+        pass
 
     async def remove_key(self, key: str) -> int:
         return self.owner.remove_key(key)
@@ -131,7 +125,6 @@ class _OwnerSide(_Batching):
     def __init__(self, server: OwnerServer) -> None:
         super().__init__()
         self.server = server
-        self.waiting: set[asyncio.Task[None]] = set()
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
@@ -145,10 +138,7 @@ class _OwnerSide(_Batching):
                 self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.owner.release_all(self)
         self.server.snapshots.pop(id(self), None)
-        for task in self.waiting:
-            task.cancel()
 
     def reply(self, ident: int, ok: bool, result: Any) -> None:
         with contextlib.suppress(ConnectionError):
@@ -185,16 +175,6 @@ class OwnerServer:
             result: Any = None
             if op == Op.ADMIT:
                 owner.admit(Meta.from_wire(arguments[0]))
-            elif op == Op.RELEASE:
-                # A FillVerdict's value, passed on as it came: the waiting workers get
-                # the same string on the wire.
-                owner.release(arguments[0], arguments[1], side)
-            elif op == Op.ACQUIRE:
-                waiting = owner.fills.claim(arguments[0], side)
-                if waiting is not None:
-                    self._answer_later(side, ident, waiting, float(arguments[1]))
-                    return
-                result = FillVerdict.LEAD.value
             elif op == Op.LOOKUP:
                 result = [meta.to_wire() for meta in owner.lookup(arguments[0])]
             elif op == Op.HITS:
@@ -214,22 +194,6 @@ class OwnerServer:
             return
         if ident:
             side.reply(ident, True, result)
-
-    def _answer_later(
-        self, side: _OwnerSide, ident: int, waiting: asyncio.Future[FillVerdict], timeout: float
-    ) -> None:
-        """Answer an acquire once the worker fetching the key says how it ended."""
-
-        async def answer() -> None:
-            try:
-                verdict = await asyncio.wait_for(waiting, timeout)
-            except TimeoutError:
-                verdict = FillVerdict.TIMEOUT
-            side.reply(ident, True, str(verdict))
-
-        task = asyncio.create_task(answer())
-        side.waiting.add(task)
-        task.add_done_callback(side.waiting.discard)
 
 
 class RemoteLink(_Batching):
@@ -271,7 +235,7 @@ class RemoteLink(_Batching):
         with contextlib.suppress(ConnectionError):
             self._send(message)
 
-    async def _call(self, op: Op, *arguments: Any, timeout: float = 0.0) -> Any:
+    async def _call(self, op: Op, *arguments: Any) -> Any:
         ident = next(self.counter)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[ident] = future
@@ -281,7 +245,7 @@ class RemoteLink(_Batching):
             del self.pending[ident]
             raise
         try:
-            return await asyncio.wait_for(future, CALL_TIMEOUT + timeout)
+            return await asyncio.wait_for(future, CALL_TIMEOUT)
         except TimeoutError:
             self.pending.pop(ident, None)
             raise OSError(f"store owner: no answer to {op.name.lower()}") from None
@@ -289,18 +253,12 @@ class RemoteLink(_Batching):
     async def lookup(self, key: str) -> list[Meta]:
         return [Meta.from_wire(item) for item in await self._call(Op.LOOKUP, key)]
 
-    async def acquire(self, key: str, timeout: float) -> FillVerdict:
-        return VERDICTS[await self._call(Op.ACQUIRE, key, timeout, timeout=timeout)]
-
-    def release(self, key: str, outcome: FillVerdict) -> None:
-        # Out at once with the admission before it, before the response's last bytes
-        # reach its client: a request it sends next to another worker must find
-        # what this one stored.
-        self._tell(Op.RELEASE, 0, key, outcome.value)
-        self._flush()
-
     def admit(self, meta: Meta) -> None:
         self._tell(Op.ADMIT, 0, meta.to_wire())
+
+    def flush(self) -> None:
+        """Send now what waits for the end of this loop turn."""
+        self._flush()
 
     async def remove_key(self, key: str) -> int:
         return int(await self._call(Op.REMOVE_KEY, key))

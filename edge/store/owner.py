@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pinedge.edge.store.fills import Fills
 from pinedge.edge.store.generations import Generations
 from pinedge.edge.store.index import Index
 from pinedge.edge.store.purge import Selection
@@ -19,9 +18,8 @@ class StoreOwner:
       files, within the budget, and which of them purges hid;
     - the cleaner (purged.py): settles what purges left, when the CPU is idle;
     - the generations (generations.py): counters in shared memory that tell each
-      worker, on every hit, whether its own copy is still the stored one;
-    - the fills (fills.py): node-wide collapsed forwarding, one worker fetches a
-      key and the others wait for its verdict.
+      worker, on every hit, whether its own copy is still the stored one, and
+      whether a key is stored at all.
 
     Workers reach it over a Unix socket (link.py) or, in a one-process node,
     directly; the operator's purges come from the admin listener."""
@@ -30,7 +28,6 @@ class StoreOwner:
         self.root = root
         self.generations = Generations()
         self.index = Index(root, budget, policy, self.generations)
-        self.fills = Fills()
         self.cleaner = Cleaner(self.index.purged, self.index.settle_some)
         # What the workers ask, bound to the part that answers it rather than
         # wrapped: one of these runs for every miss.
@@ -39,9 +36,6 @@ class StoreOwner:
         self.hits = self.index.hits
         self.remove_key = self.index.remove_key
         self.drop = self.index.drop
-        self.acquire = self.fills.acquire
-        self.release = self.fills.release
-        self.release_all = self.fills.release_all
 
     def scan(self) -> int:
         """Start from what a warm directory already holds; the number of responses kept."""

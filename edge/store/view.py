@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.entry import Entry
-from pinedge.edge.store.fills import FillVerdict
+from pinedge.edge.store.fills import FillVerdict, NodeFills
 from pinedge.edge.store.generations import PURGES, Generations, slot_of, slots_of, tag_slot
 from pinedge.edge.store.link import OwnerLink
 from pinedge.edge.store.objectfile import Meta
@@ -79,6 +79,7 @@ class SharedStore:
         self.resident: OrderedDict[str, None] = OrderedDict()  # keys with bodies in memory
         self.pending_hits: dict[str, int] = {}
         self.flusher: asyncio.Task[None] | None = None
+        self.fills = NodeFills(root / "fills.lock", self.counters)
 
     def start(self) -> None:
         self.flusher = asyncio.create_task(self._flush_hits())
@@ -90,6 +91,7 @@ class SharedStore:
                 await self.flusher
         self._send_hits()
         await self.link.close()
+        self.fills.close()
 
     # ── reads ────────────────────────────────────────────────────────────────
 
@@ -200,16 +202,14 @@ class SharedStore:
     # ── node-wide collapsed forwarding ───────────────────────────────────────
 
     async def acquire(self, key: str, timeout: float) -> FillVerdict:
-        """The node-wide verdict for fetching `key`; TIMEOUT (fetch alone) if the
-        owner cannot be asked."""
-        try:
-            return await self.link.acquire(key, timeout)
-        except OSError as exc:
-            log.error("store owner unreachable for %s: %s", key, exc)
-            return FillVerdict.TIMEOUT
+        """The node-wide verdict for fetching `key` (fills.py)."""
+        return await self.fills.acquire(key, timeout)
 
     def release(self, key: str, outcome: FillVerdict) -> None:
-        self.link.release(key, outcome)
+        # What the fill stored goes to the owner before a waiting worker can hear of
+        # it and ask, and before the response's last bytes reach its client.
+        self.link.flush()
+        self.fills.release(key, outcome)
 
     # ── internals ────────────────────────────────────────────────────────────
 

@@ -8,6 +8,7 @@ the node's /metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from edge_support import Scripted, StartEdge, send, serve_photo
 from support import running_node, wait_ready
 
@@ -284,3 +286,58 @@ async def test_a_cache_dir_written_by_the_first_file_format_is_still_served_afte
         again = await send(client, node.url + "/old")
         assert again.hit and again.body == b"stored by an older release"
     assert scripted.hits["/old"] == 1
+
+
+def _pid_of_connection(pids: list[int], local_port: int, remote_port: int) -> int | None:
+    """Which of `pids` holds the TCP connection from `local_port` to `remote_port`."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if (
+            int(local.split(":")[1], 16) == local_port
+            and int(remote.split(":")[1], 16) == remote_port
+        ):
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+    return None
+
+
+@pytest.mark.slow
+async def test_when_the_worker_fetching_a_key_is_killed_the_other_worker_fetches_it_itself(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    body = os.urandom(20_000)
+    peers: list[int] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]  # a TCP request
+        await asyncio.sleep(1.5)
+        return web.Response(body=body, headers={"Cache-Control": "max-age=600"})
+
+    scripted.handle("/slow", slow)
+    origin_port = int(scripted.url.rsplit(":", 1)[1])
+    async with running_node(client, scripted.url, workers=2) as node:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as many:
+            first = asyncio.create_task(send(many, node.url + "/slow"))
+            async with asyncio.timeout(5):
+                while not peers:
+                    await asyncio.sleep(0.01)
+            leader = _pid_of_connection(node.worker_pids(), peers[0], origin_port)
+            assert leader is not None
+            others = [asyncio.create_task(send(many, node.url + "/slow")) for _ in range(12)]
+            await asyncio.sleep(0.3)  # they wait: in the leader's worker, or the other
+            os.kill(leader, signal.SIGKILL)
+            replies = await asyncio.gather(first, *others, return_exceptions=True)
+    served = [reply for reply in replies if not isinstance(reply, BaseException)]
+    assert served, "no request reached the surviving worker"
+    assert all(reply.status == 200 and reply.body == body for reply in served)
+    assert not any("collapse-timeout" in reply.headers["Cache-Status"] for reply in served)
+    assert scripted.hits["/slow"] == 2
