@@ -176,7 +176,13 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
     """The store's figures, read from its owner when scraped."""
     index = owner.index
     add = registry.add
-    add(Gauge("pinedge_store_bytes", "Bytes held by the store.", lambda: index.size))
+    add(
+        Gauge(
+            "pinedge_store_bytes",
+            "Bytes the store takes: its files, in whole pages, and an inode for each.",
+            lambda: index.size,
+        )
+    )
     add(
         Gauge(
             "pinedge_store_objects",

@@ -105,7 +105,7 @@ class Index:
             return []
         old = self.records.get(vid)
         if old is not None:
-            self.size -= old.file_size
+            self.size -= old.allocated
             self._leave_groups(vid, old)
             self._untag(vid)
         self.records[vid] = meta
@@ -124,14 +124,14 @@ class Index:
         source, mark, _ = meta.key.partition("#")
         if mark:
             self.derived.setdefault(source, set()).add(meta.key)
-        self.size += meta.file_size
+        self.size += meta.allocated
         self.generations.bump(meta.key)
         pending = purged.doomed or purged.settling
-        if pending and self.policy.size + meta.file_size > self.policy.budget:
+        if pending and self.policy.size + meta.allocated > self.policy.budget:
             # Space a new object needs is taken from purged objects first, at once,
             # before any eviction.
-            self._make_room(meta.file_size)
-        evicted = self.policy.admit(vid, meta.file_size)
+            self._make_room(meta.allocated)
+        evicted = self.policy.admit(vid, meta.allocated)
         for victim in evicted:
             self.evictions += 1
             self._forget(victim, unlink=True)
@@ -278,7 +278,7 @@ class Index:
         meta = self.records.pop(vid, None)
         if meta is None:
             return
-        self.size -= meta.file_size
+        self.size -= meta.allocated
         self._leave_groups(vid, meta)
         self._untag(vid)
         self.purged.stale_since.pop(vid, None)

@@ -93,11 +93,11 @@ async def test_a_full_store_takes_room_for_new_objects_from_purged_ones_not_live
     for path in old:
         scripted.reply(
             path,
-            os.urandom(10_000),
+            os.urandom(7_000),
             headers={"Cache-Control": "max-age=600", "Surrogate-Key": "old"},
         )
     for path in live + new:
-        scripted.reply(path, os.urandom(10_000), headers={"Cache-Control": "max-age=600"})
+        scripted.reply(path, os.urandom(7_000), headers={"Cache-Control": "max-age=600"})
     await fill(client, edge.url, *old, *live)
     status, answer = await purge(client, edge.admin_url, {"tags": ["old"]})
     assert status == 200 and answer["purged"] == 18
@@ -117,7 +117,7 @@ async def test_the_owner_removes_purged_objects_first_when_space_is_needed_befor
     body = os.urandom(4000)
     (tmp_path / "tmp").mkdir()
     first = objectfile.write(tmp_path, fields("/first/0", "old"), body)
-    owner = StoreOwner(tmp_path, budget=first.file_size * 10 + 100)
+    owner = StoreOwner(tmp_path, budget=first.allocated * 10 + 100)
     try:
         metas = [first] + [
             objectfile.write(tmp_path, fields(f"/first/{index}", "old"), body)

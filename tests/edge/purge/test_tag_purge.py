@@ -179,7 +179,7 @@ async def test_space_for_a_new_object_comes_from_a_purged_tag_before_it_is_settl
     tmp_path: Path,
 ) -> None:
     (tmp_path / "tmp").mkdir()
-    size = objectfile.write(tmp_path, fields("/old/0", "old"), BODY).file_size
+    size = objectfile.write(tmp_path, fields("/old/0", "old"), BODY).allocated
     owner = StoreOwner(tmp_path, budget=size * 20)
     try:
         for index in range(10):

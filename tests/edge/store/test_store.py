@@ -341,3 +341,26 @@ async def test_when_the_worker_fetching_a_key_is_killed_the_other_worker_fetches
     assert all(reply.status == 200 and reply.body == body for reply in served)
     assert not any("collapse-timeout" in reply.headers["Cache-Status"] for reply in served)
     assert scripted.hits["/slow"] == 2
+
+
+@pytest.mark.slow
+async def test_the_memory_small_objects_really_take_stays_within_the_budget(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    """Each stored response takes whole pages of shared memory: a budget that counted
+    only their bytes let 1 KiB responses take four times the budget."""
+    budget = 1024 * 1024
+
+    async def small(request: web.Request) -> web.Response:
+        return web.Response(body=os.urandom(1024), headers={"Cache-Control": "max-age=600"})
+
+    scripted.handle("/s", small)
+    async with running_node(client, scripted.url, "--cache-mem", str(budget)) as node:
+        for n in range(1500):
+            await send(client, f"{node.url}/s?n={n}")
+        (store,) = Path("/dev/shm").glob(f"pinedge-store-{node.process.pid}-*")
+        files = [path.stat() for path in (store / "objects").glob("*/*")]
+        taken = sum(stat.st_blocks * 512 for stat in files)
+        accounted = await node.metric(client, "pinedge_store_bytes")
+        assert taken <= accounted <= budget
+        assert len(files) > 100  # and it still holds what fits
