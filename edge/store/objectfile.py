@@ -18,6 +18,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as quote
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,12 @@ class Meta:
 
 
 def variant_id(key: str, vary_names: tuple[str, ...], vary_values: tuple[str | None, ...]) -> str:
-    """A stable name for one variant of a key (the same in every process)."""
-    text = json.dumps([key, list(vary_names), list(vary_values)], separators=(",", ":"))
+    """A stable name for one variant of a key (the same in every process): the
+    SHA-256 of `[key, vary_names, vary_values]` as compact JSON, which json.dumps
+    took twice as long to write as this (it builds an encoder per call)."""
+    names = ",".join(map(quote, vary_names))
+    values = ",".join("null" if value is None else quote(value) for value in vary_values)
+    text = f"[{quote(key)},[{names}],[{values}]]"
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
