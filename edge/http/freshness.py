@@ -7,6 +7,7 @@ only as a default where a caller gives no `now`.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 
@@ -30,6 +31,7 @@ _RFC850_DATE = re.compile(
     rf"{_LONG_DAY}, (?P<day>\d\d)-{_MONTH}-(?P<year>\d\d) {_TIME} GMT", _FLAGS
 )
 _ASCTIME_DATE = re.compile(rf"{_DAY} {_MONTH} (?P<day>[ \d]\d) {_TIME} (?P<year>\d{{4}})", _FLAGS)
+DATE_MEMO_LENGTH = 64  # longer values are parsed but not remembered (bounds the memo's bytes)
 
 
 def parse_http_date(value: str | None, *, now: float | None = None) -> float | None:
@@ -40,6 +42,16 @@ def parse_http_date(value: str | None, *, now: float | None = None) -> float | N
     """
     if value is None:
         return None
+    parsed = _remembered_date(value) if len(value) <= DATE_MEMO_LENGTH else _read_date(value)
+    if isinstance(parsed, tuple):
+        year = _two_digit_year(parsed[0], time.time() if now is None else now)
+        return _timestamp(year, *parsed[1:])
+    return parsed
+
+
+def _read_date(value: str) -> float | tuple[int, int, int, int, int, int] | None:
+    """The timestamp of an IMF-fixdate or asctime-date; the fields of an RFC 850
+    date, whose century depends on the clock; None for anything else."""
     value = value.strip()
     for pattern in (_IMF_FIXDATE, _RFC850_DATE, _ASCTIME_DATE):
         found = pattern.fullmatch(value)
@@ -47,17 +59,22 @@ def parse_http_date(value: str | None, *, now: float | None = None) -> float | N
             break
     else:
         return None
-    year = int(found["year"])
-    if pattern is _RFC850_DATE:
-        year = _two_digit_year(year, time.time() if now is None else now)
-    return _timestamp(
-        year,
+    fields = (
+        int(found["year"]),
         _MONTH_NUMBER[found["month"].lower()],
         int(found["day"]),
         int(found["hour"]),
         int(found["minute"]),
         int(found["second"]),
     )
+    if pattern is _RFC850_DATE:
+        return fields
+    return _timestamp(*fields)
+
+
+# A response's Date is the same for a whole second, and every date is read several
+# times (freshness, preconditions, If-Range): recent ones are remembered.
+_remembered_date = functools.lru_cache(maxsize=256)(_read_date)
 
 
 def _two_digit_year(yy: int, now: float) -> int:
