@@ -5,6 +5,7 @@ Pure functions of header values: no I/O, no clock.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pinedge.edge.http.tokens import TOKEN as _TOKEN
 Headers: TypeAlias = MultiMapping[str]  # CIMultiDict[str] or CIMultiDictProxy[str]
 
 DELTA_SECONDS_MAX = 2**31  # RFC 9111 §1.2.2
+DIRECTIVES_MEMO_LENGTH = 256  # longer fields are parsed but not remembered (bounds the memo)
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -118,15 +120,27 @@ def _parse_member(member: str) -> tuple[str, str | None] | None:
 
 def parse_directives(values: Iterable[str]) -> Directives:
     """Parse every line of a Cache-Control-style field; the first occurrence of a name wins."""
-    if isinstance(values, str):
-        values = (values,)
+    lines = (values,) if isinstance(values, str) else tuple(values)
+    if not lines:
+        return EMPTY
+    if sum(map(len, lines)) <= DIRECTIVES_MEMO_LENGTH:
+        return _remembered_directives(lines)
+    return _read_directives(lines)
+
+
+def _read_directives(lines: tuple[str, ...]) -> Directives:
     items: dict[str, str | None] = {}
-    for line in values:
+    for line in lines:
         for member in split_list(line):
             parsed = _parse_member(member)
             if parsed is not None and parsed[0] not in items:
                 items[parsed[0]] = parsed[1]
     return Directives(MappingProxyType(items)) if items else EMPTY
+
+
+# An origin sends the same few Cache-Control values on every response, and each
+# is read several times per fill: recent ones are remembered (Directives are immutable).
+_remembered_directives = functools.lru_cache(maxsize=256)(_read_directives)
 
 
 def request_directives(headers: Headers) -> Directives:
