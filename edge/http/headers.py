@@ -36,10 +36,15 @@ def connection_nominated(headers: Headers) -> frozenset[str]:
 
 def without_hop_by_hop(headers: Headers, also: Iterable[str] = ()) -> CIMultiDict[str]:
     """A copy without hop-by-hop fields, fields nominated by Connection and the names in `also`."""
-    drop = HOP_BY_HOP | connection_nominated(headers) | {name.lower() for name in also}
-    return CIMultiDict(
-        [(name, value) for name, value in headers.items() if name.lower() not in drop]
-    )
+    out = CIMultiDict(headers)
+    for name in HOP_BY_HOP:
+        out.popall(name, None)
+    for name in also:
+        out.popall(name, None)
+    if "connection" in headers:
+        for name in connection_nominated(headers):
+            out.popall(name, None)
+    return out
 
 
 def with_via(headers: CIMultiDict[str], received_by: str, protocol: str = "1.1") -> None:
