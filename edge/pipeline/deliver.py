@@ -152,7 +152,7 @@ class Delivery:
         self, request: web.BaseRequest, headers: Headers, status_code: int
     ) -> int | None:
         """304 or 412 when the client's conditional request is answered without a body."""
-        if status_code != 200:
+        if status_code != 200 or not conditional(request.headers):
             return None
         return evaluate_preconditions(
             request.method,
@@ -233,6 +233,16 @@ class Delivery:
         )
         out["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
         return 206, body
+
+
+def conditional(request_headers: Headers) -> bool:
+    """Whether a request carries any precondition (RFC 9110 §13.1)."""
+    return (
+        "If-None-Match" in request_headers
+        or "If-Modified-Since" in request_headers
+        or "If-Match" in request_headers
+        or "If-Unmodified-Since" in request_headers
+    )
 
 
 def _reason(entry: Entry, sent: int) -> str | None:
