@@ -12,7 +12,7 @@ from pinedge.edge.http.cachecontrol import Directives, response_directives
 from pinedge.edge.http.storable import fields_needing_validation
 from pinedge.edge.http.validation import merge_not_modified
 from pinedge.edge.store.objectfile import variant_id
-from pinedge.edge.store.tags import tags_of
+from pinedge.edge.store.tags import TAG_FIELDS, tags_of
 
 HEADER_OVERHEAD = 64  # per stored field line, for the byte budget
 
@@ -95,7 +95,7 @@ class Entry:
             headers=headers,
             body=body,
             fresh=compute_freshness(status, headers, times[0], times[1], settings),
-            tags=tags_of(headers.items()),
+            tags=tags_of(headers.items()) if _tagged(headers) else frozenset(),
         )
 
     def derive(self, key: str, headers: CIMultiDictProxy[str], body: bytes) -> Entry:
@@ -176,6 +176,10 @@ def compute_freshness(
         last_modified=freshness.parse_http_date(headers.get("Last-Modified")),
         date=freshness.parse_http_date(headers.get("Date")),
     )
+
+
+def _tagged(headers: CIMultiDictProxy[str]) -> bool:
+    return any(name in headers for name in TAG_FIELDS)
 
 
 def upstream_ttl(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> float | None:
