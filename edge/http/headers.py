@@ -41,9 +41,10 @@ def without_hop_by_hop(headers: Headers, also: Iterable[str] = ()) -> CIMultiDic
         out.popall(name, None)
     for name in also:
         out.popall(name, None)
-    if "connection" in headers:
-        for name in connection_nominated(headers):
-            out.popall(name, None)
+    for line in headers.getall("Connection", ()):
+        for token in line.split(","):
+            if name := token.strip(_OWS):
+                out.popall(name, None)
     return out
 
 
