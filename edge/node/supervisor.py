@@ -82,7 +82,7 @@ class EdgeWorker:
     ) -> None:
         self.config = config
         self.root = root
-        self.link = RemoteLink(socket_path)
+        self.link = RemoteLink(socket_path, eager=config.workers > 1)
         self.generations = generations
         self.clients = clients
         self.decodes = decodes

@@ -199,9 +199,13 @@ class OwnerServer:
 class RemoteLink(_Batching):
     """A worker's side of the socket."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, eager: bool = True) -> None:
+        """`eager`: flush() sends at once, for other workers to find what this one
+        stored; a node's only worker leaves it to the end of the loop turn, where
+        what several requests told the owner goes out in one write."""
         super().__init__()
         self.path = path
+        self.eager = eager
         self.counter = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.on_lost: Callable[[], None] | None = None
@@ -258,7 +262,8 @@ class RemoteLink(_Batching):
 
     def flush(self) -> None:
         """Send now what waits for the end of this loop turn."""
-        self._flush()
+        if self.eager:
+            self._flush()
 
     async def remove_key(self, key: str) -> int:
         return int(await self._call(Op.REMOVE_KEY, key))
