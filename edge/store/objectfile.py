@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as quote
@@ -111,8 +112,18 @@ def object_path(root: Path, vid: str) -> Path:
     return root / "objects" / vid[:2] / vid
 
 
+# msgpack.packb makes a Packer per call, with a 256 KiB buffer: in a worker, whose
+# allocator maps buffers of 128 KiB and more on their own (edge/node/malloc.py),
+# that was an mmap, page faults and a munmap per stored response. One per thread
+# (large bodies are written on executor threads).
+_packers = threading.local()
+
+
 def _pack_meta(fields: dict[str, Any]) -> bytes:
-    return msgpack.packb(
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(unicode_errors="surrogateescape")
+    meta: bytes = packer.pack(
         (
             fields["key"],
             fields["vary_names"],
@@ -122,9 +133,9 @@ def _pack_meta(fields: dict[str, Any]) -> bytes:
             fields["headers"],
             fields["request_time"],
             fields["response_time"],
-        ),
-        unicode_errors="surrogateescape",
+        )
     )
+    return meta
 
 
 def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
