@@ -6,28 +6,25 @@ import asyncio
 from collections import deque
 
 from aiohttp import http_parser
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.connector import Connection
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 __all__ = [
-    "CLIENT_PARTS",
     "CONNECTION_METHODS",
     "CONNECTION_STATE",
     "C_PARSER",
+    "C_RESPONSE_PARSER",
     "EMPTY_PAYLOAD",
     "PARSED_REQUEST_FIELDS",
     "PARSER_METHODS",
     "PARSE_ERRORS",
     "READ_FROM",
+    "RESPONSE_PARTS",
     "BadHttpMessage",
-    "Connection",
     "ErrInfo",
     "LineTooLong",
     "RequestHandler",
-    "ResponseHandler",
 ]
 
 # The aiohttp release these were read from; pyproject.toml allows only its patch releases.
@@ -96,9 +93,20 @@ PARSE_ERRORS: dict[str, str] = {
 # The parsed request's fields the hit path reads (Edge.fast_hit).
 PARSED_REQUEST_FIELDS = ("method", "path", "version", "headers", "raw_headers", "should_close")
 
-# The client side: upstream.client reports interim (1xx) responses aiohttp would drop.
-CLIENT_PARTS: dict[str, str] = {
-    "ClientResponse.start": "overridden: (connection) -> the response, reading its head",
-    "Connection.protocol": "the ResponseHandler that reads the origin's responses",
-    "ResponseHandler.read": "wrapped for one start(): yields (message, payload) heads",
+# The client side: upstream/http1.py reads upstream responses with aiohttp's response
+# parser (exported by aiohttp.http, but documented nowhere) on a protocol of its own,
+# which the parser hands to each body's StreamReader. What it relies on of the two:
+C_RESPONSE_PARSER: bool = http_parser.HttpResponseParser is not http_parser.HttpResponseParserPy
+RESPONSE_PARTS: dict[str, str] = {
+    "HttpResponseParser": "(protocol, loop, limit, max_line_size=, max_field_size=, "
+    "max_headers=, payload_exception=, response_with_body=, read_until_eof=, "
+    "auto_decompress=): a parser for one request's response",
+    "feed_data": "(messages, upgraded, tail) from bytes: (RawResponseMessage, StreamReader) "
+    "for each head, interim ones too; EMPTY_PAYLOAD for no body",
+    "feed_eof": "ends a body delimited by the close; raises for one cut short",
+    "pause_reading": "the parser keeps what it was fed past this point until fed b''",
+    "payload_exception": "the error a malformed body's StreamReader raises",
+    "StreamReader.protocol": "pause_reading() past twice the limit, resume_reading() below "
+    "it (resume_parser=False at the end), and .connected when it must wait",
+    "RawResponseMessage": "code, reason, headers (CIMultiDictProxy), should_close",
 }

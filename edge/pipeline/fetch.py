@@ -35,7 +35,7 @@ from pinedge.edge.pipeline.transaction import FetchPlan, Route
 from pinedge.edge.store.entry import Entry, FreshnessSettings
 from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.view import SharedStore
-from pinedge.edge.upstream.client import Interim, body_error
+from pinedge.edge.upstream.client import Interim, UpstreamResponse, body_error
 from pinedge.edge.upstream.sender import FAILING_STATUSES, Sender
 
 log = logging.getLogger("pinedge.edge")
@@ -94,14 +94,14 @@ class Fetcher:
 
     async def send(
         self, plan: FetchPlan, interim: Interim | None
-    ) -> tuple[aiohttp.ClientResponse, float, float]:
+    ) -> tuple[UpstreamResponse, float, float]:
         route = plan.route
         response, request_time, response_time, plan.upstream = await self.sender().send(
             route.site, route.host, "GET", plan.target, plan.headers, None, plan.key, interim
         )
         return response, request_time, response_time
 
-    async def lead(self, fill: Fill, plan: FetchPlan) -> aiohttp.ClientResponse | None:
+    async def lead(self, fill: Fill, plan: FetchPlan) -> UpstreamResponse | None:
         """Send the fill's request and settle it; a response left for the caller to stream
         is returned when it will not be stored (Outcome.PASS)."""
         stale = plan.stale
@@ -188,7 +188,7 @@ class Fetcher:
         fill: Fill,
         plan: FetchPlan,
         head: Head,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         request_time: float,
     ) -> None:
         """Read the upstream body into the fill, then store it (in the background, so

@@ -12,7 +12,7 @@ from pinedge.edge.http.forwarding import TrustedPeers, forward
 from pinedge.edge.http.freshness import format_http_date
 from pinedge.edge.http.headers import without_hop_by_hop
 from pinedge.edge.pipeline.collapse import Head
-from pinedge.edge.upstream.client import Interim
+from pinedge.edge.upstream.client import Interim, UpstreamResponse
 
 
 def upstream_headers(
@@ -48,11 +48,13 @@ def interim_to(request: web.BaseRequest) -> Interim | None:
     return write
 
 
-def response_head(response: aiohttp.ClientResponse, response_time: float) -> Head:
-    headers = CIMultiDict(response.headers)
+def response_head(response: UpstreamResponse, response_time: float) -> Head:
+    headers = response.headers  # read-only, the parser's own
     if "Date" not in headers:
-        headers["Date"] = format_http_date(response_time)
-    return Head(response.status, response.reason or "", CIMultiDictProxy(headers), response_time)
+        added = CIMultiDict(headers)
+        added["Date"] = format_http_date(response_time)
+        headers = CIMultiDictProxy(added)
+    return Head(response.status, response.reason or "", headers, response_time)
 
 
 def upstream_age(head: Head) -> float | None:

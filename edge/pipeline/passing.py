@@ -23,6 +23,7 @@ from pinedge.edge.pipeline.errors import EdgeError, UpstreamError
 from pinedge.edge.pipeline.outgoing import interim_to, response_head, upstream_age, upstream_headers
 from pinedge.edge.pipeline.transaction import Route
 from pinedge.edge.store.view import SharedStore
+from pinedge.edge.upstream.client import UpstreamResponse
 from pinedge.edge.upstream.sender import Sender
 
 log = logging.getLogger("pinedge.edge")
@@ -88,7 +89,7 @@ class Passer:
         self,
         request: web.Request,
         head: Head,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         status: CacheStatus,
         conditional: bool,
     ) -> web.StreamResponse:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -17,7 +16,7 @@ from pinedge.edge.pipeline.collapse import Fill
 from pinedge.edge.pipeline.errors import EdgeError
 from pinedge.edge.pipeline.judge import Verdict
 from pinedge.edge.store.entry import Entry
-from pinedge.edge.upstream.client import Interim
+from pinedge.edge.upstream.client import Interim, UpstreamResponse
 
 
 class Step(Enum):
@@ -77,7 +76,7 @@ class Transaction:
     plan: FetchPlan | None = None
     fill: Fill | None = None
     led: bool = False  # this request led its fill (a follower did not)
-    passed: aiohttp.ClientResponse | None = None  # a response not to be stored, to stream
+    passed: UpstreamResponse | None = None  # a response not to be stored, to stream
     refetched: bool = False  # a fill broke off once and was fetched again
     error: EdgeError | None = None
     response: web.StreamResponse | None = None

@@ -8,13 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-import aiohttp
 from multidict import CIMultiDict
 
 from pinedge.edge.node.config import SiteConfig
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.pipeline.errors import EdgeError, UpstreamError
-from pinedge.edge.upstream.client import Interim, Upstream
+from pinedge.edge.upstream.client import Interim, Upstream, UpstreamResponse
 from pinedge.edge.upstream.routes import Upstreams
 
 log = logging.getLogger("pinedge.edge")
@@ -60,7 +59,7 @@ class Sender:
         body: RequestBody | None,
         key: str,
         interim: Interim | None = None,
-    ) -> tuple[aiohttp.ClientResponse, float, float, str]:
+    ) -> tuple[UpstreamResponse, float, float, str]:
         """Send the request to the first upstream that takes it (shields ranked by
         the cache key, the same for every method, then origins), skipping
         upstreams whose breaker is open.

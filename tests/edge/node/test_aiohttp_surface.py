@@ -6,11 +6,17 @@ import ast
 import asyncio
 import importlib
 import inspect
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import StreamReader, web
-from aiohttp.http import HttpProcessingError, RawRequestMessage, RawResponseMessage
+from aiohttp.http import (
+    HttpProcessingError,
+    HttpResponseParser,
+    RawRequestMessage,
+    RawResponseMessage,
+)
 from support import REPO
 
 from pinedge.edge.node import aiohttp_private as private
@@ -121,32 +127,119 @@ def test_a_parse_error_can_be_queued_in_place_of_a_request() -> None:
     assert (queued.status, queued.exc, queued.message) == (400, error, error.message)
 
 
-def test_the_client_parts_the_interim_reports_rely_on_are_there() -> None:
-    start = inspect.signature(aiohttp.ClientResponse.start)
-    assert tuple(start.parameters) == ("self", "connection"), (
-        f"{INSTALLED}: ClientResponse.start takes {tuple(start.parameters)} "
-        f"({private.CLIENT_PARTS['ClientResponse.start']})"
+class FlowControl:
+    """What upstream/http1.py's Connection offers a body's StreamReader, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.connected = True
+        self.parser: Any = None
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+        self.parser.pause_reading()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        self.calls.append(f"resume parser={resume_parser}")
+
+
+def response_parser(protocol: FlowControl, limit: int = 2**16, head: bool = False) -> Any:
+    """The parser as upstream/http1.py makes one, for one request's response."""
+    parser = HttpResponseParser(
+        protocol,  # type: ignore[arg-type]  # as http1.Connection is
+        asyncio.get_running_loop(),
+        limit,
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=128,
+        payload_exception=aiohttp.ClientPayloadError,
+        response_with_body=not head,
+        read_until_eof=True,
+        auto_decompress=False,
     )
-    assert isinstance(private.Connection.protocol, property), (
-        f"{INSTALLED}: Connection.protocol is gone ({private.CLIENT_PARTS['Connection.protocol']})"
+    protocol.parser = parser
+    return parser
+
+
+def test_the_compiled_response_parser_is_in_use() -> None:
+    assert private.C_RESPONSE_PARSER, f"{INSTALLED}: the upstream client would parse in Python"
+
+
+async def test_the_response_parser_gives_interim_and_final_heads_and_a_chunked_body() -> None:
+    parser = response_parser(FlowControl())
+    data = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
     )
-    assert inspect.iscoroutinefunction(private.ResponseHandler.read), (
-        f"{INSTALLED}: ResponseHandler.read is not a coroutine "
-        f"({private.CLIENT_PARTS['ResponseHandler.read']})"
+    messages = []
+    for at in range(len(data)):  # a byte at a time: heads and chunks split anywhere
+        found, upgraded, tail = parser.feed_data(data[at : at + 1])
+        assert (upgraded, tail) == (False, b""), private.RESPONSE_PARTS["feed_data"]
+        messages.extend(found)
+    assert [type(message) for message, _ in messages] == [RawResponseMessage] * 2
+    (interim, _), (final, body) = messages
+    assert (interim.code, interim.reason, interim.headers["Link"]) == (
+        103,
+        "Early Hints",
+        "</a.css>; rel=preload",
     )
+    assert (final.code, final.reason, final.headers["X-A"], final.should_close) == (
+        200,
+        "OK",
+        "1",
+        False,
+    ), private.RESPONSE_PARTS["RawResponseMessage"]
+    assert isinstance(body, StreamReader) and body.is_eof()
+    assert b"".join([chunk async for chunk in body.iter_any()]) == b"hello"
 
 
-async def test_a_client_connection_lets_its_read_be_wrapped_for_one_response() -> None:
-    protocol = private.ResponseHandler(asyncio.get_running_loop())
-    read = protocol.read
+async def test_a_response_without_a_body_gets_the_empty_payload() -> None:
+    parser = response_parser(FlowControl(), head=True)
+    [(message, body)], _, _ = parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+    assert message.code == 200
+    assert body is private.EMPTY_PAYLOAD, private.RESPONSE_PARTS["feed_data"]
 
-    async def wrapped() -> tuple[RawResponseMessage, StreamReader]:
-        return await read()
 
-    protocol.read = wrapped  # type: ignore[method-assign]  # what upstream.client does
-    assert protocol.read is wrapped
-    del protocol.read
-    assert protocol.read == read
+async def test_feed_eof_ends_a_body_delimited_by_the_close_and_refuses_a_short_one() -> None:
+    parser = response_parser(FlowControl())
+    [(_, body)], _, _ = parser.feed_data(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+    assert not body.is_eof()
+    parser.feed_eof()
+    assert body.is_eof(), private.RESPONSE_PARTS["feed_eof"]
+    parser = response_parser(FlowControl())
+    parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+    with pytest.raises(Exception, match="Not enough data"):
+        parser.feed_eof()
+
+
+async def test_a_malformed_body_is_an_error_of_feed_data() -> None:
+    parser = response_parser(FlowControl())
+    [(_, body)], _, _ = parser.feed_data(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    with pytest.raises(HttpProcessingError):  # http1.Connection fails the body with it
+        parser.feed_data(b"zz\r\n")
+    assert not body.is_eof()
+
+
+async def test_a_body_reader_pauses_and_resumes_its_protocol_and_the_parser_holds_on() -> None:
+    protocol = FlowControl()
+    parser = response_parser(protocol, limit=16)
+    chunks = b"".join(b"14\r\n" + b"x" * 20 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    [(_, body)], _, _ = parser.feed_data(data)
+    # Past twice the limit the reader pauses its protocol, and the parser keeps the
+    # rest of what it was fed.
+    assert protocol.calls == ["pause"], private.RESPONSE_PARTS["StreamReader.protocol"]
+    assert body.total_bytes == 40 and not body.is_eof(), private.RESPONSE_PARTS["pause_reading"]
+    received = await body.readany()
+    assert protocol.calls[-1] == "resume parser=True"
+    while not body.at_eof():
+        parser.feed_data(b"")  # what http1.Connection.resume_reading does
+        received += await body.readany()
+    assert received == b"x" * 100
+    assert "resume parser=False" in protocol.calls  # at the end of the body
 
 
 def private_names_used_by_the_connection() -> set[str]:
