@@ -4,6 +4,7 @@ errors mapped to 502/504, and interim (1xx) responses reported as they arrive.""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
@@ -35,9 +36,16 @@ class Timeouts:
 class Upstream:
     """The HTTP client the edge uses for every upstream; created inside the event loop."""
 
-    def __init__(self, timeouts: Timeouts, limit: int = LIMIT_PER_UPSTREAM) -> None:
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        limit: int = LIMIT_PER_UPSTREAM,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls` checks https upstreams' certificates (the system's trust store if None)."""
         self.timeouts = timeouts
         self.limit = limit
+        self.tls = tls
         self.loop = asyncio.get_running_loop()
         self.origins: dict[str, Origin] = {}  # by "scheme://authority"
 
@@ -49,7 +57,7 @@ class Upstream:
     def origin(self, prefix: str) -> Origin:
         origin = self.origins.get(prefix)
         if origin is None:
-            origin = self.origins[prefix] = Origin(prefix, self.limit, self.loop)
+            origin = self.origins[prefix] = Origin(prefix, self.limit, self.loop, self.tls)
         return origin
 
     async def request(

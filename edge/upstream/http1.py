@@ -405,6 +405,15 @@ class Connection(asyncio.Protocol):
         writer = self.writer
         if writer is not None and not writer.done():
             self.reusable = False
+        parser = self.parser
+        if self.reusable and parser is not None:
+            # Bytes after the response, the start of another: the parser has begun a
+            # message, which ending its input now gives back (or refuses).
+            try:
+                if parser.feed_eof() is not None:
+                    self.reusable = False
+            except Exception:
+                self.reusable = False
         self.end(self.reusable)
 
     def abandon(self, response: UpstreamResponse) -> None:
@@ -499,14 +508,20 @@ class Origin:
     """One upstream (scheme, host, port): its idle connections, newest last, and
     how many are lent out; at most `limit` at once, the rest wait their turn."""
 
-    def __init__(self, url: str, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        url: str,
+        limit: int,
+        loop: asyncio.AbstractEventLoop,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         parsed = URL(url)
         self.loop = loop
         self.limit = limit
         self.host = (parsed.raw_host or "").strip("[]")
         self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
         self.default_host = parsed.host_port_subcomponent or self.host
-        self.tls = tls_context() if parsed.scheme == "https" else None
+        self.tls = (tls or tls_context()) if parsed.scheme == "https" else None
         self.server_hostname = self.host.rstrip(".") if self.tls is not None else None
         self.authorization: str | None = None
         if parsed.raw_user is not None:
