@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 import aiohappyeyeballs
-from aiohttp import ClientPayloadError
+from aiohttp import ClientConnectionError, ClientPayloadError
 from aiohttp.http import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -425,6 +425,9 @@ class Connection(asyncio.Protocol):
     def end(self, reusable: bool) -> None:
         """The request is over: back to the pool, or closed."""
         self.stop_watch()
+        payload = self.payload
+        if payload is not None and not payload.is_eof() and payload.exception() is None:
+            payload.set_exception(ClientConnectionError("Connection closed"))  # as aiohttp's
         self.parser = None
         self.payload = None
         self.interim = None
@@ -684,8 +687,8 @@ class Origin:
             if exc.errno is None:  # the deadline, not the system's own connect timeout
                 raise connect_timeout(deadline, total_deadline, loop.time()) from None
             raise connect_error(self, exc) from exc
-        except OSError as exc:  # refused, unreachable, no such name, TLS refused
-            raise connect_error(self, exc) from exc
+        except (OSError, RuntimeError) as exc:  # refused, unreachable, no such name, TLS
+            raise connect_error(self, exc) from exc  # (uvloop's sockets may raise RuntimeError)
         if self.closed:
             connection.reusable = False
             if connection.transport is not None:
@@ -739,7 +742,7 @@ class Origin:
                 turn.cancel()
 
 
-def connect_error(origin: Origin, exc: OSError) -> UpstreamError:
+def connect_error(origin: Origin, exc: Exception) -> UpstreamError:
     return UpstreamError(
         502,
         "the origin refused or dropped the connection",

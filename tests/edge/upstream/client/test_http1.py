@@ -389,6 +389,8 @@ async def test_a_response_let_go_of_before_its_end_closes_its_connection(
         response, _, _ = await client.request("GET", origin.url + "/a", {"Host": "h"})
         assert await response.content.readany()
         response.release()
+        with pytest.raises(aiohttp.ClientConnectionError):  # no wait for what will not come
+            await response.content.read()
     await asyncio.wait_for(origin.closed.wait(), 2)
     assert origin.connections == 3
 
