@@ -50,9 +50,11 @@ class Upstream:
         self.origins: dict[str, Origin] = {}  # by "scheme://authority"
 
     async def close(self) -> None:
-        for origin in self.origins.values():
-            origin.close()
+        """Close every connection, and wait (a second at most) for them to be gone."""
+        gone = [future for origin in self.origins.values() for future in origin.close()]
         self.origins.clear()
+        if gone:
+            await asyncio.wait(gone, timeout=1.0)
 
     def origin(self, prefix: str) -> Origin:
         origin = self.origins.get(prefix)

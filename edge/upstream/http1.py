@@ -121,6 +121,7 @@ class Connection(asyncio.Protocol):
         "_reading_paused",
         "deadline",
         "drain",
+        "gone",
         "interim",
         "last_read",
         "loop",
@@ -163,6 +164,7 @@ class Connection(asyncio.Protocol):
         self.last_read = 0.0
         self.watch: asyncio.TimerHandle | None = None
         self.watch_at = INF
+        self.gone: asyncio.Future[None] | None = None  # for a close that waits for it
 
     # ── asyncio.Protocol ────────────────────────────────────────────────────
 
@@ -202,6 +204,8 @@ class Connection(asyncio.Protocol):
         self.stop_watch()
         self.origin.lost(self)
         self.resume_writing()  # a body write waiting for room finds the connection gone
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -727,19 +731,24 @@ class Origin:
         finally:
             self.resolving = None
 
-    def close(self) -> None:
+    def close(self) -> list[asyncio.Future[None]]:
+        """Close every connection; what to wait on for them to be gone."""
         self.closed = True
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
-        for connection in [*self.connections, *self.idle]:
+        gone = []
+        for connection in {*self.connections, *self.idle}:
             if connection.transport is not None:
+                connection.gone = self.loop.create_future()
+                gone.append(connection.gone)
                 connection.transport.close()
         self.idle = []
         while self.waiting:
             turn = self.waiting.popleft()
             if not turn.done():
                 turn.cancel()
+        return gone
 
 
 def connect_error(origin: Origin, exc: Exception) -> UpstreamError:

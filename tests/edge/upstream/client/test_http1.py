@@ -256,6 +256,29 @@ async def test_a_response_read_to_its_end_leaves_its_connection_for_the_next_req
     assert origin.connections == 1
 
 
+async def test_a_trailer_field_stays_with_its_response(upstream, raw_origin) -> None:
+    """aiohttp's C parser can hand a message's last trailer field to the next head it
+    parses (docs/security.md); each response here is read by a parser of its own."""
+
+    async def answer(reader, writer, n):
+        await read_head(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nok\r\n0\r\nSet-Cookie: planted=1\r\n\r\n"
+        )
+        await read_head(reader)
+        writer.write(OK)
+        await reader.read()
+
+    origin = await raw_origin(answer)
+    client = upstream()
+    for path in ("/a", "/b"):
+        response, _, _ = await client.request("GET", origin.url + path, {"Host": "h"})
+        assert await body_of(response) == b"ok"
+        assert "Set-Cookie" not in response.headers
+    assert origin.connections == 1
+
+
 async def test_a_head_response_has_no_body_whatever_its_length_says(upstream, raw_origin) -> None:
     async def answer(reader, writer, n):
         while True:
