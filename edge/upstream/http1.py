@@ -74,9 +74,10 @@ def tls_context() -> ssl.SSLContext:
 class UpstreamResponse:
     """A response head from upstream, its body left to read from `content` (a
     StreamReader: iter_any() gives the chunks as they arrive; a body that breaks off
-    raises aiohttp.ClientPayloadError, one that stalls TimeoutError). `release()`
-    when done with it: the connection goes back to its pool only if the body came
-    whole; `close()` never lets it go back."""
+    raises aiohttp.ClientPayloadError, one that stalls TimeoutError). A connection
+    goes back to its pool as soon as the body has come whole; `release()` (or
+    `close()`, the same) when done with the response closes it if the body has not,
+    and a later read of what did not come raises aiohttp.ClientConnectionError."""
 
     __slots__ = ("_connection", "content", "headers", "reason", "status")
 
