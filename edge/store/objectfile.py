@@ -4,9 +4,11 @@
     | meta (msgpack) | body
 
 The body starts right after the meta, so its offset and length come from the
-header, not the meta. A file is renamed into place only when complete; one cut
-short by a crash, or damaged later, fails the length or checksum test and is
-dropped, never served. Files of the first format ("PNE1", JSON meta) are still read.
+header, not the meta. A new file is written under its name, which nobody reads
+before the owner indexes it; one that replaces another is renamed into place
+when complete. A file cut short by a crash, or damaged later, fails the length
+or checksum test and is dropped, never served. Files of the first format
+("PNE1", JSON meta) are still read.
 """
 
 from __future__ import annotations
@@ -139,8 +141,7 @@ def _pack_meta(fields: dict[str, Any]) -> bytes:
 
 
 def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
-    """Write a stored response; `fields` are Meta's fields but the body's. Atomic:
-    the file appears under its name complete or not at all."""
+    """Write a stored response; `fields` are Meta's fields but the body's."""
     meta_bytes = _pack_meta(fields)
     body_crc = zlib.crc32(body)
     header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
@@ -159,26 +160,50 @@ def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
     )
     vid = meta.variant_id
     final = f"{root}/objects/{vid[:2]}/{vid}"  # object_path(), without pathlib's cost
-    temporary = f"{root}/tmp/{vid}.{os.getpid()}.{id(body)}"
+    data: tuple[bytes, ...] = (header, meta_bytes, body)
+    if len(body) < 65536:
+        data = (b"".join(data),)
+    try:
+        # A new variant is written in place: no one reads a file before the owner
+        # indexes it, which is after this returns, and one cut short by a crash
+        # fails its checksums. A variant stored before is replaced atomically.
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _replace(root, final, vid, data)
+        return meta
+    except FileNotFoundError:  # the first object in its directory
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        _replace(root, final, vid, data)
+        return meta
+    try:
+        _write_all(fd, data)
+    except OSError:
+        os.unlink(final)
+        raise
+    finally:
+        os.close(fd)
+    return meta
+
+
+def _replace(root: Path, final: str, vid: str, data: tuple[bytes, ...]) -> None:
+    temporary = f"{root}/tmp/{vid}.{os.getpid()}.{id(data)}"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            if len(body) < 65536:
-                os.write(fd, b"".join((header, meta_bytes, body)))
-            else:
-                os.writev(fd, (header, meta_bytes, body))
+            _write_all(fd, data)
         finally:
             os.close(fd)
-        try:
-            os.replace(temporary, final)
-        except FileNotFoundError:  # the first object in its directory
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(temporary, final)
+        os.replace(temporary, final)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    return meta
+
+
+def _write_all(fd: int, data: tuple[bytes, ...]) -> None:
+    written = os.writev(fd, data) if len(data) > 1 else os.write(fd, data[0])
+    if written != sum(map(len, data)):
+        raise OSError(f"short write: {written} of {sum(map(len, data))} bytes")
 
 
 def read_meta(path: Path) -> Meta | None:
