@@ -1185,7 +1185,8 @@ def profile_section(report: Report, args: argparse.Namespace, prof: Profile) -> 
         f"One `miss` run of {args.duration:g} s against a fresh pinedge, with `py-spy record "
         f"--rate {args.profile_rate} --format raw --nonblocking` on the worker and on the "
         f"supervisor (py-spy on CPU {LOAD_CPU}; Python frames only; samples of an idle "
-        f"thread left out): {run.rps:,.0f} misses/s under the profiler. **Own time**: the "
+        f"thread left out): {run.rps:,.0f} misses/s under the profiler (other processes "
+        f"used {run.others:.0%} of the CPUs meanwhile). **Own time**: the "
         "samples in which the function was the innermost Python frame, lines merged; "
         "`Runner.run (asyncio/runners.py)` as innermost frame is time in the event loop's "
         "own code (uvloop, C) below any Python callback. py-spy counts a sample whenever "
@@ -1248,7 +1249,8 @@ def targets(report: Report, results: dict) -> None:
             f"- pinedge owner (supervisor) RSS growth {f0(g)} bytes per indexed object, "
             f"target ≤ {OWNER_TARGET}: {verdict(g <= OWNER_TARGET)}"
         )
-    report.add(*lines, "")
+    if len(lines) > 2:  # no scenario with a target ran: no heading either
+        report.add(*lines, "")
 
 
 def header(report: Report, args: argparse.Namespace, lab: Lab) -> None:
