@@ -464,7 +464,7 @@ def requests_by_cache(proxy: Proxy) -> Counter[str]:
     for line in body.decode().splitlines():
         if line.startswith("pinedge_requests_total{"):
             label = re.search(r'cache="([^"]*)"', line)
-            counts[label.group(1) if label else "?"] += float(line.rsplit(" ", 1)[1])
+            counts[label.group(1) if label else "?"] += int(float(line.rsplit(" ", 1)[1]))
     return counts
 
 
@@ -878,10 +878,10 @@ def profile(lab: Lab, out: Path) -> Profile:
                 said[role] = spy_proc.communicate()[0]
         proxy.stop()
     samples, top, inclusive = {}, {}, {}
-    for role, path in files.items():
-        if not Path(path).exists():
+    for role, written in files.items():
+        if not Path(written).exists():
             raise BenchError(f"py-spy wrote nothing for the {role}: {said.get(role)}")
-        samples[role], top[role], inclusive[role] = own_time(Path(path))
+        samples[role], top[role], inclusive[role] = own_time(Path(written))
     return Profile(run, files, samples, top, inclusive, said)
 
 
