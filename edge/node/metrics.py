@@ -19,7 +19,8 @@ class EdgeMetrics:
         self.requests = add(
             Counter(
                 "pinedge_requests_total",
-                "Client requests by cache outcome and status class.",
+                "Client requests by cache outcome and status class (gone: the client left "
+                "before its answer was written).",
                 ("cache", "code"),
             )
         )

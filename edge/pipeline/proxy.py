@@ -8,6 +8,7 @@ pass and invalidation, hitpath.py the hit path, collapse.py one make per key."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -36,6 +37,8 @@ from pinedge.edge.upstream.probes import probe_forever
 from pinedge.edge.upstream.routes import Upstreams
 from pinedge.edge.upstream.sender import Sender
 from pinedge.edge.variants.derive import Variants, Workshop
+
+log = logging.getLogger("pinedge.edge")
 
 
 class Edge:
@@ -165,6 +168,13 @@ class Edge:
         self.inflight += 1
         try:
             response = await self.steps.drive(tx)
+        except ConnectionError:
+            # The client went away while its answer was being written (a browser
+            # that moved on, a load generator closing its connections): nobody to
+            # answer, and nothing for the log to report as an error.
+            log.debug("%s %s: the client went away", request.method, request.path)
+            self.metrics.requests.inc(tx.status.label(), "gone")
+            return tx.response if tx.response is not None else web.Response()
         finally:
             self.inflight -= 1
         label = "error" if tx.error is not None else tx.status.label()
