@@ -25,7 +25,7 @@ SMALL_RATIOS = (0.05, 0.10, 0.15, 0.20, 0.25)
 
 @dataclass(frozen=True)
 class Trace:
-    requests: list[tuple[str, int]]  # (URL, object size), in log order
+    requests: list[tuple[int, int]]  # (object number, object size), in log order
     unique_bytes: int
     skipped: int
 
@@ -35,7 +35,8 @@ def load(path: Path) -> Trace:
 
     An object is a URL (path and query); its size is the largest body a GET 200
     for it sent. A 304 is an access to that object: a hit if it is cached, and
-    a miss that has to fetch and store the whole object if it is not.
+    a miss that has to fetch and store the whole object if it is not. Policies
+    work on numbers: each URL gets one, in order of first request.
     """
     parsed = []
     sizes: dict[str, int] = {}
@@ -46,26 +47,27 @@ def load(path: Path) -> Trace:
         parsed.append((method, url, status))
         if method == "GET" and status == "200" and line.size is not None:
             sizes[url] = max(sizes.get(url, 0), line.size)
+    numbers: dict[str, int] = {}
     requests = [
-        (url, sizes[url])
+        (numbers.setdefault(url, len(numbers)), sizes[url])
         for method, url, status in parsed
         if method == "GET" and status in ("200", "304") and url in sizes
     ]
     return Trace(requests, sum(sizes.values()), len(parsed) - len(requests))
 
 
-def replay(policy: Policy, requests: Iterable[tuple[str, int]]) -> tuple[float, float]:
+def replay(policy: Policy, requests: Iterable[tuple[int, int]]) -> tuple[float, float]:
     """Object and byte hit ratio of `policy`, starting cold, admitting on every miss."""
     hits = hit_bytes = total = total_bytes = 0
-    for key, size in requests:
+    for number, size in requests:
         total += 1
         total_bytes += size
-        if key in policy:
-            policy.hit(key)
+        if number in policy:
+            policy.hit(number)
             hits += 1
             hit_bytes += size
         else:
-            policy.admit(key, size)
+            policy.admit(number, size)
     return hits / total, hit_bytes / total_bytes
 
 
@@ -120,7 +122,7 @@ def main() -> None:
     print(
         f"{args.trace.name}: {len(trace.requests):,} cacheable requests "
         f"({trace.skipped:,} other lines skipped), "
-        f"{len({url for url, _ in trace.requests}):,} objects, "
+        f"{len({number for number, _ in trace.requests}):,} objects, "
         f"{trace.unique_bytes:,} unique bytes\n"
     )
     print(comparison(trace))

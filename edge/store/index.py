@@ -11,10 +11,11 @@ from pathlib import Path
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.eviction import make_policy
 from pinedge.edge.store.generations import Generations, slot_of, tag_slot
-from pinedge.edge.store.objectfile import Meta
+from pinedge.edge.store.objectfile import Meta, Stored
 from pinedge.edge.store.purge import Ban, Selection
 from pinedge.edge.store.purged import Purged, PurgedGroup
-from pinedge.edge.store.tags import tags_of
+from pinedge.edge.store.records import Records
+from pinedge.edge.store.tags import TagIndex, tags_of
 
 log = logging.getLogger("pinedge.store")
 
@@ -25,22 +26,29 @@ class Index:
     Workers reach it through the owner: lookup(), admit(), hits(), remove_key() and
     drop(); the operator through purge(). Whatever changes a key's stored variants
     or a tag's bumps their generation. Files are written by workers and removed
-    only here."""
+    only here.
+
+    A stored response is a record number (records.py); the maps below hold those
+    numbers, a key's or a tag's one record as a plain int, more of them in a list
+    or set, so that ten million responses fit in a few gigabytes."""
 
     def __init__(self, root: Path, budget: int, policy: str, generations: Generations) -> None:
         self.root = root
         self.budget = budget
-        self.policy = make_policy(policy, budget)
+        self.records = Records()
+        self.policy = make_policy(policy, budget, self.records.fingerprint)
         self.generations = generations
-        self.records: dict[str, Meta] = {}
-        self.by_key: dict[str, set[str]] = {}
-        self.derived: dict[str, set[str]] = {}  # source key -> keys of its variants
-        self.tags: dict[str, dict[str, Meta]] = {}  # tag -> {variant id: its record}
-        self.tags_of: dict[str, frozenset[str]] = {}  # variant id -> its tags
+        self.by_key: dict[str, int | list[int]] = {}  # key -> its record(s)
+        self.derived: dict[str, str | set[str]] = {}  # source key -> key(s) of its variants
+        self.tags = TagIndex(self.records)
         self.purged = Purged()
-        self.size = 0
         self.evictions = 0
         self.dropped = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes of the files indexed (the policy counts every record the index holds)."""
+        return self.policy.size
 
     def scan(self) -> int:
         """Index every intact file under root; drop what is damaged or over budget."""
@@ -62,34 +70,38 @@ class Index:
 
     # ── what workers ask ─────────────────────────────────────────────────────
 
-    def lookup(self, key: str) -> list[Meta]:
-        metas: list[Meta] = []
-        vids = self.by_key.get(key)
-        if vids is None:
-            return metas
+    def lookup(self, key: str) -> list[Stored]:
+        held = self.by_key.get(key)
+        if held is None:
+            return []
+        records, size_of = self.records, self.policy.size_of
         purged = self.purged
         doomed, stale_since, groups = purged.doomed, purged.stale_since, purged.groups
-        for vid in vids:
-            if vid in doomed:
+        found: list[Stored] = []
+        for record in (held,) if isinstance(held, int) else held:
+            if record in doomed:
                 continue
-            meta = self.records[vid]
-            since = stale_since.get(vid)
+            since = stale_since.get(record)
             if groups:
-                hidden, since = purged.purged_by_tag(vid, meta, self.tags_of.get(vid, ()), since)
+                hidden, since = purged.purged_by_tag(record, records.tags(record), since)
                 if hidden:
                     continue
-            metas.append(meta if since is None else replace(meta, purged_at=since))
-        return metas
+            vid = records.vid(record)
+            found.append(Stored(vid, size_of(record), records.response_times[record], since))
+        return found
 
     def admit(self, meta: Meta) -> list[str]:
         """Index a file a worker wrote; returns the variant ids evicted for it. The
         key's generation slot is bumped once when the response is stored as it came,
         and twice when a purge since its request dropped it or made it stale."""
         vid = meta.variant_id
+        records = self.records
         purged = self.purged
-        if vid in purged.doomed:  # stored again before the purged one was cleaned up
-            self.policy.remove(vid)
-            self._forget(vid, unlink=False)
+        record = records.find(vid)
+        if record >= 0 and record in purged.doomed:
+            # Stored again before the purged one was cleaned up.
+            self._forget(record, unlink=False)
+            record = -1
         tags = tags_of(meta.headers)
         ban = purged.ban_for(meta, tags)
         if ban is not None:
@@ -98,67 +110,62 @@ class Index:
             self.generations.bump(meta.key)
         if ban is not None and not ban.soft:
             # Fetched before a purge that covers it: as if purged with the rest.
-            self.policy.remove(vid)
-            self._forget(vid, unlink=False, bump=False)
+            if record >= 0:
+                self._forget(record, unlink=False, bump=False)
             self.generations.bump(meta.key)
             objectfile.object_path(self.root, vid).unlink(missing_ok=True)
             return []
-        old = self.records.get(vid)
-        if old is not None:
-            self.size -= old.allocated
-            self._leave_groups(vid, old)
-            self._untag(vid)
-        self.records[vid] = meta
-        purged.stale_since.pop(vid, None)
+        if record >= 0:  # the next version of a stored response
+            self._leave_groups(record)
+            self.tags.untag(record)
+            records.response_times[record] = meta.response_time
+            purged.stale_since.pop(record, None)
+        else:
+            record = records.add(vid, meta.key, meta.response_time)
+            self._index_key(meta.key, record)
         if ban is not None:
-            purged.stale_since[vid] = ban.at
+            purged.stale_since[record] = ban.at
         if tags:
-            self.tags_of[vid] = tags
-            for tag in tags:
-                self.tags.setdefault(tag, {})[vid] = meta
-        siblings = self.by_key.get(meta.key)
-        if siblings is None:
-            siblings = self.by_key[meta.key] = set()
-            self.generations.count_key(meta.key, 1)
-        siblings.add(vid)
-        source, mark, _ = meta.key.partition("#")
-        if mark:
-            self.derived.setdefault(source, set()).add(meta.key)
-        self.size += meta.allocated
+            self.tags.tag(record, tags)
         self.generations.bump(meta.key)
-        pending = purged.doomed or purged.settling
-        if pending and self.policy.size + meta.allocated > self.policy.budget:
+        size = meta.allocated
+        if (purged.doomed or purged.settling) and self.policy.size + size > self.policy.budget:
             # Space a new object needs is taken from purged objects first, at once,
             # before any eviction.
-            self._make_room(meta.allocated)
-        evicted = self.policy.admit(vid, meta.allocated)
+            self._make_room(size)
+        evicted = self.policy.admit(record, size)
+        gone = [records.vid(victim) for victim in evicted]
         for victim in evicted:
             self.evictions += 1
             self._forget(victim, unlink=True)
-        return evicted
+        return gone
 
     def hits(self, variant_ids: list[str]) -> None:
+        """Accesses, an id once per access; a worker sends an id's accesses together."""
+        find, hit = self.records.find, self.policy.hit
+        last, record = "", -1
         for vid in variant_ids:
-            if vid in self.records:
-                self.policy.hit(vid)
+            if vid != last:
+                last, record = vid, find(vid)
+            if record >= 0:
+                hit(record)
 
     def remove_key(self, key: str) -> int:
         """Drop every stored response of `key` and every variant derived from it
         (invalidation, purge); the number dropped."""
-        vids = list(self.by_key.get(key, ()))
-        for derived in self.derived.pop(key, ()):
-            vids.extend(self.by_key.get(derived, ()))
-        for vid in vids:
-            self.policy.remove(vid)
-            self._forget(vid, unlink=True)
-        return len(vids)
+        records = self._records_of(key)
+        for derived in _strings(self.derived.get(key)):
+            records.extend(self._records_of(derived))
+        for record in records:
+            self._forget(record, unlink=True)
+        return len(records)
 
     def drop(self, vid: str) -> None:
         """A worker found this file damaged: it must not be served again."""
-        if vid in self.records:
+        record = self.records.find(vid)
+        if record >= 0:
             self.dropped += 1
-            self.policy.remove(vid)
-            self._forget(vid, unlink=True)
+            self._forget(record, unlink=True)
 
     # ── purge ────────────────────────────────────────────────────────────────
 
@@ -183,8 +190,8 @@ class Index:
             found = self._select(rest)
             if soft:
                 stale_since = self.purged.stale_since
-                for vid in found:
-                    stale_since.setdefault(vid, now)
+                for record in found:
+                    stale_since.setdefault(record, now)
             else:
                 self.purged.doomed.update(found)
             self.generations.bump_slots(set(found.values()))
@@ -194,33 +201,32 @@ class Index:
 
     def _purge_tag(self, tag: str, soft: bool, now: float) -> int:
         self.generations.bump_slots((tag_slot(tag),))
-        return self.purged.set_aside(tag, self.tags.pop(tag, None), soft, now)
+        return self.purged.set_aside(tag, self.tags.pop(tag), soft, now)
 
-    def _select(self, selection: Selection) -> dict[str, int]:
+    def _select(self, selection: Selection) -> dict[int, int]:
         """The stored responses a purge by URL, prefix or "all" covers (not already
         purged), each with its key's generation slot."""
-        records = self.records
-        found: dict[str, int] = {}
+        found: dict[int, int] = {}
         if selection.everything:
-            found = {vid: slot_of(meta.key) for vid, meta in records.items()}
+            for key, held in self.by_key.items():
+                slot = slot_of(key)
+                found.update((record, slot) for record in _numbers(held))
         keys = [
             *selection.keys,
-            *(derived for key in selection.keys for derived in self.derived.get(key, ())),
+            *(derived for key in selection.keys for derived in _strings(self.derived.get(key))),
         ]
         if selection.prefixes:
             keys += [key for key in self.by_key if key.startswith(selection.prefixes)]
         for key in keys:
             slot = slot_of(key)
-            found.update((vid, slot) for vid in self.by_key.get(key, ()))
+            found.update((record, slot) for record in _numbers(self.by_key.get(key)))
         purged = self.purged
-        for vid in purged.doomed.intersection(found) if purged.doomed else ():
-            del found[vid]
+        for record in purged.doomed.intersection(found) if purged.doomed else ():
+            del found[record]
         if purged.groups:
-            tags_of = self.tags_of
-            for vid in [
-                v for v in found if purged.purged_by_tag(v, records[v], tags_of.get(v, ()), None)[0]
-            ]:
-                del found[vid]
+            tags = self.records.tags
+            for record in [r for r in found if purged.purged_by_tag(r, tags(r), None)[0]]:
+                del found[record]
         return found
 
     def settle_some(self, count: int) -> int:
@@ -229,35 +235,30 @@ class Index:
         done = 0
         doomed = self.purged.doomed
         while done < count and doomed:
-            vid = doomed.pop()
-            self.policy.remove(vid)
-            self._forget(vid, unlink=True, bump=False)  # bumped by the purge
+            self._forget(doomed.pop(), unlink=True, bump=False)  # bumped by the purge
             done += 1
         settling = self.purged.settling
         while done < count and settling:
             group = settling[0]
             members = group.members
             while done < count and members:
-                self._settle(group, *members.popitem())
+                self._settle(group, members.pop())
                 done += 1
             if not members:
                 self.purged.settled_oldest()
         return done
 
-    def _settle(self, group: PurgedGroup, vid: str, meta: Meta) -> None:
-        if self.records.get(vid) is not meta:
-            return  # gone already, or stored again since the purge
+    def _settle(self, group: PurgedGroup, record: int) -> None:
         if group.soft:
             stale_since = self.purged.stale_since
-            since = stale_since.get(vid)
-            stale_since[vid] = group.at if since is None else min(since, group.at)
-            self.tags.setdefault(group.tag, {})[vid] = meta
+            since = stale_since.get(record)
+            stale_since[record] = group.at if since is None else min(since, group.at)
+            self.tags.add(group.tag, record)
         else:
-            self.policy.remove(vid)
             # A file removed here may, rarely, already be the object's next
             # version (fetched again, written, not yet admitted): a worker then
             # finds it missing, drops it and fetches it again.
-            self._forget(vid, unlink=True, bump=False)  # bumped by the purge
+            self._forget(record, unlink=True, bump=False)  # bumped by the purge
 
     def _make_room(self, need: int) -> None:
         """Remove purged objects until `need` more bytes fit in the budget."""
@@ -270,50 +271,99 @@ class Index:
             group = next((g for g in purged.settling if not g.soft and g.members), None)
             if group is None:
                 return
-            self._settle(group, *group.members.popitem())
+            self._settle(group, group.members.pop())
+
+    # ── the maps of keys ─────────────────────────────────────────────────────
+
+    def _records_of(self, key: str) -> list[int]:
+        return list(_numbers(self.by_key.get(key)))
+
+    def _index_key(self, key: str, record: int) -> None:
+        held = self.by_key.get(key)
+        if held is None:
+            self.by_key[key] = record
+            self.generations.count_key(key, 1)
+            source, mark, _ = key.partition("#")
+            if mark:
+                stored = self.by_key.get(source)  # then its string is held already
+                if stored is not None:
+                    source = self.records.key(_numbers(stored)[0])
+                self._derive(source, key)
+        else:
+            # One string per key, however many variants: the first one's.
+            records = self.records
+            first = held if isinstance(held, int) else held[0]
+            records.keys[record] = records.key(first)
+            if isinstance(held, int):
+                self.by_key[key] = [held, record]
+            else:
+                held.append(record)
+
+    def _unindex_key(self, key: str, record: int) -> None:
+        held = self.by_key.get(key)
+        if isinstance(held, list):
+            held.remove(record)
+            if len(held) == 1:
+                self.by_key[key] = held[0]
+        elif held == record:
+            del self.by_key[key]
+            self.generations.count_key(key, -1)
+            source, mark, _ = key.partition("#")
+            if mark:
+                self._underive(source, key)
+
+    def _derive(self, source: str, key: str) -> None:
+        held = self.derived.get(source)
+        if held is None:
+            self.derived[source] = key
+        elif isinstance(held, str):
+            if held != key:
+                self.derived[source] = {held, key}
+        else:
+            held.add(key)
+
+    def _underive(self, source: str, key: str) -> None:
+        """A derived key with nothing stored under it any more leaves its source's."""
+        held = self.derived.get(source)
+        if isinstance(held, set):
+            held.discard(key)
+            if len(held) == 1:
+                self.derived[source] = held.pop()
+        elif held == key:
+            del self.derived[source]
 
     # ── forgetting a record ──────────────────────────────────────────────────
 
-    def _forget(self, vid: str, unlink: bool, bump: bool = True) -> None:
-        meta = self.records.pop(vid, None)
-        if meta is None:
+    def _forget(self, record: int, unlink: bool, bump: bool = True) -> None:
+        records = self.records
+        if not records.live(record):
             return
-        self.size -= meta.allocated
-        self._leave_groups(vid, meta)
-        self._untag(vid)
-        self.purged.stale_since.pop(vid, None)
-        self.purged.doomed.discard(vid)
-        siblings = self.by_key.get(meta.key)
-        if siblings is not None:
-            siblings.discard(vid)
-            if not siblings:
-                del self.by_key[meta.key]
-                self.generations.count_key(meta.key, -1)
-                self._underive(meta.key)
+        key = records.key(record)
+        vid = records.vid(record)
+        self.policy.remove(record)
+        self._leave_groups(record)
+        self.tags.untag(record)
+        self.purged.stale_since.pop(record, None)
+        self.purged.doomed.discard(record)
+        self._unindex_key(key, record)
+        records.remove(record)
         if bump:
-            self.generations.bump(meta.key)
+            self.generations.bump(key)
         if unlink:
             objectfile.object_path(self.root, vid).unlink(missing_ok=True)
 
-    def _underive(self, key: str) -> None:
-        """A derived key with nothing stored under it any more leaves its source's set."""
-        source, mark, _ = key.partition("#")
-        if not mark:
-            return
-        variants = self.derived.get(source)
-        if variants is not None:
-            variants.discard(key)
-            if not variants:
-                del self.derived[source]
-
-    def _leave_groups(self, vid: str, meta: Meta) -> None:
+    def _leave_groups(self, record: int) -> None:
         if self.purged.groups:
-            self.purged.leave(vid, meta, self.tags_of.get(vid, ()))
+            self.purged.leave(record, self.records.tags(record))
 
-    def _untag(self, vid: str) -> None:
-        for tag in self.tags_of.pop(vid, ()):
-            holders = self.tags.get(tag)
-            if holders is not None:
-                holders.pop(vid, None)
-                if not holders:
-                    del self.tags[tag]
+
+def _numbers(held: int | list[int] | None) -> tuple[int, ...] | list[int]:
+    if held is None:
+        return ()
+    return (held,) if isinstance(held, int) else held
+
+
+def _strings(held: str | set[str] | None) -> tuple[str, ...] | set[str]:
+    if held is None:
+        return ()
+    return (held,) if isinstance(held, str) else held

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from pinedge.edge.store.objectfile import Meta
+from pinedge.edge.store.objectfile import Meta, Stored
 from pinedge.edge.store.owner import StoreOwner
 
 log = logging.getLogger("pinedge.store")
@@ -39,7 +39,7 @@ class Op(IntEnum):
 
 
 class OwnerLink(Protocol):
-    async def lookup(self, key: str) -> list[Meta]: ...
+    async def lookup(self, key: str) -> list[Stored]: ...
     def admit(self, meta: Meta) -> None: ...
     def flush(self) -> None: ...
     async def remove_key(self, key: str) -> int: ...
@@ -67,7 +67,7 @@ class LocalLink:
     def __init__(self, owner: StoreOwner) -> None:
         self.owner = owner
 
-    async def lookup(self, key: str) -> list[Meta]:
+    async def lookup(self, key: str) -> list[Stored]:
         return self.owner.lookup(key)
 
     def admit(self, meta: Meta) -> None:
@@ -176,7 +176,7 @@ class OwnerServer:
             if op == Op.ADMIT:
                 owner.admit(Meta.from_wire(arguments[0]))
             elif op == Op.LOOKUP:
-                result = [meta.to_wire() for meta in owner.lookup(arguments[0])]
+                result = owner.lookup(arguments[0])  # Stored tuples, packed as arrays
             elif op == Op.HITS:
                 owner.hits(arguments[0])
             elif op == Op.REMOVE_KEY:
@@ -254,8 +254,8 @@ class RemoteLink(_Batching):
             self.pending.pop(ident, None)
             raise OSError(f"store owner: no answer to {op.name.lower()}") from None
 
-    async def lookup(self, key: str) -> list[Meta]:
-        return [Meta.from_wire(item) for item in await self._call(Op.LOOKUP, key)]
+    async def lookup(self, key: str) -> list[Stored]:
+        return [Stored(*item) for item in await self._call(Op.LOOKUP, key)]
 
     def admit(self, meta: Meta) -> None:
         self._tell(Op.ADMIT, 0, meta.to_wire())

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as quote
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -98,6 +98,21 @@ class Meta:
             tuple((name, value) for name, value in headers),
             *rest,
         )
+
+
+class Stored(NamedTuple):
+    """A stored response as the owner's index answers a lookup: which file to read,
+    how large it is, which version of it the index holds (a file written over since
+    has another response time), and when a soft purge made it stale."""
+
+    vid: str
+    size: int
+    response_time: float
+    purged_at: float | None
+
+    @classmethod
+    def of(cls, meta: Meta) -> Stored:
+        return cls(meta.variant_id, meta.file_size, meta.response_time, meta.purged_at)
 
 
 def variant_id(key: str, vary_names: tuple[str, ...], vary_values: tuple[str | None, ...]) -> str:
@@ -206,6 +221,9 @@ def _write_all(fd: int, data: tuple[bytes, ...]) -> None:
         raise OSError(f"short write: {written} of {sum(map(len, data))} bytes")
 
 
+FIRST_READ = 65536  # bytes read at once: all of a small file, the head of a large one
+
+
 def read_meta(path: Path) -> Meta | None:
     """The file's meta if its header, meta checksum and length hold; else None."""
     try:
@@ -225,6 +243,48 @@ def read_meta(path: Path) -> Meta | None:
     offset = HEADER.size + meta_length
     if size != offset + body_length:
         return None
+    return _meta(magic, meta_bytes, offset, body_length, body_crc)
+
+
+def read(path: Path) -> tuple[Meta, bytes] | None:
+    """The file's meta and body if it is whole and both checksums hold; else None.
+    One file opened, so the two are of the same version even if it is written
+    over meanwhile; a small file is read in one call."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, min(size, FIRST_READ), 0)
+        if len(data) < HEADER.size:
+            return None
+        magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack_from(data)
+        offset = HEADER.size + meta_length
+        if magic not in (MAGIC, MAGIC_JSON) or meta_length > META_LIMIT:
+            return None
+        if size != offset + body_length:
+            return None
+        if offset <= len(data):
+            meta_bytes = data[HEADER.size : offset]
+        else:
+            meta_bytes = os.pread(fd, meta_length, HEADER.size)
+        body = data[offset:] if size <= len(data) else os.pread(fd, body_length, offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(meta_bytes) != meta_length or zlib.crc32(meta_bytes) != meta_crc:
+        return None
+    if len(body) != body_length or zlib.crc32(body) != body_crc:
+        return None
+    meta = _meta(magic, meta_bytes, offset, body_length, body_crc)
+    return None if meta is None else (meta, body)
+
+
+def _meta(
+    magic: bytes, meta_bytes: bytes, offset: int, body_length: int, body_crc: int
+) -> Meta | None:
     if magic == MAGIC_JSON:
         return _json_meta(meta_bytes, offset, body_length)
     try:

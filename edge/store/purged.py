@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pinedge.edge.node.idle import IdleMeter
 from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.purge import Ban
+from pinedge.edge.store.tags import Members
 
 # A purge also covers responses fetched before it and stored within this long
 # after it (fills and variants in flight); longer than any fill may take.
@@ -30,12 +31,14 @@ class PurgedGroup:
     """What a tag indexed when it was purged, settled later one object at a time
     (hard: removed; soft: marked stale and indexed under the tag again). Until then
     the owner's lookups find its members here, so the purge itself touches none of
-    them: one purged tag costs the same among a million objects as among ten."""
+    them: one purged tag costs the same among a million objects as among ten.
+    A record that goes or is stored again leaves the groups at once (leave()), so
+    a number here is always the record the purge covered."""
 
     tag: str
     at: float
     soft: bool
-    members: dict[str, Meta]  # variant id -> the record the purge covered
+    members: Members
 
 
 class Purged:
@@ -43,8 +46,8 @@ class Purged:
     recent purges as bans, and how many purges covered how much."""
 
     def __init__(self) -> None:
-        self.doomed: set[str] = set()  # hard-purged: unreachable, files not yet removed
-        self.stale_since: dict[str, float] = {}  # soft-purged: variant id -> when
+        self.doomed: set[int] = set()  # hard-purged records: unreachable, files not yet removed
+        self.stale_since: dict[int, float] = {}  # soft-purged: record -> when
         self.groups: dict[str, list[PurgedGroup]] = {}  # tag -> groups not yet settled
         self.settling: deque[PurgedGroup] = deque()  # the same groups, oldest first
         self.bans: deque[Ban] = deque()
@@ -61,31 +64,29 @@ class Purged:
         waiting = sum(len(group.members) for group in self.settling if not group.soft)
         return len(self.doomed) + waiting
 
-    def holding(self, vid: str, meta: Meta, tags: Iterable[str]) -> list[PurgedGroup]:
-        """The groups, not yet settled, that hold this very record (tagged `tags`)."""
+    def holding(self, record: int, tags: Iterable[str]) -> list[PurgedGroup]:
+        """The groups, not yet settled, that hold this record (tagged `tags`)."""
         groups = self.groups
-        return [
-            group for tag in tags for group in groups.get(tag, ()) if group.members.get(vid) is meta
-        ]
+        return [group for tag in tags for group in groups.get(tag, ()) if record in group.members]
 
     def purged_by_tag(
-        self, vid: str, meta: Meta, tags: Iterable[str], since: float | None
+        self, record: int, tags: Iterable[str], since: float | None
     ) -> tuple[bool, float | None]:
         """Whether a tag purge not yet settled removed this record (hard), and from
         when it is stale (`since`, or an earlier soft purge's time)."""
-        for group in self.holding(vid, meta, tags):
+        for group in self.holding(record, tags):
             if not group.soft:
                 return True, since
             since = group.at if since is None else min(since, group.at)
         return False, since
 
-    def leave(self, vid: str, meta: Meta, tags: Iterable[str]) -> None:
+    def leave(self, record: int, tags: Iterable[str]) -> None:
         """A record that goes (forgotten, or replaced by the next version) leaves the
         groups that hold it, so that they count only what is left to settle."""
-        for group in self.holding(vid, meta, tags):
-            del group.members[vid]
+        for group in self.holding(record, tags):
+            group.members.discard(record)
 
-    def set_aside(self, tag: str, members: dict[str, Meta] | None, soft: bool, now: float) -> int:
+    def set_aside(self, tag: str, members: Members | None, soft: bool, now: float) -> int:
         """Purge a tag whose records are `members`: they become one group, settled
         later. A hard purge also hardens the tag's soft groups not yet settled.
         Returns the number of records covered."""

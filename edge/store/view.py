@@ -18,7 +18,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pinedge.edge.store import objectfile
@@ -26,7 +26,7 @@ from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.fills import FillVerdict, NodeFills
 from pinedge.edge.store.generations import PURGES, Generations, slot_of, slots_of, tag_slot
 from pinedge.edge.store.link import OwnerLink
-from pinedge.edge.store.objectfile import Meta
+from pinedge.edge.store.objectfile import Meta, Stored
 
 log = logging.getLogger("pinedge.store")
 
@@ -49,7 +49,7 @@ LOCAL_KEYS_MIN = 4096
 class LocalKey:
     slot: int
     generation: int
-    metas: list[Meta]
+    stored: list[Stored]
     entries: list[Entry] | None  # None once the bodies were dropped from memory
     size: int
     tag_generations: tuple[tuple[int, int], ...] = ()  # (tag slot, generation) of its tags
@@ -122,23 +122,23 @@ class SharedStore:
         generation = counters[slot]
         purges = counters[PURGES]
         local = self.local.get(key)
-        metas = local.metas if local is not None and self._current(local) else None
-        if metas is None and not counters[presence]:
+        stored = local.stored if local is not None and self._current(local) else None
+        if stored is None and not counters[presence]:
             return []  # no stored key hashes here: not stored, and nobody asked
         for asked in range(2):
-            if metas is None:
+            if stored is None:
                 try:
-                    metas = await self.link.lookup(key)
+                    stored = await self.link.lookup(key)
                 except OSError as exc:
                     log.error("store lookup of %s failed, treating it as a miss: %s", key, exc)
                     return []
-            entries, replaced = await self._entries(metas)
+            entries, replaced = await self._entries(stored)
             if not replaced or asked:
                 break
             # A newer version was written over a file while its admission was on the
             # way to the owner: ask again rather than miss.
             _close_files(entries)
-            metas = None
+            stored = None
         tag_generations = self._tag_generations(entries)
         if counters[PURGES] != purges:
             # A purge came while the owner was asked: these may be what it purged,
@@ -147,7 +147,7 @@ class SharedStore:
             self._forget(key)
             _close_files(entries)
             return entries
-        self._remember(key, LocalKey(slot, generation, metas, entries, 0, tag_generations))  # type: ignore[arg-type]  # the owner's answer
+        self._remember(key, LocalKey(slot, generation, stored, entries, 0, tag_generations))  # type: ignore[arg-type]  # the owner's answer
         return entries
 
     def hit(self, entry: Entry) -> None:
@@ -187,7 +187,7 @@ class SharedStore:
         # request, another worker's store) sends the next request to the owner.
         self._open_file(entry, meta)
         expected = (generation + 1) & 0xFFFFFFFF
-        local = LocalKey(slot, expected, [meta], [entry], 0, tag_generations, generation)
+        local = LocalKey(slot, expected, [Stored.of(meta)], [entry], 0, tag_generations, generation)
         self._remember(entry.key, local)
         return True
 
@@ -213,29 +213,31 @@ class SharedStore:
 
     # ── internals ────────────────────────────────────────────────────────────
 
-    async def _read(self, meta: Meta) -> bytes | None:
-        path = objectfile.object_path(self.root, meta.variant_id)
-        if meta.body_length > EXECUTOR_THRESHOLD:
+    async def _read(self, stored: Stored) -> tuple[Meta, bytes] | None:
+        path = objectfile.object_path(self.root, stored.vid)
+        if stored.size > EXECUTOR_THRESHOLD:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, objectfile.read_body, path, meta)
-        return objectfile.read_body(path, meta)
+            return await loop.run_in_executor(None, objectfile.read, path)
+        return objectfile.read(path)
 
-    async def _entries(self, metas: list[Meta]) -> tuple[list[Entry], bool]:
-        """Entries for the metas whose files read back as described, and whether a
-        file was found replaced by another version of its response. A file that is
-        damaged or gone is reported to the owner, which stops indexing it."""
+    async def _entries(self, stored: list[Stored]) -> tuple[list[Entry], bool]:
+        """Entries for the stored files that read back whole and are the version the
+        owner indexed, and whether a file was found replaced by another version of
+        its response. A file that is damaged or gone is reported to the owner, which
+        stops indexing it."""
         entries = []
         replaced = False
-        for meta in metas:
-            body = await self._read(meta)
-            if body is None:
-                path = objectfile.object_path(self.root, meta.variant_id)
-                current = objectfile.read_meta(path)
-                if current is not None and current.response_time != meta.response_time:
-                    replaced = True
-                else:
-                    self.link.drop(meta.variant_id)
+        for item in stored:
+            read = await self._read(item)
+            if read is None:
+                self.link.drop(item.vid)
                 continue
+            meta, body = read
+            if meta.response_time != item.response_time:
+                replaced = True
+                continue
+            if item.purged_at is not None:
+                meta = replace(meta, purged_at=item.purged_at)
             entry = self.build(meta, body)
             self._open_file(entry, meta)
             entries.append(entry)

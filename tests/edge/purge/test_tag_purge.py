@@ -17,7 +17,7 @@ from purge_support import TOKEN, fields, fill_node, purge, stored_files, tagged
 from support import running_node
 
 from pinedge.edge.store import objectfile
-from pinedge.edge.store.objectfile import Meta
+from pinedge.edge.store.objectfile import Meta, Stored
 from pinedge.edge.store.owner import StoreOwner
 from pinedge.edge.store.purge import Selection
 
@@ -64,7 +64,7 @@ async def test_what_a_tag_purge_set_aside_is_gone_before_it_is_settled(owner: St
 
     assert owner.index.purged.pending_removal == 50  # set aside, not one of them touched yet
     assert all(owner.lookup(meta.key) == [] for meta in purged)
-    assert owner.lookup("/k") == [kept]
+    assert owner.lookup("/k") == [Stored.of(kept)]
     settle_everything(owner)
     assert files(owner) == {kept.variant_id}
     assert all(owner.lookup(meta.key) == [] for meta in purged)
@@ -79,10 +79,10 @@ async def test_a_response_stored_again_before_the_purge_is_settled_survives_it(
 
     again = store(owner, "/p/0", "pins", b"new")  # same variant, same file name
 
-    assert owner.lookup("/p/0") == [again]
+    assert owner.lookup("/p/0") == [Stored.of(again)]
     assert owner.index.purged.pending_removal == 1
     settle_everything(owner)
-    assert owner.lookup("/p/0") == [again] and owner.lookup("/p/1") == []
+    assert owner.lookup("/p/0") == [Stored.of(again)] and owner.lookup("/p/1") == []
     assert files(owner) == {again.variant_id}
     body = objectfile.read_body(objectfile.object_path(owner.root, again.variant_id), again)
     assert body == b"new"
