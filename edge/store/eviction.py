@@ -14,8 +14,8 @@ from array import array
 from collections.abc import Callable
 from typing import Protocol
 
-from pinedge.edge.store.numbertable import NumberTable
-from pinedge.edge.store.queues import NONE, RecordQueues
+from pinedge.edge.store.numbertable import NONE, NumberTable
+from pinedge.edge.store.queues import RecordQueues
 
 POLICIES = ("s3fifo", "lru")
 

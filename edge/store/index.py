@@ -28,9 +28,9 @@ class Index:
     or a tag's bumps their generation. Files are written by workers and removed
     only here.
 
-    A stored response is a record number (records.py); the maps below hold those
-    numbers, a key's or a tag's one record as a plain int, more of them in a list
-    or set, so that ten million responses fit in a few gigabytes."""
+    A stored response is a record number (records.py), found by key or variant
+    id; tags (tags.py) and the eviction policy hold those numbers in arrays, so
+    that ten million responses fit in a few gigabytes."""
 
     def __init__(self, root: Path, budget: int, policy: str, generations: Generations) -> None:
         self.root = root
@@ -38,7 +38,6 @@ class Index:
         self.records = Records()
         self.policy = make_policy(policy, budget, self.records.fingerprint)
         self.generations = generations
-        self.by_key: dict[str, int | list[int]] = {}  # key -> its record(s)
         self.derived: dict[str, str | set[str]] = {}  # source key -> key(s) of its variants
         self.tags = TagIndex(self.records)
         self.purged = Purged()
@@ -71,19 +70,16 @@ class Index:
     # ── what workers ask ─────────────────────────────────────────────────────
 
     def lookup(self, key: str) -> list[Stored]:
-        held = self.by_key.get(key)
-        if held is None:
-            return []
         records, size_of = self.records, self.policy.size_of
         purged = self.purged
         doomed, stale_since, groups = purged.doomed, purged.stale_since, purged.groups
         found: list[Stored] = []
-        for record in (held,) if isinstance(held, int) else held:
+        for record in records.of_key(key):
             if record in doomed:
                 continue
             since = stale_since.get(record)
             if groups:
-                hidden, since = purged.purged_by_tag(record, records.tags(record), since)
+                hidden, since = purged.purged_by_tag(record, self.tags.names_of(record), since)
                 if hidden:
                     continue
             vid = records.vid(record)
@@ -121,8 +117,7 @@ class Index:
             records.response_times[record] = meta.response_time
             purged.stale_since.pop(record, None)
         else:
-            record = records.add(vid, meta.key, meta.response_time)
-            self._index_key(meta.key, record)
+            record = self._add(vid, meta)
         if ban is not None:
             purged.stale_since[record] = ban.at
         if tags:
@@ -153,9 +148,9 @@ class Index:
     def remove_key(self, key: str) -> int:
         """Drop every stored response of `key` and every variant derived from it
         (invalidation, purge); the number dropped."""
-        records = self._records_of(key)
+        records = self.records.of_key(key)
         for derived in _strings(self.derived.get(key)):
-            records.extend(self._records_of(derived))
+            records.extend(self.records.of_key(derived))
         for record in records:
             self._forget(record, unlink=True)
         return len(records)
@@ -206,26 +201,28 @@ class Index:
     def _select(self, selection: Selection) -> dict[int, int]:
         """The stored responses a purge by URL, prefix or "all" covers (not already
         purged), each with its key's generation slot."""
+        records = self.records
         found: dict[int, int] = {}
-        if selection.everything:
-            for key, held in self.by_key.items():
-                slot = slot_of(key)
-                found.update((record, slot) for record in _numbers(held))
+        if selection.everything or selection.prefixes:
+            prefixes = "" if selection.everything else selection.prefixes
+            found.update(
+                (record, slot_of(key))
+                for record, key in records.items()
+                if key.startswith(prefixes)
+            )
         keys = [
             *selection.keys,
             *(derived for key in selection.keys for derived in _strings(self.derived.get(key))),
         ]
-        if selection.prefixes:
-            keys += [key for key in self.by_key if key.startswith(selection.prefixes)]
         for key in keys:
             slot = slot_of(key)
-            found.update((record, slot) for record in _numbers(self.by_key.get(key)))
+            found.update((record, slot) for record in records.of_key(key))
         purged = self.purged
         for record in purged.doomed.intersection(found) if purged.doomed else ():
             del found[record]
         if purged.groups:
-            tags = self.records.tags
-            for record in [r for r in found if purged.purged_by_tag(r, tags(r), None)[0]]:
+            names = self.tags.names_of
+            for record in [r for r in found if purged.purged_by_tag(r, names(r), None)[0]]:
                 del found[record]
         return found
 
@@ -253,7 +250,7 @@ class Index:
             stale_since = self.purged.stale_since
             since = stale_since.get(record)
             stale_since[record] = group.at if since is None else min(since, group.at)
-            self.tags.add(group.tag, record)
+            self.tags.restore(group.tag, record)
         else:
             # A file removed here may, rarely, already be the object's next
             # version (fetched again, written, not yet admitted): a worker then
@@ -273,44 +270,22 @@ class Index:
                 return
             self._settle(group, group.members.pop())
 
-    # ── the maps of keys ─────────────────────────────────────────────────────
+    # ── keys and the keys derived from them ──────────────────────────────────
 
-    def _records_of(self, key: str) -> list[int]:
-        return list(_numbers(self.by_key.get(key)))
-
-    def _index_key(self, key: str, record: int) -> None:
-        held = self.by_key.get(key)
-        if held is None:
-            self.by_key[key] = record
+    def _add(self, vid: str, meta: Meta) -> int:
+        """A record for a response whose variant has none."""
+        key = meta.key
+        new_key = not self.records.has_key(key)
+        record = self.records.add(vid, key, meta.response_time)
+        if new_key:
             self.generations.count_key(key, 1)
             source, mark, _ = key.partition("#")
             if mark:
-                stored = self.by_key.get(source)  # then its string is held already
-                if stored is not None:
-                    source = self.records.key(_numbers(stored)[0])
+                first = self.records.by_key.get(source)
+                if first >= 0:  # then its string is held already
+                    source = self.records.key(first)
                 self._derive(source, key)
-        else:
-            # One string per key, however many variants: the first one's.
-            records = self.records
-            first = held if isinstance(held, int) else held[0]
-            records.keys[record] = records.key(first)
-            if isinstance(held, int):
-                self.by_key[key] = [held, record]
-            else:
-                held.append(record)
-
-    def _unindex_key(self, key: str, record: int) -> None:
-        held = self.by_key.get(key)
-        if isinstance(held, list):
-            held.remove(record)
-            if len(held) == 1:
-                self.by_key[key] = held[0]
-        elif held == record:
-            del self.by_key[key]
-            self.generations.count_key(key, -1)
-            source, mark, _ = key.partition("#")
-            if mark:
-                self._underive(source, key)
+        return record
 
     def _derive(self, source: str, key: str) -> None:
         held = self.derived.get(source)
@@ -345,8 +320,12 @@ class Index:
         self.tags.untag(record)
         self.purged.stale_since.pop(record, None)
         self.purged.doomed.discard(record)
-        self._unindex_key(key, record)
         records.remove(record)
+        if not records.has_key(key):
+            self.generations.count_key(key, -1)
+            source, mark, _ = key.partition("#")
+            if mark:
+                self._underive(source, key)
         if bump:
             self.generations.bump(key)
         if unlink:
@@ -354,13 +333,7 @@ class Index:
 
     def _leave_groups(self, record: int) -> None:
         if self.purged.groups:
-            self.purged.leave(record, self.records.tags(record))
-
-
-def _numbers(held: int | list[int] | None) -> tuple[int, ...] | list[int]:
-    if held is None:
-        return ()
-    return (held,) if isinstance(held, int) else held
+            self.purged.leave(record, self.tags.names_of(record))
 
 
 def _strings(held: str | set[str] | None) -> tuple[str, ...] | set[str]:

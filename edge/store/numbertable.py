@@ -17,6 +17,7 @@ SHARDS = 1 << SHARD_BITS
 SHARD_MASK = SHARDS - 1
 FIRST_SLOTS = 8  # per shard; a shard doubles when it is half full
 MAX_NUMBER = 0xFFFFFFFE  # a slot holds number + 1; 0 is an empty slot
+NONE = 0xFFFFFFFF  # no number, where an array of numbers needs to say so
 
 
 class NumberTable:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from array import array
 
-NONE = 0xFFFFFFFF  # no record: the end of a queue
+from pinedge.edge.store.numbertable import NONE
 
 
 class RecordQueues:

@@ -10,27 +10,30 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator, Sequence
 
-from pinedge.edge.store.numbertable import NumberTable
+from pinedge.edge.store.numbertable import NONE, NumberTable
 
 VID_BYTES = 16  # a variant id is 32 hex digits
 
 
 class Records:
-    """Stored responses by record number, found by variant id.
+    """Stored responses by record number, found by variant id or by key.
 
-    Per record: its key (the string the index's map of keys holds too), its
-    variant id as 16 bytes, its response time (which version of the file it is),
-    and its tags as up to two references to the strings the tag index holds
-    (TagIndex sets them)."""
+    Per record: its key (one string for all the variants of a key), its variant
+    id as 16 bytes, its response time (which version of the file it is), the next
+    record of the same key, and the numbers of its tags (TagIndex gives them):
+    about 40 bytes besides the key string."""
 
     def __init__(self) -> None:
         self.keys: list[str | None] = []  # None: a free number
         self.vids = bytearray()
         self.response_times = array("d")
-        self.first_tags: list[str | None] = []
-        self.more_tags: list[str | tuple[str, ...] | None] = []  # the second tag, or all others
+        self.next_of_key = array("I")  # NONE: the key's last record
+        self.first_tags = array("I")  # NONE: no tags
+        self.second_tags = array("I")  # NONE: fewer than two
+        self.other_tags: dict[int, tuple[int, ...]] = {}  # record -> its third tag on
         self.free = array("I")
         self.by_vid = NumberTable(self.vid)
+        self.by_key = NumberTable(self.keys.__getitem__)  # a key's first record
 
     def __len__(self) -> int:
         return len(self.by_vid)
@@ -40,15 +43,37 @@ class Records:
 
     def __iter__(self) -> Iterator[str]:
         """The variant ids of every record."""
-        return (self.vid(record) for record, key in enumerate(self.keys) if key is not None)
+        return (self.vid(record) for record, key in self.items())
+
+    def items(self) -> Iterator[tuple[int, str]]:
+        """Every record with its key."""
+        return ((record, key) for record, key in enumerate(self.keys) if key is not None)
 
     def find(self, vid: str) -> int:
         """The record of variant id `vid`, or -1."""
         return self.by_vid.get(vid)
 
+    def of_key(self, key: str) -> list[int]:
+        """The records of `key`, one per stored variant."""
+        found = []
+        record = self.by_key.get(key)
+        if record >= 0:
+            following = self.next_of_key
+            while record != NONE:
+                found.append(record)
+                record = following[record]
+        return found
+
+    def has_key(self, key: str) -> bool:
+        return self.by_key.get(key) >= 0
+
     def add(self, vid: str, key: str, response_time: float) -> int:
-        """A new record of variant id `vid` (32 hex digits), with no tags; its number."""
+        """A new record of variant id `vid` (32 hex digits) and `key`, with no tags;
+        its number."""
         raw = bytes.fromhex(vid)
+        first = self.by_key.get(key)
+        if first >= 0:
+            key = self.key(first)  # one string for all of the key's records
         if self.free:
             record = self.free.pop()
             start = VID_BYTES * record
@@ -60,25 +85,43 @@ class Records:
             self.vids += raw
             self.keys.append(key)
             self.response_times.append(response_time)
-            self.first_tags.append(None)
-            self.more_tags.append(None)
+            self.next_of_key.append(NONE)
+            self.first_tags.append(NONE)
+            self.second_tags.append(NONE)
         self.by_vid.add(vid, record)
+        if first >= 0:  # after the first, so that the first stays where the table holds it
+            self.next_of_key[record] = self.next_of_key[first]
+            self.next_of_key[first] = record
+        else:
+            self.next_of_key[record] = NONE
+            self.by_key.add(key, record)
         return record
 
     def remove(self, record: int) -> None:
-        """Forget `record`; its number is free for the next one."""
+        """Forget `record`, whose tags are cleared; its number is free for the next one."""
+        key = self.key(record)
         self.by_vid.remove(self.vid(record), record)
+        following = self.next_of_key
+        first = self.by_key.get(key)
+        if first == record:
+            self.by_key.remove(key, record)
+            if following[record] != NONE:
+                self.by_key.add(key, following[record])
+        else:
+            before = first
+            while following[before] != record:
+                before = following[before]
+            following[before] = following[record]
         self.keys[record] = None
-        self.first_tags[record] = self.more_tags[record] = None
         self.free.append(record)
-
-    def live(self, record: int) -> bool:
-        return self.keys[record] is not None
 
     def key(self, record: int) -> str:
         key = self.keys[record]
         assert key is not None, "a forgotten record"
         return key
+
+    def live(self, record: int) -> bool:
+        return self.keys[record] is not None
 
     def vid(self, record: int) -> str:
         start = VID_BYTES * record
@@ -90,22 +133,20 @@ class Records:
         start = VID_BYTES * record
         return int.from_bytes(self.vids[start : start + 8], "big") >> 1
 
-    def tags(self, record: int) -> tuple[str, ...]:
+    def tags(self, record: int) -> tuple[int, ...]:
+        """The numbers of the record's tags."""
         first = self.first_tags[record]
-        if first is None:
+        if first == NONE:
             return ()
-        more = self.more_tags[record]
-        if more is None:
+        second = self.second_tags[record]
+        if second == NONE:
             return (first,)
-        if isinstance(more, str):
-            return (first, more)
-        return (first, *more)
+        return (first, second, *self.other_tags.get(record, ()))
 
-    def set_tags(self, record: int, tags: Sequence[str]) -> None:
-        self.first_tags[record] = tags[0] if tags else None
-        if len(tags) < 2:
-            self.more_tags[record] = None
-        elif len(tags) == 2:
-            self.more_tags[record] = tags[1]
+    def set_tags(self, record: int, tags: Sequence[int]) -> None:
+        self.first_tags[record] = tags[0] if tags else NONE
+        self.second_tags[record] = tags[1] if len(tags) > 1 else NONE
+        if len(tags) > 2:
+            self.other_tags[record] = tuple(tags[2:])
         else:
-            self.more_tags[record] = tuple(tags[1:])
+            self.other_tags.pop(record, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator
 
+from pinedge.edge.store.numbertable import NONE, NumberTable
 from pinedge.edge.store.records import Records
 
 TAG_FIELDS = ("Surrogate-Key", "Cache-Tag")
@@ -41,15 +42,13 @@ FEW = 128  # members kept in an array (4 bytes each); past this, a set (O(1) rem
 
 
 class Members:
-    """The records of a tag that has more than one, with the tag's name: the one
-    string that every record's tag column refers to. Most such tags name a few
-    records: their numbers take 4 bytes each in an array, searched by a scan; a
-    set takes 30 to 80 bytes a member, worth it only where a scan would be long."""
+    """The records of a tag that names more than one. Most such tags name a few:
+    their numbers take 4 bytes each in an array, searched by a scan; a set takes
+    30 to 80 bytes a member, worth it only where a scan would be long."""
 
-    __slots__ = ("name", "records")
+    __slots__ = ("records",)
 
-    def __init__(self, name: str, records: Iterable[int]) -> None:
-        self.name = name
+    def __init__(self, records: Iterable[int]) -> None:
         self.records: array[int] | set[int] = array("I", records)
         if len(self.records) > FEW:
             self.records = set(self.records)
@@ -84,60 +83,103 @@ class Members:
 
 
 class TagIndex:
-    """Which records each tag names, for purges by tag: the record's number for a
-    tag with one (most tags name one object), its Members for more. Keeps each
-    record's tag columns (Records.set_tags) pointing at the names held here."""
+    """Which records each tag names, for purges by tag.
+
+    A tag is a number while any record has it (in the index, or set aside by a
+    purge not yet settled): its name is `names[number]`, found through a
+    NumberTable; `single[number]` is the record it names when it names one (most
+    tags name one object), `many[number]` its Members when it names more;
+    `holders[number]` counts the records whose tag columns (Records.set_tags)
+    hold the number, which is given to another tag only once none does.
+    About 30 bytes a tag besides its name, and 4 a record in a tag's Members."""
 
     def __init__(self, records: Records) -> None:
         self.records = records
-        self.members: dict[str, int | Members] = {}
-
-    def __len__(self) -> int:
-        return len(self.members)
+        self.names: list[str | None] = []
+        self.by_name = NumberTable(self.names.__getitem__)
+        self.single = array("I")  # NONE: none, or many holds them
+        self.many: dict[int, Members] = {}
+        self.holders = array("I")
+        self.free = array("I")
 
     def tag(self, record: int, tags: Iterable[str]) -> None:
         """Index `record`, which has no tags yet, under `tags`."""
-        self.records.set_tags(record, [self.add(tag, record) for tag in tags])
+        numbers = []
+        for name in tags:
+            number = self.by_name.get(name)
+            if number < 0:
+                number = self._new(name)
+            self.holders[number] += 1
+            self._join(number, record)
+            numbers.append(number)
+        self.records.set_tags(record, numbers)
 
     def untag(self, record: int) -> None:
         """Take `record` out of the index and clear its tags."""
-        for tag in self.records.tags(record):
-            self.discard(tag, record)
+        for number in self.records.tags(record):
+            self._leave(number, record)
+            self.holders[number] -= 1
+            if not self.holders[number]:
+                name = self.names[number]
+                self.by_name.remove(name, number)
+                self.names[number] = None
+                self.free.append(number)
         self.records.set_tags(record, ())
 
-    def add(self, tag: str, record: int) -> str:
-        """Add `record` to the members of `tag`; the name string the index holds."""
-        held = self.members.get(tag)
-        if held is None:
-            self.members[tag] = record
-            return tag
-        if isinstance(held, Members):
-            held.add(record)
-            return held.name
-        if held == record:
-            return self._name_held_by(held, tag)
-        name = self._name_held_by(held, tag)
-        self.members[name] = Members(name, (held, record))
-        return name
+    def names_of(self, record: int) -> tuple[str, ...]:
+        names = self.names
+        return tuple(names[number] or "" for number in self.records.tags(record))
 
-    def discard(self, tag: str, record: int) -> None:
-        held = self.members.get(tag)
-        if isinstance(held, Members):
-            held.discard(record)
-            if len(held) == 1:
-                self.members[tag] = held.pop()
-        elif held == record:
-            del self.members[tag]
+    def pop(self, name: str) -> Members | None:
+        """Take what `name` names out of the index (a purge): its records, which
+        keep the tag."""
+        number = self.by_name.get(name)
+        if number < 0:
+            return None
+        single = self.single[number]
+        if single != NONE:
+            self.single[number] = NONE
+            return Members((single,))
+        return self.many.pop(number, None)
 
-    def pop(self, tag: str) -> Members | None:
-        """Take `tag` out of the index (a purge); the records it named."""
-        held = self.members.pop(tag, None)
-        if held is None or isinstance(held, Members):
-            return held
-        return Members(tag, (held,))
+    def restore(self, name: str, record: int) -> None:
+        """Index `record` under `name` again: one of its tags, purged soft."""
+        number = self.by_name.get(name)
+        if number >= 0:
+            self._join(number, record)
 
-    def _name_held_by(self, record: int, tag: str) -> str:
-        for name in self.records.tags(record):
-            if name == tag:
-                return name
-        return tag
+    def _new(self, name: str) -> int:
+        if self.free:
+            number = self.free.pop()
+            self.names[number] = name
+            self.single[number] = NONE
+        else:
+            number = len(self.names)
+            self.names.append(name)
+            self.single.append(NONE)
+            self.holders.append(0)
+        self.by_name.add(name, number)
+        return number
+
+    def _join(self, number: int, record: int) -> None:
+        single = self.single[number]
+        if single == NONE:
+            members = self.many.get(number)
+            if members is None:
+                self.single[number] = record
+            else:
+                members.add(record)
+        elif single != record:
+            self.single[number] = NONE
+            self.many[number] = Members((single, record))
+
+    def _leave(self, number: int, record: int) -> None:
+        if self.single[number] == record:
+            self.single[number] = NONE
+            return
+        members = self.many.get(number)
+        if members is not None:
+            members.discard(record)
+            if len(members) == 1:
+                self.single[number] = members.pop()
+                del self.many[number]
