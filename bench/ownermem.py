@@ -45,6 +45,7 @@ from harness.machine import code_state, neighbours, proc_memory
 from harness.report import Report, note, run_line
 from harness.stats import median
 
+REPO = Path(__file__).resolve().parent.parent
 BATCH = 1000  # messages unpacked and answered in one go, as one read from a socket
 BODY = b"x" * 200
 HITS_PER_MESSAGE = 100
@@ -99,6 +100,7 @@ def one(count: int, lookups: int, traced: bool) -> dict[str, Any]:
     """One child's run: what it measured, as a dict."""
     import msgpack
 
+    import pinedge
     from pinedge.edge.store import objectfile
     from pinedge.edge.store.link import Op, OwnerServer
     from pinedge.edge.store.owner import StoreOwner
@@ -170,6 +172,7 @@ def one(count: int, lookups: int, traced: bool) -> dict[str, Any]:
         owner.cleaner.settle_all()
         settle_s = time.perf_counter() - started
         return {
+            "pinedge": str(Path(pinedge.__file__).resolve().parent.parent),
             "objects": count,
             "stored_dirs": stored,
             "before": before,
@@ -233,6 +236,9 @@ def main() -> int:
             runs.append(child(count, args.lookups, False))
         traced = child(count, args.lookups, True) if args.tracemalloc else None
         rows.append((count, runs, traced))
+    imported = rows[0][1][0]["pinedge"] if rows and rows[0][1] else "?"
+    if Path(imported) != REPO:
+        report.add(f"pinedge imported from `{imported}` (PYTHONPATH), not this checkout.", "")
 
     report.add("### Owner memory per indexed object", "")
     header = ["objects", "runs", "RSS B/object", "RssAnon B/object", "RssShmem MiB"]

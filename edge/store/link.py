@@ -26,7 +26,7 @@ from pinedge.edge.store.owner import StoreOwner
 log = logging.getLogger("pinedge.store")
 
 CALL_TIMEOUT = 10.0  # seconds an owner call may take
-MESSAGE_LIMIT = 1 << 26  # one message: a lookup of a key with many large-header variants
+MESSAGE_LIMIT = 1 << 26  # one message: an admission of a response with large headers
 
 
 class Op(IntEnum):
