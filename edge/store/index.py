@@ -109,7 +109,7 @@ class Index:
             if record >= 0:
                 self._forget(record, unlink=False, bump=False)
             self.generations.bump(meta.key)
-            objectfile.object_path(self.root, vid).unlink(missing_ok=True)
+            objectfile.remove(self.root, vid)
             return []
         if record >= 0:  # the next version of a stored response
             self._leave_groups(record)
@@ -320,8 +320,7 @@ class Index:
         self.tags.untag(record)
         self.purged.stale_since.pop(record, None)
         self.purged.doomed.discard(record)
-        records.remove(record)
-        if not records.has_key(key):
+        if records.remove(record):  # the key's last
             self.generations.count_key(key, -1)
             source, mark, _ = key.partition("#")
             if mark:
@@ -329,7 +328,7 @@ class Index:
         if bump:
             self.generations.bump(key)
         if unlink:
-            objectfile.object_path(self.root, vid).unlink(missing_ok=True)
+            objectfile.remove(self.root, vid)
 
     def _leave_groups(self, record: int) -> None:
         if self.purged.groups:

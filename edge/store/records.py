@@ -97,15 +97,19 @@ class Records:
             self.by_key.add(key, record)
         return record
 
-    def remove(self, record: int) -> None:
-        """Forget `record`, whose tags are cleared; its number is free for the next one."""
+    def remove(self, record: int) -> bool:
+        """Forget `record`, whose tags are cleared; its number is free for the next
+        one. Whether it was the last record of its key."""
         key = self.key(record)
         self.by_vid.remove(self.vid(record), record)
         following = self.next_of_key
         first = self.by_key.get(key)
+        last = False
         if first == record:
             self.by_key.remove(key, record)
-            if following[record] != NONE:
+            if following[record] == NONE:
+                last = True
+            else:
                 self.by_key.add(key, following[record])
         else:
             before = first
@@ -114,6 +118,7 @@ class Records:
             following[before] = following[record]
         self.keys[record] = None
         self.free.append(record)
+        return last
 
     def key(self, record: int) -> str:
         key = self.keys[record]
