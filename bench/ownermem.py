@@ -236,7 +236,8 @@ def main() -> int:
             runs.append(child(count, args.lookups, False))
         traced = child(count, args.lookups, True) if args.tracemalloc else None
         rows.append((count, runs, traced))
-    imported = rows[0][1][0]["pinedge"] if rows and rows[0][1] else "?"
+    measured = [run for _, runs, traced in rows for run in (*runs, traced) if run is not None]
+    imported = measured[0]["pinedge"] if measured else str(REPO)
     if Path(imported) != REPO:
         report.add(f"pinedge imported from `{imported}` (PYTHONPATH), not this checkout.", "")
 
