@@ -102,8 +102,9 @@ class Meta:
 
 class Stored(NamedTuple):
     """A stored response as the owner's index answers a lookup: which file to read,
-    how large it is, which version of it the index holds (a file written over since
-    has another response time), and when a soft purge made it stale."""
+    what it takes (Meta.allocated, as the budget counts it), which version of it
+    the index holds (a file written over since has another response time), and
+    when a soft purge made it stale."""
 
     vid: str
     size: int
@@ -112,7 +113,7 @@ class Stored(NamedTuple):
 
     @classmethod
     def of(cls, meta: Meta) -> Stored:
-        return cls(meta.variant_id, meta.file_size, meta.response_time, meta.purged_at)
+        return cls(meta.variant_id, meta.allocated, meta.response_time, meta.purged_at)
 
 
 def variant_id(key: str, vary_names: tuple[str, ...], vary_values: tuple[str | None, ...]) -> str:
