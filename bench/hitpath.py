@@ -22,9 +22,7 @@ is asserted.
 from __future__ import annotations
 
 import argparse
-import grp
 import os
-import pwd
 import re
 import sys
 import textwrap
@@ -35,6 +33,7 @@ from pathlib import Path
 from harness import session
 from harness.errors import BenchError
 from harness.machine import children, cmdline, descendants, ensure_tool, proc_memory
+from harness.nginx import nginx_common, nginx_server, nginx_temp_paths, origin_requests
 from harness.servers import Server, free_ports, http_get, start_edge, wait_http
 from harness.stats import median, verdict
 from harness.wrk import WrkResult, run_wrk
@@ -84,31 +83,6 @@ def size_label(size: int) -> str:
 
 
 # ---------------------------------------------------------------------------- nginx
-
-
-def nginx_user_line() -> str:
-    """As root, nginx workers would switch to `nobody` and lose access to the temp dir."""
-    if os.geteuid() != 0:
-        return ""
-    return f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
-
-
-def nginx_common(home: Path, workers: int) -> str:
-    return f"""\
-{nginx_user_line()}
-worker_processes {workers};
-daemon off;
-pid {home}/nginx.pid;
-error_log {home}/error.log warn;
-events {{ worker_connections 4096; }}
-"""
-
-
-def nginx_temp_paths(home: Path) -> str:
-    return "\n".join(
-        f"    {kind}_temp_path {home}/tmp/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
 
 
 def origin_conf(home: Path, files: Path, port: int) -> str:
@@ -168,24 +142,13 @@ http {{
 
 
 def start_nginx(name: str, nginx: str, home: Path, conf_text: str) -> Server:
-    (home / "tmp").mkdir(parents=True, exist_ok=True)
-    conf = home / "nginx.conf"
-    conf.write_text(conf_text)
-    server = Server(
-        name, [nginx, "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf)], home
-    )
+    server = nginx_server(name, nginx, home, conf_text)
     server.start()
     return server
 
 
 def nginx_workers(master: int) -> list[int]:
     return [pid for pid in children(master) if "worker process" in cmdline(pid)]
-
-
-def origin_requests(port: int) -> int:
-    """nginx stub_status 'requests' total on the origin (the stub request included)."""
-    _, _, body = http_get(port, "/_stub")
-    return int(body.decode().splitlines()[2].split()[2])
 
 
 # ---------------------------------------------------------------------------- warm-up

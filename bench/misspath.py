@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import grp
 import http.client
 import os
-import pwd
 import re
 import resource
 import secrets
@@ -67,6 +65,7 @@ from harness.machine import (
     which,
     worker_pids,
 )
+from harness.nginx import nginx_common, nginx_server, nginx_temp_paths, origin_requests
 from harness.report import Report, note, run_line
 from harness.servers import Edge, Server, cache_status, free_ports, http_get, start_edge, wait_http
 from harness.stats import median, verdict
@@ -114,24 +113,10 @@ def pinned(cpu: int) -> Iterator[None]:
 
 
 def nginx_head(home: Path) -> str:
-    # As root, nginx workers would switch to `nobody` and lose access to the temp dir.
-    user = ""
-    if os.geteuid() == 0:
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
-    temp = "\n".join(
-        f"    {kind}_temp_path {home}/tmp/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
     return f"""\
-{user}
-worker_processes 1;
-daemon off;
-pid {home}/nginx.pid;
-error_log {home}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
+{nginx_common(home, 1)}http {{
     access_log off;
-{temp}
+{nginx_temp_paths(home)}
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
@@ -188,21 +173,10 @@ def proxy_conf(home: Path, cache: Path, origin_port: int, port: int) -> str:
 
 
 def start_nginx(name: str, nginx: str, home: Path, conf_text: str, cpu: int) -> Server:
-    (home / "tmp").mkdir(parents=True, exist_ok=True)
-    conf = home / "nginx.conf"
-    conf.write_text(conf_text)
-    server = Server(
-        name, [nginx, "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf)], home
-    )
+    server = nginx_server(name, nginx, home, conf_text)
     with pinned(cpu):
         server.start()
     return server
-
-
-def origin_requests(port: int) -> int:
-    """nginx stub_status 'requests' total on the origin (this request included)."""
-    _, _, body = http_get(port, "/_stub")
-    return int(body.decode().splitlines()[2].split()[2])
 
 
 def du_kib(path: Path) -> tuple[int, int]:

@@ -34,6 +34,7 @@ from typing import Any
 
 from harness import session
 from harness.machine import REPO, ensure_tool, neighbours
+from harness.nginx import nginx_common, nginx_temp_paths
 from harness.servers import Server, free_ports, wait_http
 from harness.stats import median
 
@@ -178,21 +179,10 @@ def run_client(client: str, url: str, count: int, concurrency: int) -> dict[str,
 
 
 def origin_conf(home: Path, port: int) -> str:
-    user = "user root root;" if os.geteuid() == 0 else ""
-    paths = "\n".join(
-        f"    {kind}_temp_path {home}/tmp/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
     return f"""\
-{user}
-worker_processes 1;
-daemon off;
-pid {home}/nginx.pid;
-error_log {home}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
+{nginx_common(home, 1)}http {{
     access_log off;
-{paths}
+{nginx_temp_paths(home)}
     keepalive_requests 1000000;
     keepalive_timeout 120s;
     server {{
