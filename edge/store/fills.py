@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import zlib
 from enum import StrEnum
 from pathlib import Path
 
-from pinedge.edge.store.generations import OUTCOME_COUNTS, OUTCOMES, SLOTS
+from pinedge.edge.store.generations import OUTCOME_COUNTS, OUTCOMES, SLOTS, checksum
 
 
 class FillVerdict(StrEnum):
@@ -67,7 +66,7 @@ class NodeFills:
                 return await asyncio.wait_for(asyncio.shield(ours), timeout)
             except TimeoutError:
                 return FillVerdict.TIMEOUT
-        crc = zlib.crc32(key.encode("utf-8", "surrogateescape"))
+        crc = checksum(key)
         slot = crc & (SLOTS - 1)
         if self._take(slot):
             return self._lead(key)
@@ -101,7 +100,7 @@ class NodeFills:
         if ours is None:
             return
         ours.set_result(outcome)
-        crc = zlib.crc32(key.encode("utf-8", "surrogateescape"))
+        crc = checksum(key)
         slot = crc & (SLOTS - 1)
         counters = self.counters
         counters[OUTCOMES + slot] = (crc & MARK) | CODES.get(outcome, 0)

@@ -27,13 +27,18 @@ OUTCOME_COUNTS = OUTCOMES + SLOTS
 COUNTERS = OUTCOME_COUNTS + SLOTS
 
 
+def checksum(key: str) -> int:
+    """The CRC-32 of a key, which every slot of it is taken from."""
+    return zlib.crc32(key.encode("utf-8", "surrogateescape"))
+
+
 def slot_of(key: str) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SLOTS - 1)
+    return checksum(key) & (SLOTS - 1)
 
 
 def slots_of(key: str) -> tuple[int, int]:
     """A key's generation slot and its presence counter's index."""
-    crc = zlib.crc32(key.encode("utf-8", "surrogateescape"))
+    crc = checksum(key)
     return crc & (SLOTS - 1), PRESENCE + (crc & (PRESENCE_SLOTS - 1))
 
 
