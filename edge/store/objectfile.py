@@ -338,20 +338,3 @@ def _json_meta(meta_bytes: bytes, offset: int, body_length: int) -> Meta | None:
     if meta.body_offset != offset or meta.body_length != body_length:
         return None
     return meta
-
-
-def read_body(path: Path, meta: Meta) -> bytes | None:
-    """The body if it is all there and matches its checksum; else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        body = os.pread(fd, meta.body_length + 1, meta.body_offset)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(body) != meta.body_length or zlib.crc32(body) != meta.body_crc:
-        return None
-    return body

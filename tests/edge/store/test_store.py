@@ -242,10 +242,9 @@ async def test_two_workers_decode_a_source_once_for_all_its_widths_and_formats(
 def _rewrite_in_first_format(path: Path) -> None:
     """Write a stored file again as the first releases did: magic PNE1, JSON meta
     holding the body's length, checksum and offset."""
-    meta = objectfile.read_meta(path)
-    assert meta is not None
-    body = objectfile.read_body(path, meta)
-    assert body is not None
+    stored = objectfile.read(path)
+    assert stored is not None
+    meta, body = stored
     fields = {
         "key": meta.key,
         "vary_names": list(meta.vary_names),
