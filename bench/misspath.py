@@ -827,7 +827,7 @@ def profile(lab: Lab, out: Path) -> Profile:
     try:
         pids = proxy.processes()
         for role in ("worker", "supervisor"):
-            path = out / f"misspath-{role}.raw"
+            path = out / f"{args.profile_scenario}-{role}.raw"
             files[role] = str(path)
             argv = [spy, "record", "--pid", str(pids[role]), "--rate", str(args.profile_rate)]
             argv += ["--format", "raw", "--output", str(path), "--nonblocking"]
@@ -839,7 +839,12 @@ def profile(lab: Lab, out: Path) -> Profile:
         for role, spy_proc in spies.items():
             if spy_proc.poll() is not None:
                 raise BenchError(f"py-spy on the {role} exited: {spy_proc.communicate()[0]}")
-        run = measure(lab, proxy, lua(lab.tmp, "miss", MISS_LUA), args.duration)
+        if args.profile_scenario == "mix":
+            warm(proxy, WARM_URLS)
+            script = lua(lab.tmp, "mix", MIX_LUA, seed=999, warm=WARM_URLS, share=args.miss_share)
+        else:
+            script = lua(lab.tmp, "miss", MISS_LUA)
+        run = measure(lab, proxy, script, args.duration)
     finally:
         said = {}
         for role, spy_proc in spies.items():
@@ -1154,12 +1159,13 @@ def memory_section(report: Report, args: argparse.Namespace, mem: dict[str, Memo
 def profile_section(report: Report, args: argparse.Namespace, prof: Profile) -> None:
     run = prof.run
     report.add(
-        "## Profile: pinedge on the miss path",
+        f"## Profile: pinedge in the {args.profile_scenario} scenario",
         "",
-        f"One `miss` run of {args.duration:g} s against a fresh pinedge, with `py-spy record "
+        f"One `{args.profile_scenario}` run of {args.duration:g} s against a fresh pinedge, "
+        "with `py-spy record "
         f"--rate {args.profile_rate} --format raw --nonblocking` on the worker and on the "
         f"supervisor (py-spy on CPU {LOAD_CPU}; Python frames only; samples of an idle "
-        f"thread left out): {run.rps:,.0f} misses/s under the profiler (other processes "
+        f"thread left out): {run.rps:,.0f} requests/s under the profiler (other processes "
         f"used {run.others:.0%} of the CPUs meanwhile). **Own time**: the "
         "samples in which the function was the innermost Python frame, lines merged; "
         "`Runner.run (asyncio/runners.py)` as innermost frame is time in the event loop's "
@@ -1298,6 +1304,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "use under 10%% of the CPUs (60; --quick 0)",
     )
     add("--profile", metavar="DIR", help="also a pinedge miss run under py-spy, files in DIR")
+    add(
+        "--profile-scenario",
+        choices=("miss", "mix"),
+        default="miss",
+        help="the scenario run under the profiler (miss)",
+    )
     add("--profile-rate", type=int, default=200, help="py-spy samples per second (200)")
     add("--profile-top", type=int, default=15, help="functions listed per process (15)")
     add("--py-spy", metavar="PATH", help="py-spy to use (default: the venv's, or on PATH)")
