@@ -49,10 +49,11 @@ CONNECTION_STATE: dict[str, tuple[type | tuple[type, ...], str]] = {
     "_upgraded": (bool, "an upgraded connection's bytes are not requests"),
     "_force_close": (bool, "a closing connection answers nothing more"),
     "_close": (bool, "a closing connection answers nothing more"),
-    "_waiter": (
-        (asyncio.Future, type(None)),
-        "start() awaits it when idle: only then may the hit path answer",
+    "_request_in_progress": (
+        bool,
+        "a request is in the handler: those behind it wait for its response",
     ),
+    "_waiter": ((asyncio.Future, type(None)), "start() awaits it when idle: a request wakes it"),
     "_messages": (deque, "requests queued for start(): those behind them must wait"),
     "_request_count": (int, "counts hits too, so handle_error knows a connection's first"),
     "_message_tail": (bytes, "bytes after an upgrade request, kept for its reader"),
@@ -73,6 +74,10 @@ CONNECTION_METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "extended: requests aiohttp cannot parse get the edge's answer",
     ),
     "_process_keepalive": ((), "extended: counts idle and head timeouts, answers 408"),
+    "finish_response": (
+        ("request", "resp", "start_time"),
+        "extended: notes whether the connection stays open after the response",
+    ),
     "_pause_reading_for_buffer": ((), "reading pauses while a large body goes out"),
     "_resume_reading_for_buffer": ((), "and resumes when it has gone"),
 }

@@ -4,7 +4,8 @@ connection rules an edge facing the internet needs.
 - Plain GETs that a fresh stored response answers are written straight from
   the parsed request (Edge.fast_hit): no request object, task or response
   object. Anything else — and anything behind a request still in progress, so
-  responses keep their order — goes through aiohttp to Edge.handle.
+  responses keep their order — goes through aiohttp to Edge.handle; once that
+  request's response is written, the hit path answers again.
 - A body larger than a slice goes out a slice at a time, each written when the
   client has taken the last: a client that stops reading holds at most a slice
   of this worker's memory, and requests behind it wait their turn.
@@ -47,6 +48,7 @@ from pinedge.edge.node.aiohttp_private import (
 )
 from pinedge.edge.node.clients import ClientTable, client_key
 from pinedge.edge.pipeline.deliver import SLICE, FileBody, error_bytes
+from pinedge.edge.pipeline.reader import one_bodiless_request
 
 log = logging.getLogger("pinedge.edge")
 
@@ -95,7 +97,8 @@ class EdgeConnection(RequestHandler):
     fast_hit: FastHit | None = None
     fast_hit_bytes: FastHitBytes | None = None
     refusals_logged: dict[str, float]
-    _parser_used = False
+    _parser_used = False  # the parser was fed bytes that may leave it within a request
+    _reusable = True  # the last response aiohttp wrote leaves the connection open
     _socket_fd = -1
     _socket: socket.socket | None = None
     _client: str | None = None  # the client's key for limits; None behind a trusted peer
@@ -174,27 +177,21 @@ class EdgeConnection(RequestHandler):
         if self._outgoing is not None:
             self._hold(data)
             return
+        idle = self._idle()
         if self.fast_hit_bytes is not None and not self._parser_used:
-            buffers = self.fast_hit_bytes(data, self._client)
-            if buffers is not None:
-                self._request_count += 1
-                self._write(buffers)
-                self._idle_from_now()
-                return
-            # From now on this connection's bytes go through the full parser, which
-            # must see every byte from here on.
-            self._parser_used = True
-        waiter = self._waiter
-        if (
-            self.fast_hit is None
-            or self._payload_parser is not None
-            or self._upgraded
-            or self._force_close
-            or self._close
-            or self._messages
-            or waiter is None
-            or waiter.done()
-        ):
+            if idle:
+                buffers = self.fast_hit_bytes(data, self._client)
+                if buffers is not None:
+                    self._request_count += 1
+                    self._write(buffers)
+                    self._idle_from_now()
+                    return
+            # The parser stays between requests, and the bytes path usable, while what it
+            # is fed is one whole bodiless request at a time; otherwise it must see every
+            # byte from here on.
+            if not one_bodiless_request(data):
+                self._parser_used = True
+        if self.fast_hit is None or not idle:
             count = self._request_count
             super().data_received(data)
             added = self._request_count - count
@@ -212,6 +209,27 @@ class EdgeConnection(RequestHandler):
             upgraded, tail = False, b""
         self._note_head(data, bool(messages))
         self._serve([only_http1(item) for item in messages], upgraded, tail)
+
+    def _idle(self) -> bool:
+        """Whether a request may be answered now: none is queued or being answered
+        (its response written whole and the connection kept open counts as
+        answered, even before aiohttp's start() comes back for the next)."""
+        return not (
+            self._request_in_progress
+            or self._messages
+            or not self._reusable
+            or self._payload_parser is not None
+            or self._upgraded
+            or self._force_close
+            or self._close
+        )
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        answered = await super().finish_response(request, resp, start_time)
+        self._reusable = bool(answered[0].keep_alive) and not answered[1]
+        return answered
 
     def _serve(self, messages: list[Any], upgraded: bool, tail: bytes) -> None:
         """Answer what the hit path can, in order; the rest goes to aiohttp."""

@@ -29,13 +29,16 @@ PLAIN_HEAD = re.compile(
     rf"(GET|HEAD) (/[!-~]*) HTTP/1\.1\r\n((?:[{TCHAR}]+:[\t -~]*\r\n){{0,15}})\r\n".encode()
 )
 PLAIN_FIELD = re.compile(rf"([{TCHAR}]+):[\t ]*([!-~](?:[\t -~]*[!-~])?|)[\t ]*\r\n".encode())
-PLAIN_REFUSED = FAST_PATH_BLOCKERS | {b"connection", b"expect", b"upgrade", b"te"}
+PLAIN_REFUSED = FAST_PATH_BLOCKERS | {b"expect", b"upgrade", b"te"}
+# Fields after which the parser may be left within a message or the connection ends.
+NOT_WHOLE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
 
 
 def plain_request(data: bytes) -> tuple[bool, bytes, str, list[tuple[bytes, bytes]]] | None:
     """(HEAD?, Host, target, fields) when `data` is exactly one bodiless GET/HEAD in
     plain HTTP/1.1 (visible ASCII, at most 15 fields, Host exactly once, none that
-    changes how the request is answered); None for anything else."""
+    changes how the request is answered, Connection only as keep-alive); None for
+    anything else."""
     if len(data) > PLAIN_MAX:
         return None
     match = PLAIN_HEAD.fullmatch(data)
@@ -47,6 +50,8 @@ def plain_request(data: bytes) -> tuple[bool, bytes, str, list[tuple[bytes, byte
         lowered = name.lower()
         if lowered in PLAIN_REFUSED:
             return None
+        if lowered == b"connection" and value.lower() != b"keep-alive":
+            return None
         if lowered == b"host":
             if host is not None:
                 return None
@@ -55,3 +60,19 @@ def plain_request(data: bytes) -> tuple[bool, bytes, str, list[tuple[bytes, byte
     if host is None:
         return None  # RFC 9112 §3.2: the general path answers 400
     return match.group(1) == b"HEAD", host, match.group(2).decode("ascii"), fields
+
+
+def one_bodiless_request(data: bytes) -> bool:
+    """Whether `data` is exactly one whole request head, with no body and nothing
+    that ends or hands over the connection: the parser, fed it, is left between
+    requests."""
+    if len(data) > PLAIN_MAX:
+        return False
+    match = PLAIN_HEAD.fullmatch(data)
+    if match is None:
+        return False
+    for name, value in PLAIN_FIELD.findall(match.group(3)):
+        lowered = name.lower()
+        if lowered in NOT_WHOLE or (lowered == b"connection" and value.lower() != b"keep-alive"):
+            return False
+    return True

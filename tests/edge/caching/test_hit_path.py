@@ -7,11 +7,12 @@ import asyncio
 import hashlib
 import os
 import re
+import socket
 
 import aiohttp
 import pytest
 from edge_support import RunningEdge, Scripted, StartEdge, send
-from support import PHOTOS
+from support import PHOTOS, running_node, sample
 
 IGNORED = {"date", "server", "age"}  # age: the two edges may straddle a second
 
@@ -84,6 +85,93 @@ async def test_pipelined_requests_are_answered_in_order_across_hits_and_misses(
     bodies = [answer.rsplit(b"\r\n\r\n", 1)[1] for answer in answers]
     assert bodies == [b"HOT", b"COLD", b"HOT", b"HOT"]
     assert b"fwd=miss" in answers[1] and b"; hit" in answers[3]
+
+
+async def test_hits_after_a_miss_on_a_connection_are_answered_by_the_hit_path_again(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    """A keep-alive client alternating misses and hits (the traffic of any page
+    that mixes new and known images) keeps the hit path: docs/operations.md says
+    its hits are counted but not timed, and only the misses go through aiohttp."""
+    scripted.reply("/hot", b"HOT", headers={"Cache-Control": "max-age=60"})
+    for number in range(20):
+        scripted.reply(f"/new{number}", b"NEW", headers={"Cache-Control": "max-age=60"})
+    edge = await start_edge(scripted.url, fast_path=True)
+    await send(client, edge.url + "/hot")
+    before = await edge.metrics(client)
+    request = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for number in range(20):
+            for path, body in ((b"/new%d" % number, b"NEW"), (b"/hot", b"HOT"), (b"/hot", b"HOT")):
+                writer.write(request % path)
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(3) == body
+    finally:
+        writer.close()
+    after = await edge.metrics(client)
+    counted = "pinedge_requests_total", {"cache": "hit"}
+    timed = "pinedge_request_duration_seconds_count", {"cache": "hit"}
+    assert sample(after, counted[0], **counted[1]) - sample(before, counted[0], **counted[1]) == 40
+    assert sample(after, timed[0], **timed[1]) == sample(before, timed[0], **timed[1])
+    assert sample(after, "pinedge_requests_total", cache="miss") == 21
+
+
+def alternate_misses_and_hits(url: str, count: int) -> list[bytes]:
+    """On one connection, as fast as the answers come: a new URL, then /hot twice,
+    `count` times over; the bodies read."""
+    host, port = url.removeprefix("http://").split(":")
+    request = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    bodies = []
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        stream = sock.makefile("rb")
+        for number in range(count):
+            for path in (b"/new%d" % number, b"/hot", b"/hot"):
+                sock.sendall(request % path)
+                length = 0
+                while (line := stream.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                bodies.append(stream.read(length))
+    return bodies
+
+
+async def test_a_client_that_answers_at_once_keeps_the_hit_path_after_each_miss(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    """The same through a node of its own against a client in another thread, which
+    sends its next request the moment a miss's answer arrives, before aiohttp's
+    request loop has come back for it."""
+    scripted.reply("/hot", b"HOT", headers={"Cache-Control": "max-age=60"})
+    for number in range(200):
+        scripted.reply(f"/new{number}", b"NEW", headers={"Cache-Control": "max-age=60"})
+    async with running_node(client, scripted.url) as node:
+        await send(client, node.url + "/hot")
+        bodies = await asyncio.to_thread(alternate_misses_and_hits, node.url, 200)
+        assert bodies == [b"NEW", b"HOT", b"HOT"] * 200
+        await asyncio.sleep(1.2)  # a worker reports its counters once a second
+        async with client.get(node.admin + "/metrics") as response:
+            text = await response.text()
+    assert sample(text, "pinedge_requests_total", cache="hit") == 400
+    assert sample(text, "pinedge_request_duration_seconds_count", cache="hit") == 0
+
+
+async def test_no_request_is_answered_after_a_response_that_closes_the_connection(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    scripted.reply("/hot", b"HOT", headers={"Cache-Control": "max-age=60"})
+    scripted.reply("/last", b"LAST", headers={"Cache-Control": "max-age=60"})
+    await send(client, edge.url + "/hot")
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /last HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"connection: close" in head.lower() and await reader.readexactly(4) == b"LAST"
+    writer.write(b"GET /hot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    writer.close()
 
 
 async def test_a_burst_of_pipelined_hits_longer_than_the_parser_queue_is_answered_whole(
