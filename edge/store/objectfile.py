@@ -55,10 +55,13 @@ class Meta:
     # Set by the owner, never written: when a soft purge made this response
     # stale (the worker serves it as stale from then on).
     purged_at: float | None = None
+    # variant_id() of the above when the writer had it (a SHA-256: worked out once
+    # per stored response and carried to the owner with the rest), else "".
+    vid: str = ""
 
     @property
     def variant_id(self) -> str:
-        return variant_id(self.key, self.vary_names, self.vary_values)
+        return self.vid or variant_id(self.key, self.vary_names, self.vary_values)
 
     @property
     def file_size(self) -> int:
@@ -84,6 +87,7 @@ class Meta:
             self.body_crc,
             self.body_offset,
             self.purged_at,
+            self.variant_id,
         )
 
     @classmethod
@@ -163,8 +167,9 @@ def _pack_meta(fields: dict[str, Any]) -> bytes:
     return meta
 
 
-def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
-    """Write a stored response; `fields` are Meta's fields but the body's."""
+def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Meta:
+    """Write a stored response; `fields` are Meta's fields but the body's, `vid`
+    their variant_id() if the caller has it."""
     meta_bytes = _pack_meta(fields)
     body_crc = zlib.crc32(body)
     header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
@@ -180,8 +185,9 @@ def write(root: Path, fields: dict[str, Any], body: bytes) -> Meta:
         len(body),
         body_crc,
         HEADER.size + len(meta_bytes),
+        vid=vid or variant_id(fields["key"], fields["vary_names"], fields["vary_values"]),
     )
-    vid = meta.variant_id
+    vid = meta.vid
     final = f"{root}/objects/{vid[:2]}/{vid}"  # object_path(), without pathlib's cost
     data: tuple[bytes, ...] = (header, meta_bytes, body)
     if len(body) < 65536:

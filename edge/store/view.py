@@ -170,9 +170,11 @@ class SharedStore:
         }
         if len(entry.body) > EXECUTOR_THRESHOLD:
             loop = asyncio.get_running_loop()
-            meta = await loop.run_in_executor(None, objectfile.write, self.root, fields, entry.body)
+            meta = await loop.run_in_executor(
+                None, objectfile.write, self.root, fields, entry.body, entry.vid
+            )
         else:
-            meta = objectfile.write(self.root, fields, entry.body)
+            meta = objectfile.write(self.root, fields, entry.body, entry.vid)
         counters = self.counters
         slot = slot_of(entry.key)
         generation = counters[slot]
