@@ -59,6 +59,33 @@ async def test_a_node_restarted_on_a_warm_cache_dir_serves_its_objects_as_hits(
 
 
 @pytest.mark.slow
+async def test_a_restart_on_a_smaller_budget_keeps_the_newest_objects_and_drops_strays(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Files are indexed again oldest first, so a budget that no longer holds them
+    all evicts the oldest; a file the store did not write is dropped, not served."""
+    for index in range(8):
+        scripted.reply(f"/o{index}", os.urandom(30_000), headers={"Cache-Control": "max-age=600"})
+    store = tmp_path / "store"
+    async with running_node(client, scripted.url, "--cache-dir", str(store)) as node:
+        for index in range(8):
+            await send(client, f"{node.url}/o{index}")
+            await asyncio.sleep(0.02)  # distinct modification times, in request order
+    stray = store / "objects" / "ab" / "not-a-variant-id"
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"stray")
+    # Each object takes 32 KiB and 1 KiB of inode as the store counts it: room for 3.
+    flags = ("--cache-dir", str(store), "--cache-disk", str(3 * 33 * 1024 + 512))
+    async with running_node(client, scripted.url, *flags) as node:
+        assert await node.metric(client, "pinedge_store_objects") == 3
+        assert await node.metric(client, "pinedge_store_dropped_total") == 1
+        for index in (5, 6, 7):
+            assert (await send(client, f"{node.url}/o{index}")).hit
+        assert not (await send(client, f"{node.url}/o0")).hit
+    assert not stray.exists()
+
+
+@pytest.mark.slow
 async def test_a_truncated_store_file_is_dropped_at_start_and_never_served(
     scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
