@@ -65,7 +65,13 @@ from harness.machine import (
     which,
     worker_pids,
 )
-from harness.nginx import nginx_common, nginx_server, nginx_temp_paths, origin_requests
+from harness.nginx import (
+    fill_through,
+    nginx_common,
+    nginx_server,
+    nginx_temp_paths,
+    origin_requests,
+)
 from harness.report import Report, note, run_line
 from harness.servers import Edge, Server, cache_status, free_ports, http_get, start_edge, wait_http
 from harness.stats import median, verdict
@@ -685,28 +691,8 @@ def fill(lab: Lab, proxy: Proxy, total: int, prefix: str) -> float:
     limit = int(60 + total / 100)
     argv = [lab.wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{limit}s"]
     argv += ["--timeout", "30s", "-s", str(script), f"http://127.0.0.1:{proxy.port}"]
-    before = origin_requests(lab.origin_port)
-    started = time.monotonic()
     with pinned(LOAD_CPU):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    polls = 0  # each reading of the origin's counter is a request it counts
-    try:
-        while proc.poll() is None:
-            polls += 1
-            if origin_requests(lab.origin_port) - before - polls >= total:
-                break
-            time.sleep(0.1)
-        seconds = time.monotonic() - started
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    fetched = origin_requests(lab.origin_port) - before - polls - 1
-    if fetched < total:
-        raise BenchError(f"fill: the origin saw {fetched} of {total} objects:\n{out}\n{err}")
+        seconds, out = fill_through(argv, lab.origin_port, total)
     result = parse_wrk(out)
     if result.errors:
         note(f"fill through {proxy.kind}: {result.errors}")

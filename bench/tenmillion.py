@@ -38,7 +38,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,12 @@ from typing import Any
 
 from harness.errors import BenchError
 from harness.machine import ensure_tool, proc_memory, worker_pids
-from harness.nginx import nginx_common, nginx_server, nginx_temp_paths, origin_requests
+from harness.nginx import (
+    fill_through,
+    nginx_common,
+    nginx_server,
+    nginx_temp_paths,
+)
 from harness.report import Report, note, run_line, write_json
 from harness.servers import Edge, Server, free_ports, http_get, metric, pinedge_env, start_edge
 from harness.wrk import parse_wrk
@@ -277,33 +281,14 @@ class Bench:
         assert self.edge is not None
         argv = [self.wrk_path, "-t1", f"-c{args.connections}", f"-d{int(600 + total / 100)}s"]
         argv += ["--timeout", "30s", "-s", str(script), f"http://127.0.0.1:{self.edge.port}"]
-        before = origin_requests(self.origin_port)
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        polls, next_snapshot = 0, args.snapshot_every
-        try:
-            while proc.poll() is None:
-                polls += 1
-                fetched = origin_requests(self.origin_port) - before - polls
-                if fetched >= total:
-                    break
-                if snapshots and fetched >= next_snapshot:
-                    self.results.snapshots.append(self.snapshot(f"fill {next_snapshot:,}"))
-                    next_snapshot += args.snapshot_every
-                time.sleep(0.5)
-            seconds = time.monotonic() - started
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        fetched = origin_requests(self.origin_port) - before - polls - 1
-        if fetched < total:
-            raise BenchError(
-                f"fill: the origin saw {fetched:,} of {total:,} objects:\n{out}\n{err}"
-            )
+        due = [args.snapshot_every]
+
+        def progress(fetched: int) -> None:
+            if snapshots and fetched >= due[0]:
+                self.results.snapshots.append(self.snapshot(f"fill {due[0]:,}"))
+                due[0] += args.snapshot_every
+
+        seconds, _ = fill_through(argv, self.origin_port, total, progress, poll=0.5)
         return seconds
 
     def settle(self, want: float, timeout: float = 60.0) -> float:
