@@ -441,7 +441,8 @@ def report(args: argparse.Namespace, results: Results) -> Report:
         f"{results.objects:,} objects of {results.size:,} bytes, {args.per_board:,} to a tag; "
         f"`pinedge edge --workers {results.workers} --cache-dir DIR --cache-disk "
         f"{results.budget:,}`; wrk `-t1 -c{args.connections}`. Fill: "
-        f"{results.fill_seconds:,.0f} s ({results.objects / results.fill_seconds:,.0f} objects/s).",
+        f"{results.fill_seconds:,.0f} s ({results.objects / max(results.fill_seconds, 1e-9):,.0f} "
+        "objects/s).",
         "",
     )
     rows = []
@@ -470,29 +471,35 @@ def report(args: argparse.Namespace, results: Results) -> Report:
         rows,
         "lrrrrrrrrrrr",
     )
-    empty, filled = results.snapshots[0], next(s for s in results.snapshots if s.step == "filled")
+    empty = results.snapshots[0]
+    filled = next((s for s in results.snapshots if s.step == "filled"), results.snapshots[-1])
     grown = filled.objects - empty.objects
     if grown > 0:
         for kind in ("VmRSS", "RssAnon"):
             per = (filled.owner[kind] - empty.owner[kind]) / grown
             out.add(f"- owner {kind} growth: **{per:,.0f} bytes per object** (target ≤ 400)")
-    out.add(
-        f"- hits: {results.hits['rps']:,.0f} req/s, {results.hits['hit_share']:.1%} answered "
-        "from the store",
-        f"- misses: {results.misses['rps']:,.0f} req/s",
-    )
+    if results.hits:
+        out.add(
+            f"- hits: {results.hits['rps']:,.0f} req/s, {results.hits['hit_share']:.1%} "
+            "answered from the store",
+            f"- misses: {results.misses['rps']:,.0f} req/s",
+        )
     for purge in results.purges:
         out.add(
             f"- purge board-{purge['board']}: {purge['purged']:,} objects in "
             f"{purge['took_ms']:,.1f} ms (request {purge['wall_ms']:,.1f} ms)"
         )
     pressure = results.pressure
+    if not pressure:
+        return out
     out.add(
         f"- pressure: {pressure['objects']:,} more objects in {pressure['seconds']:,.0f} s, "
         f"{pressure['evicted']:,.0f} evicted; accounted {pressure['store_bytes'] / GiB:,.2f} GiB "
         f"of a {pressure['budget'] / GiB:,.2f} GiB budget",
     )
     restart = results.restart
+    if "hits" not in restart:
+        return out
     out.add(
         f"- restart: stopped in {restart['stop_seconds']:,.1f} s, ready in "
         f"{restart['ready_seconds']:,.1f} s, {restart['kept']:,.0f} of "
@@ -522,7 +529,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--duration", type=float, default=10.0, help="seconds of each wrk run (10)")
     add("--connections", type=int, default=50, help="wrk connections (50)")
     add("--snapshot-every", type=int, default=1_000_000, help="objects between snapshots")
-    add("--restart-timeout", type=float, default=1800.0, help="seconds a restart may take")
+    add(
+        "--restart-timeout",
+        type=float,
+        default=10800.0,
+        help="seconds a restart may take (3 h: ten million files read from a cold disk "
+        "took over 30 min here)",
+    )
     add("--seed", type=int, default=14)
     add("--md", metavar="FILE", help="also write the report to FILE")
     add("--json", metavar="FILE", help="every number as JSON to FILE")
@@ -542,13 +555,19 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_text)
         store = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(dir="/var/tmp"))
         bench = Bench(args, tmp, store)
+        failed = ""
         try:
             results = bench.run()
+        except BenchError as exc:  # what was measured before it is still reported
+            failed = str(exc)
+            results = bench.results
         finally:
             bench.close()
             if not args.dir:
                 shutil.rmtree(store, ignore_errors=True)
     out = report(args, results)  # printed as it is made
+    if failed:
+        out.add("", f"**The run stopped here**: {failed}")
     if args.md:
         Path(args.md).write_text(out.text())
     if args.json:
