@@ -39,24 +39,19 @@ def plain_request(data: bytes) -> tuple[bool, bytes, str, list[tuple[bytes, byte
     plain HTTP/1.1 (visible ASCII, at most 15 fields, Host exactly once, none that
     changes how the request is answered, Connection only as keep-alive); None for
     anything else."""
-    if len(data) > PLAIN_MAX:
+    head = _whole_head(data)
+    if head is None:
         return None
-    match = PLAIN_HEAD.fullmatch(data)
-    if match is None:
-        return None
+    match, fields = head
     host = None
-    fields = []
-    for name, value in PLAIN_FIELD.findall(match.group(3)):
+    for name, value in fields:
         lowered = name.lower()
         if lowered in PLAIN_REFUSED:
-            return None
-        if lowered == b"connection" and value.lower() != b"keep-alive":
             return None
         if lowered == b"host":
             if host is not None:
                 return None
             host = value
-        fields.append((name, value))
     if host is None:
         return None  # RFC 9112 §3.2: the general path answers 400
     return match.group(1) == b"HEAD", host, match.group(2).decode("ascii"), fields
@@ -66,13 +61,21 @@ def one_bodiless_request(data: bytes) -> bool:
     """Whether `data` is exactly one whole request head, with no body and nothing
     that ends or hands over the connection: the parser, fed it, is left between
     requests."""
+    return _whole_head(data) is not None
+
+
+def _whole_head(data: bytes) -> tuple[re.Match[bytes], list[tuple[bytes, bytes]]] | None:
+    """The match of `data` as one whole request head and its fields, unless it is
+    longer than PLAIN_MAX, is anything else, or has a field of NOT_WHOLE or a
+    Connection other than keep-alive."""
     if len(data) > PLAIN_MAX:
-        return False
+        return None
     match = PLAIN_HEAD.fullmatch(data)
     if match is None:
-        return False
-    for name, value in PLAIN_FIELD.findall(match.group(3)):
+        return None
+    fields: list[tuple[bytes, bytes]] = PLAIN_FIELD.findall(match.group(3))
+    for name, value in fields:
         lowered = name.lower()
         if lowered in NOT_WHOLE or (lowered == b"connection" and value.lower() != b"keep-alive"):
-            return False
-    return True
+            return None
+    return match, fields
