@@ -73,7 +73,17 @@ from harness.nginx import (
     origin_requests,
 )
 from harness.report import Report, note, run_line
-from harness.servers import Edge, Server, cache_status, free_ports, http_get, start_edge, wait_http
+from harness.servers import (
+    Edge,
+    Server,
+    cache_status,
+    free_ports,
+    http_get,
+    settled,
+    start_edge,
+    wait_http,
+)
+from harness.servers import requests_by_cache as by_cache
 from harness.stats import median, verdict
 from harness.wrk import WrkResult, parse_wrk, run_wrk, wrk_version
 
@@ -439,13 +449,7 @@ def proc_cpu(pids: dict[str, int]) -> dict[str, float]:
 def requests_by_cache(proxy: Proxy) -> Counter[str]:
     """pinedge: requests so far by the `cache` label of pinedge_requests_total."""
     assert proxy.edge is not None
-    _, _, body = http_get(proxy.edge.admin, "/metrics")
-    counts: Counter[str] = Counter()
-    for line in body.decode().splitlines():
-        if line.startswith("pinedge_requests_total{"):
-            label = re.search(r'cache="([^"]*)"', line)
-            counts[label.group(1) if label else "?"] += int(float(line.rsplit(" ", 1)[1]))
-    return counts
+    return Counter({k: int(v) for k, v in by_cache(proxy.edge.admin).items()})
 
 
 def pinedge_metric(proxy: Proxy, name: str) -> float:
@@ -702,21 +706,14 @@ def fill(lab: Lab, proxy: Proxy, total: int, prefix: str) -> float:
 def indexed(proxy: Proxy, want: float, timeout: float = 30.0) -> float:
     """Objects the proxy holds, once it holds `want` or the count stops moving for 3 s
     (pinedge: pinedge_store_objects; nginx: files in its cache directory)."""
-    deadline = time.monotonic() + timeout
-    last, since = -1.0, time.monotonic()
-    while True:
+
+    def count() -> float:
         if proxy.edge:
-            count = pinedge_metric(proxy, "pinedge_store_objects")
-        else:
-            store = proxy.store_dir()
-            count = float(sum(len(n) for _, _, n in os.walk(store))) if store else 0.0
-        if count >= want or time.monotonic() > deadline:
-            return count
-        if count != last:
-            last, since = count, time.monotonic()
-        elif time.monotonic() - since > 3:
-            return count
-        time.sleep(0.2)
+            return pinedge_metric(proxy, "pinedge_store_objects")
+        store = proxy.store_dir()
+        return float(sum(len(n) for _, _, n in os.walk(store))) if store else 0.0
+
+    return settled(count, want, timeout)
 
 
 def memory_scenario(lab: Lab, kind: str) -> Memory:

@@ -56,7 +56,17 @@ from harness.nginx import (
     nginx_temp_paths,
 )
 from harness.report import Report, note, run_line, write_json
-from harness.servers import Edge, Server, free_ports, http_get, metric, pinedge_env, start_edge
+from harness.servers import (
+    Edge,
+    Server,
+    free_ports,
+    http_get,
+    metric,
+    pinedge_env,
+    requests_by_cache,
+    settled,
+    start_edge,
+)
 from harness.wrk import parse_wrk
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
@@ -89,15 +99,20 @@ def origin_conf(home: Path, files: Path, port: int) -> str:
 """
 
 
-LUA_FILL = """
-local first, total, per_board, threads = {first}, {total}, {per_board}, {threads}
-local i = 0
+# Each wrk thread numbered from 0, in `id`.
+LUA_THREAD_IDS = """
 local id = 0
 local next_id = 0
 function setup(thread)
   thread:set("id", next_id)
   next_id = next_id + 1
 end
+"""
+
+LUA_FILL = (
+    LUA_THREAD_IDS
+    + """local first, total, per_board, threads = {first}, {total}, {per_board}, {threads}
+local i = 0
 -- objects first + id, first + id + threads, ... below first + total, each once;
 -- then the first again (a hit) until stopped
 function request()
@@ -109,15 +124,11 @@ function request()
   return wrk.format(nil, "/g/0/o0")
 end
 """
+)
 
-LUA_HITS = """
-local filled, per_board, seed = {filled}, {per_board}, {seed}
-local id = 0
-local next_id = 0
-function setup(thread)
-  thread:set("id", next_id)
-  next_id = next_id + 1
-end
+LUA_HITS = (
+    LUA_THREAD_IDS
+    + """local filled, per_board, seed = {filled}, {per_board}, {seed}
 function init(args)
   math.randomseed(seed + id)
 end
@@ -126,6 +137,7 @@ function request()
   return wrk.format(nil, "/g/" .. math.floor(k / per_board) .. "/o" .. k)
 end
 """
+)
 
 LUA_MISSES = """
 local nonce = "{nonce}"
@@ -293,27 +305,11 @@ class Bench:
 
     def settle(self, want: float, timeout: float = 60.0) -> float:
         """pinedge_store_objects once it reaches `want` or stops moving for 3 s."""
-        deadline = time.monotonic() + timeout
-        last, since = -1.0, time.monotonic()
-        while True:
-            count = self.gauge("pinedge_store_objects")
-            if count >= want or time.monotonic() > deadline:
-                return count
-            if count != last:
-                last, since = count, time.monotonic()
-            elif time.monotonic() - since > 3:
-                return count
-            time.sleep(0.5)
+        return settled(lambda: self.gauge("pinedge_store_objects"), want, timeout, poll=0.5)
 
     def by_cache(self) -> dict[str, float]:
         assert self.edge is not None
-        _, _, body = http_get(self.edge.admin, "/metrics")
-        counts: dict[str, float] = {}
-        for line in body.decode().splitlines():
-            if line.startswith("pinedge_requests_total{"):
-                label = line.split('cache="', 1)[1].split('"', 1)[0]
-                counts[label] = counts.get(label, 0.0) + float(line.rsplit(" ", 1)[1])
-        return counts
+        return requests_by_cache(self.edge.admin)
 
     def timed_load(self, name: str, script: Path) -> dict[str, Any]:
         before = self.by_cache()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -252,3 +253,30 @@ def metric(admin: int, name: str) -> float:
         if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def requests_by_cache(admin: int) -> dict[str, float]:
+    """A node's requests so far by the `cache` label of pinedge_requests_total."""
+    _, _, body = http_get(admin, "/metrics")
+    counts: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("pinedge_requests_total{"):
+            found = re.search(r'cache="([^"]*)"', line)
+            label = found.group(1) if found else "?"
+            counts[label] = counts.get(label, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def settled(read: Callable[[], float], want: float, timeout: float, poll: float = 0.2) -> float:
+    """`read()` once it reaches `want`, stops moving for 3 s, or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    while True:
+        count = read()
+        if count >= want or time.monotonic() > deadline:
+            return count
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since > 3:
+            return count
+        time.sleep(poll)
