@@ -236,27 +236,49 @@ def _write_all(fd: int, data: tuple[bytes, ...]) -> None:
 
 
 FIRST_READ = 65536  # bytes read at once: all of a small file, the head of a large one
+META_READ = 4096  # bytes read at once for the meta alone: the header and a usual meta
+
+Head = tuple[bytes, bytes, int, int, int, bytes, int]
+
+
+def _read_head(fd: int, first: int) -> Head | None:
+    """(magic, meta bytes, body offset, body length, body crc, the bytes read, file
+    size) when the header holds, the file is as long as it says and the meta's
+    checksum holds; else None. Reads up to `first` bytes in one call."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, min(size, first), 0)
+    if len(data) < HEADER.size:
+        return None
+    magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack_from(data)
+    offset = HEADER.size + meta_length
+    if magic not in (MAGIC, MAGIC_JSON) or meta_length > META_LIMIT:
+        return None
+    if size != offset + body_length:
+        return None
+    if offset <= len(data):
+        meta_bytes = data[HEADER.size : offset]
+    else:
+        meta_bytes = os.pread(fd, meta_length, HEADER.size)
+    if len(meta_bytes) != meta_length or zlib.crc32(meta_bytes) != meta_crc:
+        return None
+    return magic, meta_bytes, offset, body_length, body_crc, data, size
 
 
 def read_meta(path: Path) -> Meta | None:
     """The file's meta if its header, meta checksum and length hold; else None."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(HEADER.size)
-            if len(head) != HEADER.size:
-                return None
-            magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack(head)
-            if magic not in (MAGIC, MAGIC_JSON) or meta_length > META_LIMIT:
-                return None
-            meta_bytes = handle.read(meta_length)
-            size = os.fstat(handle.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
-    if len(meta_bytes) != meta_length or zlib.crc32(meta_bytes) != meta_crc:
+    try:
+        head = _read_head(fd, META_READ)
+    except OSError:
         return None
-    offset = HEADER.size + meta_length
-    if size != offset + body_length:
+    finally:
+        os.close(fd)
+    if head is None:
         return None
+    magic, meta_bytes, offset, body_length, body_crc, _, _ = head
     return _meta(magic, meta_bytes, offset, body_length, body_crc)
 
 
@@ -269,27 +291,15 @@ def read(path: Path) -> tuple[Meta, bytes] | None:
     except OSError:
         return None
     try:
-        size = os.fstat(fd).st_size
-        data = os.pread(fd, min(size, FIRST_READ), 0)
-        if len(data) < HEADER.size:
+        head = _read_head(fd, FIRST_READ)
+        if head is None:
             return None
-        magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack_from(data)
-        offset = HEADER.size + meta_length
-        if magic not in (MAGIC, MAGIC_JSON) or meta_length > META_LIMIT:
-            return None
-        if size != offset + body_length:
-            return None
-        if offset <= len(data):
-            meta_bytes = data[HEADER.size : offset]
-        else:
-            meta_bytes = os.pread(fd, meta_length, HEADER.size)
+        magic, meta_bytes, offset, body_length, body_crc, data, size = head
         body = data[offset:] if size <= len(data) else os.pread(fd, body_length, offset)
     except OSError:
         return None
     finally:
         os.close(fd)
-    if len(meta_bytes) != meta_length or zlib.crc32(meta_bytes) != meta_crc:
-        return None
     if len(body) != body_length or zlib.crc32(body) != body_crc:
         return None
     meta = _meta(magic, meta_bytes, offset, body_length, body_crc)
