@@ -83,8 +83,8 @@ class Index:
         del times
         for number in order:
             name = vids[number * VID_BYTES : (number + 1) * VID_BYTES].hex()
-            path = f"{objects}/{name[:2]}/{name}"
-            meta = objectfile.read_meta(Path(path))
+            path = objectfile.object_path_text(self.root, name)
+            meta = objectfile.read_meta(path)
             if meta is None or meta.variant_id != name:
                 self._drop_damaged(path)
                 continue

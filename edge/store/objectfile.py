@@ -134,11 +134,17 @@ def object_path(root: Path, vid: str) -> Path:
     return root / "objects" / vid[:2] / vid
 
 
+def object_path_text(root: Path, vid: str) -> str:
+    """object_path() as a string, without pathlib's cost: the owner removes a file
+    for every eviction and reads one for every file at a restart, and a worker
+    writes one for every miss."""
+    return f"{root}/objects/{vid[:2]}/{vid}"
+
+
 def remove(root: Path, vid: str) -> None:
-    """Remove a stored file, if it is there (without pathlib's cost: the owner
-    removes one for every eviction)."""
+    """Remove a stored file, if it is there."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"{root}/objects/{vid[:2]}/{vid}")
+        os.unlink(object_path_text(root, vid))
 
 
 # msgpack.packb makes a Packer per call, with a 256 KiB buffer: in a worker, whose
@@ -188,7 +194,7 @@ def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Met
         vid=vid or variant_id(fields["key"], fields["vary_names"], fields["vary_values"]),
     )
     vid = meta.vid
-    final = f"{root}/objects/{vid[:2]}/{vid}"  # object_path(), without pathlib's cost
+    final = object_path_text(root, vid)
     data: tuple[bytes, ...] = (header, meta_bytes, body)
     if len(body) < 65536:
         data = (b"".join(data),)
@@ -264,7 +270,7 @@ def _read_head(fd: int, first: int) -> Head | None:
     return magic, meta_bytes, offset, body_length, body_crc, data, size
 
 
-def read_meta(path: Path) -> Meta | None:
+def read_meta(path: Path | str) -> Meta | None:
     """The file's meta if its header, meta checksum and length hold; else None."""
     try:
         fd = os.open(path, os.O_RDONLY)
