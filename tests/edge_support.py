@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,3 +196,45 @@ def our_entry(headers: MultiMapping[str]) -> list[str]:
 def ttl(entry: list[str]) -> int:
     """The ttl parameter of a Cache-Status entry split by our_entry."""
     return int(next(p for p in entry if p.startswith("ttl=")).removeprefix("ttl="))
+
+
+# An origin's answer with a field of each kind an edge treats apart: its own
+# (Surrogate-Key), a validator, one it keeps, another cache's Cache-Status.
+VARIED_FIELDS = {
+    "Cache-Control": "max-age=60",
+    "ETag": '"v1"',
+    "Surrogate-Key": "a b",
+    "X-Custom": "kept",
+    "Cache-Status": "upstream; hit",
+}
+IGNORED = {"date", "server", "age"}  # age: the two edges may straddle a second
+
+
+def comparable(headers: object) -> set[tuple[str, str]]:
+    """A response's fields for comparing two edges: without the clock's (Date, Age,
+    the ttl in Cache-Status, which may straddle a second between them)."""
+    return {
+        (k.lower(), re.sub(r"; ttl=-?\d+", "", v) if k.lower() == "cache-status" else v)
+        for k, v in headers.items()  # type: ignore[attr-defined]  # a multidict
+        if k.lower() not in IGNORED
+    }
+
+
+async def raw_exchange(edge: RunningEdge, payload: bytes, responses: int) -> list[bytes]:
+    """Send `payload` on one connection and read `responses` HTTP responses back."""
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    out = []
+    async with asyncio.timeout(5):
+        for _ in range(responses):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            out.append(head + await reader.readexactly(length))
+    writer.close()
+    return out

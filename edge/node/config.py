@@ -260,7 +260,9 @@ class EdgeConfig:
     compression: bool = setting(True, doc="compress text with br, zstd or gzip by Accept-Encoding")
     compress_min_size: int = size_field("1KiB", doc="smaller text is sent as it is")
     fast_path: bool = setting(
-        True, doc="answer plain hits straight from the parsed request (false: always handle())"
+        True,
+        doc="answer plain hits, and plain misses that store, straight from the request's "
+        "bytes (false: always handle())",
     )
     targeted_fields: list[str] = setting(
         ["CDN-Cache-Control", "Surrogate-Control"],

@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -57,6 +57,12 @@ REFUSAL_LOG_EVERY = 60.0  # seconds between log lines about one client's refused
 
 FastHit = Callable[[RawRequestMessage, str | None], list[bytes | FileBody] | None]
 FastHitBytes = Callable[[bytes, str | None], list[bytes | FileBody] | None]
+# The miss path's start (misspath.MissPath.start): request bytes, client key, peer
+# address and the connection's transport → the work of answering, or None.
+FastMiss = Callable[
+    [bytes, str | None, str | None, Callable[[], asyncio.BaseTransport | None]],
+    Coroutine[Any, Any, Any] | None,
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,12 @@ class EdgeConnection(RequestHandler):
     clients: ClientTable | None = None
     fast_hit: FastHit | None = None
     fast_hit_bytes: FastHitBytes | None = None
+    fast_miss: FastMiss | None = None
     refusals_logged: dict[str, float]
+    handover: Any = None  # a miss the miss path hands to Edge.handle with its request
+    _miss: asyncio.Task[None] | None = None  # the miss path answering this connection
+    _handover_taken: asyncio.Future[None] | None = None  # for shutdown() to wait on
+    _peer: str | None = None
     _parser_used = False  # the parser was fed bytes that may leave it within a request
     _reusable = True  # the last response aiohttp wrote leaves the connection open
     _socket_fd = -1
@@ -118,6 +129,7 @@ class EdgeConnection(RequestHandler):
         policy = self.policy
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) else None
+        self._peer = address
         if address is not None and address not in policy.trusted:
             self._client = client_key(address, policy.ipv4_prefix, policy.ipv6_prefix)
         table = self.clients
@@ -169,12 +181,14 @@ class EdgeConnection(RequestHandler):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        if self.handover is not None:
+            self.take_handover().close()
         super().connection_lost(exc)
 
     # ── requests in ──────────────────────────────────────────────────────────
 
     def data_received(self, data: bytes) -> None:
-        if self._outgoing is not None:
+        if self._outgoing is not None or self._miss is not None:
             self._hold(data)
             return
         idle = self._idle()
@@ -186,20 +200,18 @@ class EdgeConnection(RequestHandler):
                     self._write(buffers)
                     self._idle_from_now()
                     return
+                if self.fast_miss is not None:
+                    work = self.fast_miss(data, self._client, self._peer, self._transport_now)
+                    if work is not None:
+                        self._miss = self._loop.create_task(self._answer_miss(data, work))
+                        return
             # The parser stays between requests, and the bytes path usable, while what it
             # is fed is one whole bodiless request at a time; otherwise it must see every
             # byte from here on.
             if not one_bodiless_request(data):
                 self._parser_used = True
         if self.fast_hit is None or not idle:
-            count = self._request_count
-            super().data_received(data)
-            added = self._request_count - count
-            if added:
-                queued = self._messages
-                for index in range(len(queued) - added, len(queued)):
-                    queued[index] = only_http1(queued[index])
-            self._note_head(data, added > 0)
+            self._to_aiohttp(data)
             return
         assert self._parser is not None and self.transport is not None
         try:
@@ -209,6 +221,79 @@ class EdgeConnection(RequestHandler):
             upgraded, tail = False, b""
         self._note_head(data, bool(messages))
         self._serve([only_http1(item) for item in messages], upgraded, tail)
+
+    def _to_aiohttp(self, data: bytes) -> None:
+        """Parse `data` and queue what it holds for aiohttp's handler."""
+        count = self._request_count
+        super().data_received(data)
+        added = self._request_count - count
+        if added:
+            queued = self._messages
+            for index in range(len(queued) - added, len(queued)):
+                queued[index] = only_http1(queued[index])
+        self._note_head(data, added > 0)
+
+    def _transport_now(self) -> asyncio.BaseTransport | None:
+        return self.transport
+
+    async def _answer_miss(self, data: bytes, work: Coroutine[Any, Any, Any]) -> None:
+        """Write the miss path's answer to the request in `data`, or hand the request
+        to aiohttp's handler (with what the miss path did, for Edge.handle); then
+        go on with what came in meanwhile."""
+        try:
+            answer = await work
+        except Exception:
+            log.exception("the miss path failed; the general path answers")
+            answer = None
+        self._miss = None
+        if self.transport is None or self.transport.is_closing():
+            if answer is not None and not isinstance(answer, list):
+                answer.close()
+            return
+        if isinstance(answer, list):
+            self._request_count += 1
+            self._write(answer)
+            self._idle_from_now()
+        else:
+            self.handover = answer
+            closing, self._close = self._close, False  # aiohttp reads nothing once closing
+            self._to_aiohttp(data)
+            self._close = closing
+        if self._close:
+            super().close()
+            return
+        if self._outgoing is None:
+            held, self._held = self._held, None
+            if self._buffer_paused and not self._messages:
+                self._resume_reading_for_buffer()
+            if held:
+                self.data_received(b"".join(held))
+
+    def close(self) -> None:
+        """aiohttp's close (on shutdown): no more requests after the one being answered;
+        while the miss path answers one, the connection closes once it has."""
+        if self._miss is not None:
+            self._close = True
+            return
+        super().close()
+
+    def take_handover(self) -> Any:
+        """The miss path's handover for the request aiohttp now hands to Edge.handle."""
+        handover, self.handover = self.handover, None
+        if self._handover_taken is not None and not self._handover_taken.done():
+            self._handover_taken.set_result(None)
+        return handover
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        # aiohttp counts only its own handler's request as in progress: let the miss
+        # path's answer out first, and its handover reach the handler.
+        miss = self._miss
+        if miss is not None:
+            await asyncio.wait({miss}, timeout=timeout)
+        if self.handover is not None and self.transport is not None:
+            self._handover_taken = self._loop.create_future()
+            await asyncio.wait({self._handover_taken}, timeout=timeout)
+        await super().shutdown(timeout)
 
     def _idle(self) -> bool:
         """Whether a request may be answered now: none is queued or being answered
@@ -290,6 +375,14 @@ class EdgeConnection(RequestHandler):
             self._keepalive_handle = self._loop.call_at(deadline, self._process_keepalive)
 
     def _process_keepalive(self) -> None:
+        if self._miss is not None:  # a request is being answered: not idle
+            self._keepalive_handle = None
+            self._idle_from_now()
+            if self._keepalive_timeout > 0:
+                self._keepalive_handle = self._loop.call_at(
+                    self._next_keepalive_close_time, self._process_keepalive
+                )
+            return
         waiter = self._waiter
         transport = self.transport
         if (
@@ -530,6 +623,7 @@ class EdgeHTTPServer(web.Server):
         clients: ClientTable | None,
         fast_hit: FastHit | None,
         fast_hit_bytes: FastHitBytes | None,
+        fast_miss: FastMiss | None = None,
         **kwargs: Any,
     ) -> None:
         # aiohttp's LineTooLong carries the limit it broke: with the two limits equal,
@@ -548,6 +642,7 @@ class EdgeHTTPServer(web.Server):
             "clients": clients,
             "fast_hit": staticmethod(fast_hit) if fast_hit else None,
             "fast_hit_bytes": staticmethod(fast_hit_bytes) if fast_hit_bytes else None,
+            "fast_miss": staticmethod(fast_miss) if fast_miss else None,
             "refusals_logged": {},
         }
         self.connection_class = type("Connection", (EdgeConnection,), attributes)

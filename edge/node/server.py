@@ -153,6 +153,7 @@ class EdgeServer:
             self.clients,
             self.edge.fast_hit if config.fast_path else None,
             self.edge.fast_hit_bytes if config.fast_path else None,
+            self.edge.fast_miss if config.fast_path else None,
             keepalive_timeout=config.keepalive_timeout,
             # A body left unread (a GET's, or after an early answer) is read and
             # dropped before the connection closes, for at most this long.

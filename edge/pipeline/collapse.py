@@ -23,6 +23,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.fills import FillVerdict
 
+HANDED_OVER = object()  # the position Fill.hold_start() holds
+
 
 class Outcome(Enum):
     STREAM = "stream"  # a storable response; read its body from the Fill as it arrives
@@ -126,6 +128,16 @@ class Fill:
             await self._consumed.wait()
             self.let_go()
 
+    def hold_start(self) -> None:
+        """Keep the body from its first chunk for a reader still to come (a request
+        handed from the miss path to the general path), until a reader starts or
+        release_start()."""
+        self.positions[HANDED_OVER] = 0
+
+    def release_start(self) -> None:
+        if self.positions.pop(HANDED_OVER, None) is not None:
+            self._consumed.set()
+
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
             return
@@ -138,6 +150,7 @@ class Fill:
         reader = object()
         index = 0
         self.positions[reader] = 0
+        self.positions.pop(HANDED_OVER, None)
         try:
             while True:
                 while index < len(self.chunks):

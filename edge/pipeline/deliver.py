@@ -24,6 +24,7 @@ from pinedge.edge.store.tags import TAG_FIELDS
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 # Large bodies go out a slice at a time: a client that stops reading holds one slice.
 SLICE = 256 * 1024
+AGE = b"Age: "  # a Wire's head ends with it
 
 
 class Wire:
@@ -31,11 +32,12 @@ class Wire:
     then the start of our Cache-Status entry; a hit fills in the two numbers. The
     last head made is kept, since both numbers change once a second."""
 
-    __slots__ = ("head", "last", "last_numbers", "status_prefix")
+    __slots__ = ("head", "last", "last_numbers", "miss_status", "status_prefix")
 
-    def __init__(self, head: bytes, status_prefix: bytes) -> None:
+    def __init__(self, head: bytes, status_prefix: bytes, miss_status: bytes) -> None:
         self.head = head
         self.status_prefix = status_prefix
+        self.miss_status = miss_status
         self.last_numbers = (-1, 0)
         self.last = b""
 
@@ -50,6 +52,11 @@ class Wire:
             )
             self.last_numbers = numbers
         return self.last
+
+    def miss_head(self) -> bytes:
+        """The head of the answer to the request whose fetch stored this response, from
+        an upstream that sent no Age (the general path sends none then either)."""
+        return b"%sCache-Status: %s\r\n\r\n" % (self.head[: -len(AGE)], self.miss_status)
 
 
 async def send_sliced(
@@ -130,10 +137,14 @@ class Delivery:
         upstream = ", ".join(entry.headers.getall("Cache-Status", ()))
         lines = [f"HTTP/1.1 {entry.status} {entry.reason or _phrase(entry.status)}\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in out.items()]
-        lines.append("Age: ")
+        lines.append(AGE.decode())
         head = "".join(lines).encode("utf-8", "surrogateescape")
-        status_prefix = (f"{upstream}, " if upstream else "") + f"{self.name}; hit; ttl="
-        return Wire(head, status_prefix.encode("utf-8", "surrogateescape"))
+        before = f"{upstream}, " if upstream else ""
+        return Wire(
+            head,
+            f"{before}{self.name}; hit; ttl=".encode("utf-8", "surrogateescape"),
+            f"{before}{self.name}; fwd=miss; stored".encode("utf-8", "surrogateescape"),
+        )
 
     def finish_headers(
         self,

@@ -30,7 +30,7 @@ from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome
 from pinedge.edge.pipeline.errors import UpstreamError
-from pinedge.edge.pipeline.outgoing import response_head, upstream_headers
+from pinedge.edge.pipeline.outgoing import forwarded_fields, response_head
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
 from pinedge.edge.store.entry import Entry, FreshnessSettings
 from pinedge.edge.store.objectfile import Meta
@@ -81,8 +81,26 @@ class Fetcher:
         stale: Entry | None,
         interim: Interim | None = None,
     ) -> FetchPlan:
-        headers = upstream_headers(
-            request,
+        return self.plan_for(
+            request.headers, request.remote, request.scheme, route, key, stale, interim
+        )
+
+    def plan_for(
+        self,
+        request_headers: CIMultiDictProxy[str],
+        peer: str | None,
+        scheme: str,
+        route: Route,
+        key: str,
+        stale: Entry | None,
+        interim: Interim | None = None,
+    ) -> FetchPlan:
+        """The fill's request for a client's request, known by its fields, its peer's
+        address and its scheme."""
+        headers = forwarded_fields(
+            request_headers,
+            peer,
+            scheme,
             route.host,
             self.trusted,
             self.config.name,
@@ -90,7 +108,7 @@ class Fetcher:
         )
         if stale is not None:
             headers.update(upstream_validators(stale.headers))
-        return FetchPlan(key, route, route.target, headers, request.headers, stale, interim)
+        return FetchPlan(key, route, route.target, headers, request_headers, stale, interim)
 
     async def send(
         self, plan: FetchPlan, interim: Interim | None

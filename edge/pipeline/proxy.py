@@ -3,7 +3,8 @@
 
 The parts, each in its own module: recv.py routes, steps.py is the request state
 machine, judge.py its one freshness decision, fetch.py the fetch side, passing.py
-pass and invalidation, hitpath.py the hit path, collapse.py one make per key."""
+pass and invalidation, hitpath.py the hit path, misspath.py the miss path,
+collapse.py one make per key."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from pinedge.edge.http.forwarding import TrustedPeers
 from pinedge.edge.http.negotiate import ACCEPT_CH
+from pinedge.edge.http.status import Fwd
 from pinedge.edge.node.clients import ClientTable
 from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.node.metrics import EdgeMetrics
@@ -25,10 +27,11 @@ from pinedge.edge.pipeline.collapse import Once
 from pinedge.edge.pipeline.deliver import SLICE, Delivery, error_bytes, send_sliced
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import HitPath
+from pinedge.edge.pipeline.misspath import MissPath
 from pinedge.edge.pipeline.passing import Passer
 from pinedge.edge.pipeline.recv import Router
 from pinedge.edge.pipeline.steps import Steps
-from pinedge.edge.pipeline.transaction import Transaction
+from pinedge.edge.pipeline.transaction import Step, Transaction
 from pinedge.edge.store.entry import Entry, FreshnessSettings
 from pinedge.edge.store.owner import StoreOwner
 from pinedge.edge.store.view import SharedStore
@@ -75,7 +78,7 @@ class Edge:
             shield=config.role == "shield",
         )
         self.inflight = 0
-        self.metrics = EdgeMetrics(owner, inflight=lambda: self.inflight)
+        self.metrics = EdgeMetrics(owner, inflight=lambda: self.inflight + self.misses.inflight)
         self.metrics.watch_breakers(self.upstreams.all())
         self.background: set[asyncio.Task[None]] = set()
         self.upstream: Upstream | None = None
@@ -122,8 +125,12 @@ class Edge:
         self.hits = HitPath(
             store, self.router.route, self.limiter, self.variants, self.refusal, self.metrics
         )
+        self.misses = MissPath(
+            self.hits, store, once, self.steps, self.fetcher, self.limiter, self.metrics
+        )
         self.fast_hit = self.hits.from_message
         self.fast_hit_bytes = self.hits.from_bytes
+        self.fast_miss = self.misses.start
         self.entry_from_file = self.fetcher.entry_from_file
 
     async def start(self) -> None:
@@ -165,9 +172,18 @@ class Edge:
         """The general path: one transaction driven through the steps."""
         started = time.monotonic()
         tx = Transaction(request)
+        step = Step.RECV
+        handover = request.protocol.take_handover()  # type: ignore[attr-defined]  # an EdgeConnection
+        if handover is not None:
+            tx.route, tx.key, tx.plan = handover.route, handover.key, handover.plan
+            tx.fill, tx.role, tx.passed = handover.fill, handover.role, handover.passed
+            handover.passed = None  # the steps' to stream or close now
+            tx.directives = self.steps.client_directives(request)
+            tx.status.fwd = Fwd.MISS
+            step = Step.JOINED
         self.inflight += 1
         try:
-            response = await self.steps.drive(tx)
+            response = await self.steps.drive(tx, step)
         except ConnectionError:
             # The client went away while its answer was being written (a browser
             # that moved on, a load generator closing its connections): nobody to
@@ -177,6 +193,8 @@ class Edge:
             return tx.response if tx.response is not None else web.Response()
         finally:
             self.inflight -= 1
+            if handover is not None:
+                handover.close()
         label = "error" if tx.error is not None else tx.status.label()
         if "Transfer-Encoding" in request.headers:
             # aiohttp's C parser hands a chunked body's last trailer field to the next

@@ -4,10 +4,13 @@ cache_req_fsm.c; the fetch side is fetch.py).
 
     RECV ─┬─ GET/HEAD ─ HASH ─ LOOKUP ─┬─ stored ─ JUDGE ─┬─ fresh/stale allowed ─ DELIVER
           │                            │                  └─ validate ─┐
-          │                            └─ none ────────────────────── FETCH ─ FETCHED ─┬─ DELIVER
-          │                                                             ↑             ├─ STREAM ─┐
-          └─ other methods, origin preconditions ─ PASS                  └── broke off ┴──────────┘
+          │                            └─ none ──────────── FETCH ─ JOINED ─ FETCHED ─┬─ DELIVER
+          │                                                    ↑                      ├─ STREAM ─┐
+          └─ other methods, origin preconditions ─ PASS         └──────── broke off ───┴──────────┘
     any step ─ EdgeError ─ ERROR
+
+A plain GET for a URL with nothing stored may take the miss path (misspath.py)
+instead of RECV to FETCH; what it does not answer itself comes back at JOINED.
 """
 
 from __future__ import annotations
@@ -30,16 +33,17 @@ from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.node.ratelimit import MISSES, REQUESTS, RateLimiter
 from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome, Role, TruncatedFill
-from pinedge.edge.pipeline.deliver import Delivery, error_response
+from pinedge.edge.pipeline.deliver import Delivery, Headers, error_response
 from pinedge.edge.pipeline.errors import EdgeError, UpstreamError
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.judge import Verdict, judge
 from pinedge.edge.pipeline.outgoing import interim_to, upstream_age
 from pinedge.edge.pipeline.passing import Passer
 from pinedge.edge.pipeline.recv import Router
-from pinedge.edge.pipeline.transaction import Step, Transaction
+from pinedge.edge.pipeline.transaction import FetchPlan, Step, Transaction
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.view import SharedStore
+from pinedge.edge.upstream.client import UpstreamResponse
 from pinedge.edge.upstream.sender import FAILING_STATUSES
 from pinedge.edge.variants.derive import Variants
 
@@ -85,6 +89,7 @@ class Steps:
             Step.LOOKUP: self.lookup,
             Step.JUDGE: self.judge,
             Step.FETCH: self.fetch,
+            Step.JOINED: self.joined,
             Step.FETCHED: self.fetched,
             Step.STREAM: self.stream,
             Step.DELIVER: self.deliver,
@@ -92,8 +97,7 @@ class Steps:
             Step.ERROR: self.error,
         }
 
-    async def drive(self, tx: Transaction) -> web.StreamResponse:
-        step = Step.RECV
+    async def drive(self, tx: Transaction, step: Step = Step.RECV) -> web.StreamResponse:
         while step is not Step.DONE:
             try:
                 step = await self.table[step](tx)
@@ -129,7 +133,7 @@ class Steps:
 
     async def lookup(self, tx: Transaction) -> Step:
         tx.now = time.time()
-        tx.entry, tx.other_variants = await self.find(tx.key, tx.request)
+        tx.entry, tx.other_variants = await self.find(tx.key, tx.request.headers)
         if tx.entry is None:
             tx.status.fwd = Fwd.VARY_MISS if tx.other_variants else Fwd.MISS
             return Step.FETCH
@@ -152,7 +156,7 @@ class Steps:
         return Step.DELIVER
 
     async def fetch(self, tx: Transaction) -> Step:
-        request, status = tx.request, tx.status
+        request = tx.request
         assert tx.route is not None and tx.directives is not None
         if tx.plan is None:
             if "only-if-cached" in tx.directives:
@@ -161,26 +165,17 @@ class Steps:
             if request.method == "HEAD" and tx.entry is None:
                 return Step.PASS
             tx.plan = self.fetcher.plan(request, tx.route, tx.key, tx.entry, interim_to(request))
-        plan = tx.plan
-        tx.passed = None
-
-        async def make(fill: Fill) -> bool:
-            tx.passed = await self.fetcher.lead(fill, plan)
-            return fill.outcome is Outcome.STREAM
-
-        async def stored() -> Entry | None:
-            entry, _ = await self.find(plan.key, request)
-            return entry if entry is not None and entry.ttl(time.time()) > 0 else None
-
-        tx.fill, role = await self.once(
-            plan.key,
-            make,
-            stored,
-            attempts=FETCH_ATTEMPTS,
-            alone="Authorization" in request.headers,
+        tx.fill, tx.role, tx.passed = await self.lead_fill(
+            tx.plan, request.headers, alone="Authorization" in request.headers
         )
+        return Step.JOINED
+
+    async def joined(self, tx: Transaction) -> Step:
+        """How this request got its fill decides what comes next."""
+        role, status = tx.role, tx.status
         tx.led = role is Role.LED
         if role is Role.SHARED:
+            assert tx.fill is not None
             status.collapsed = True
             self.metrics.collapsed.inc()
             tx.entry, tx.now = tx.fill.entry, time.time()
@@ -262,7 +257,7 @@ class Steps:
             except BROKEN_BODY:
                 return self.refetch(tx)
             await fill.released.wait()
-            entry, _ = await self.find(plan.key, request)
+            entry, _ = await self.find(plan.key, request.headers)
             if entry is not None:
                 tx.entry, tx.now = entry, time.time()
                 return Step.DELIVER
@@ -314,6 +309,26 @@ class Steps:
 
     # ── what the steps share ─────────────────────────────────────────────────
 
+    async def lead_fill(
+        self, plan: FetchPlan, request_headers: Headers, alone: bool = False
+    ) -> tuple[Fill, Role, UpstreamResponse | None]:
+        """The fill of `plan`'s key, how this request got it, and the response to
+        stream when this request led a fill that will not be stored. `alone`: fetch
+        without collapsing (a request whose answer is its own)."""
+        passed: UpstreamResponse | None = None
+
+        async def make(fill: Fill) -> bool:
+            nonlocal passed
+            passed = await self.fetcher.lead(fill, plan)
+            return fill.outcome is Outcome.STREAM
+
+        async def stored() -> Entry | None:
+            entry, _ = await self.find(plan.key, request_headers)
+            return entry if entry is not None and entry.ttl(time.time()) > 0 else None
+
+        fill, role = await self.once(plan.key, make, stored, attempts=FETCH_ATTEMPTS, alone=alone)
+        return fill, role, passed
+
     def charge(self, tx: Transaction, which: int) -> None:
         """Spend one of the client's tokens of the site's `which` budget; over it, 429."""
         assert tx.route is not None
@@ -336,11 +351,12 @@ class Steps:
         kept = {k: v for k, v in directives.items.items() if k not in CLIENT_PREFERENCES}
         return Directives(kept) if len(kept) != len(directives.items) else directives
 
-    async def find(self, key: str, request: web.BaseRequest) -> tuple[Entry | None, bool]:
-        """(the stored variant this request selects, whether the URL had other variants)."""
+    async def find(self, key: str, request_headers: Headers) -> tuple[Entry | None, bool]:
+        """(the stored variant a request with these fields selects, whether the URL
+        had other variants)."""
         variants = self.store.variants(key) or await self.store.load(key)
         for entry in variants:
-            if secondary_key(entry.vary_names, request.headers) == entry.vary_values:
+            if secondary_key(entry.vary_names, request_headers) == entry.vary_values:
                 return entry, False
         return None, bool(variants)
 

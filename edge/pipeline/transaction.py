@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pinedge.edge.http.cachecontrol import Directives
 from pinedge.edge.http.status import CacheStatus
 from pinedge.edge.node.config import SiteConfig
-from pinedge.edge.pipeline.collapse import Fill
+from pinedge.edge.pipeline.collapse import Fill, Role
 from pinedge.edge.pipeline.errors import EdgeError
 from pinedge.edge.pipeline.judge import Verdict
 from pinedge.edge.store.entry import Entry
@@ -27,6 +27,7 @@ class Step(Enum):
     LOOKUP = auto()  # the stored response it selects, if any
     JUDGE = auto()  # fresh, stale but allowed, or to validate
     FETCH = auto()  # one upstream fetch per key, collapsed: lead it or wait for it
+    JOINED = auto()  # how the request got its fill (led, followed, shared...)
     FETCHED = auto()  # what the fetch came back with decides the answer
     STREAM = auto()  # send the fill's body as it arrives
     DELIVER = auto()  # answer from a stored response (or its variant)
@@ -75,6 +76,7 @@ class Transaction:
     verdict: Verdict | None = None
     plan: FetchPlan | None = None
     fill: Fill | None = None
+    role: Role | None = None  # how this request got `fill`
     led: bool = False  # this request led its fill (a follower did not)
     passed: UpstreamResponse | None = None  # a response not to be stored, to stream
     refetched: bool = False  # a fill broke off once and was fetched again

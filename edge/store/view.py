@@ -112,6 +112,11 @@ class SharedStore:
                 return []
         return local.entries
 
+    def absent(self, key: str) -> bool:
+        """Whether nothing is stored under `key`, as this worker can tell without
+        asking the owner: no key it knows, and no stored key hashes where this one does."""
+        return key not in self.local and not self.counters[slots_of(key)[1]]
+
     async def load(self, key: str) -> list[Entry]:
         """The stored variants of `key`, asking the owner and reading files as needed."""
         entries = self.variants(key)

@@ -6,45 +6,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import socket
 
 import aiohttp
 import pytest
-from edge_support import RunningEdge, Scripted, StartEdge, send
+from edge_support import (
+    VARIED_FIELDS,
+    RunningEdge,
+    Scripted,
+    StartEdge,
+    comparable,
+    raw_exchange,
+    send,
+)
 from support import PHOTOS, running_node, sample
-
-IGNORED = {"date", "server", "age"}  # age: the two edges may straddle a second
-
-
-def comparable(headers: object) -> set[tuple[str, str]]:
-    """A response's fields for comparing two edges: without the clock's (Date, Age,
-    the ttl in Cache-Status, which may straddle a second between them)."""
-    return {
-        (k.lower(), re.sub(r"; ttl=-?\d+", "", v) if k.lower() == "cache-status" else v)
-        for k, v in headers.items()  # type: ignore[attr-defined]  # a multidict
-        if k.lower() not in IGNORED
-    }
-
-
-async def raw_exchange(edge: RunningEdge, payload: bytes, responses: int) -> list[bytes]:
-    """Send `payload` on one connection and read `responses` HTTP responses back."""
-    host, port = edge.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(payload)
-    await writer.drain()
-    out = []
-    async with asyncio.timeout(5):
-        for _ in range(responses):
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            out.append(head + await reader.readexactly(length))
-    writer.close()
-    return out
 
 
 async def test_a_hit_has_the_same_headers_on_the_hit_path_and_the_general_path(
@@ -53,13 +28,7 @@ async def test_a_hit_has_the_same_headers_on_the_hit_path_and_the_general_path(
     scripted.reply(
         "/same",
         b"body",
-        headers={
-            "Cache-Control": "max-age=60",
-            "ETag": '"v1"',
-            "Surrogate-Key": "a b",
-            "X-Custom": "kept",
-            "Cache-Status": "upstream; hit",
-        },
+        headers=VARIED_FIELDS,
     )
     fast = await start_edge(scripted.url, fast_path=True)
     plain = await start_edge(scripted.url, fast_path=False)
