@@ -17,7 +17,8 @@ through wrk with `--objects` distinct URLs, then:
 4. **eviction under pressure**: `--pressure` more new objects beyond the budget;
    the store's bytes must stay within it;
 5. **restart**: SIGTERM, then the same command on the same directory: seconds to
-   ready and the objects kept.
+   ready, hits while the node indexes what it found (it serves meanwhile),
+   seconds until every file is indexed, and the objects kept.
 
 Why on disk: a node keeps one file per object, and this machine's /dev/shm (tmpfs)
 has 3,085,473 inodes and 24 GiB; ten million files of one page each need 38 GiB of
@@ -234,6 +235,14 @@ class Bench:
             time.sleep(0.2)
         raise BenchError(f"pinedge not ready in {timeout:g} s")
 
+    def wait_indexed(self, starting: float, timeout: float) -> float:
+        """Seconds from `starting` until pinedge_store_loading reads 0."""
+        while self.gauge("pinedge_store_loading"):
+            if time.monotonic() - starting > timeout:
+                raise BenchError(f"pinedge still indexing its store after {timeout:g} s")
+            time.sleep(0.5)
+        return time.monotonic() - starting
+
     # ── readings ─────────────────────────────────────────────────────────────
 
     def gauge(self, name: str) -> float:
@@ -391,12 +400,16 @@ class Bench:
         stopping = time.monotonic()
         self.edge.server.stop(timeout=args.restart_timeout)
         stopped = time.monotonic() - stopping
+        starting = time.monotonic()
         self.start_edge("pinedge-2")
         ready = self.wait_ready(args.restart_timeout)
+        results.restart = {"stop_seconds": stopped, "ready_seconds": ready, "before": before}
+        # The node serves while it indexes what it found (loader.py): hits meanwhile.
+        results.restart["during"] = self.timed_load("hits while it indexes", hits)
+        results.restart["indexed_seconds"] = self.wait_indexed(starting, args.restart_timeout)
         kept = self.settle(before)
         shot = self.snapshot("restarted")
         results.snapshots.append(shot)
-        results.restart = {"stop_seconds": stopped, "ready_seconds": ready, "before": before}
         results.restart["kept"] = kept
         results.restart["hits"] = self.timed_load("hits after the restart", hits)
         return results
@@ -496,10 +509,13 @@ def report(args: argparse.Namespace, results: Results) -> Report:
     restart = results.restart
     if "hits" not in restart:
         return out
+    during = restart["during"]
     out.add(
         f"- restart: stopped in {restart['stop_seconds']:,.1f} s, ready in "
-        f"{restart['ready_seconds']:,.1f} s, {restart['kept']:,.0f} of "
-        f"{restart['before']:,.0f} objects kept; hits after it "
+        f"{restart['ready_seconds']:,.1f} s, every file indexed "
+        f"{restart['indexed_seconds']:,.1f} s after the start; while indexing "
+        f"{during['rps']:,.0f} req/s ({during['hit_share']:.1%} from the store); "
+        f"{restart['kept']:,.0f} of {restart['before']:,.0f} objects kept; hits after it "
         f"{restart['hits']['rps']:,.0f} req/s ({restart['hits']['hit_share']:.1%} from the store)",
     )
     return out

@@ -161,6 +161,11 @@ class EdgeConfig:
     eviction: Literal["s3fifo", "lru"] = setting(
         "s3fifo", doc="eviction policy: s3fifo (scan-resistant, default) or lru"
     )
+    store_load_wait: float = duration_field(
+        "5s",
+        doc="at start, time spent indexing a warm store before serving; the rest is indexed "
+        "while serving (its keys are misses until then)",
+    )
     control: str | None = url_field(doc="control plane URL (not yet supported)")
     max_object_size: int = size_field(
         "32MiB", doc="largest response stored; larger ones stream through uncached"

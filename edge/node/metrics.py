@@ -202,6 +202,14 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
     add(Gauge("pinedge_store_budget_bytes", "The store's byte budget.", lambda: index.budget))
     add(
         Gauge(
+            "pinedge_store_loading",
+            "1 while the files a restarted node found are still being indexed (they are "
+            "misses until then), else 0.",
+            lambda: int(index.loading),
+        )
+    )
+    add(
+        Gauge(
             "pinedge_store_evictions_total",
             "Responses evicted to stay within the budget.",
             lambda: index.evictions,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -27,6 +28,7 @@ from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.generations import Generations
 from pinedge.edge.store.leftovers import memory_root
 from pinedge.edge.store.link import LocalLink, OwnerLink
+from pinedge.edge.store.loader import start_loading, stop_loading
 from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.owner import StoreOwner
 from pinedge.edge.store.view import SharedStore
@@ -121,6 +123,7 @@ class EdgeServer:
         if self.owner is not None:
             add_client_metrics(self.edge.metrics.registry, self.clients)
         self._proxy_runner: web.ServerRunner | None = None
+        self.loading: asyncio.Task[None] | None = None
         self._admin_listener: Listener | None = None
         self.port = 0
         self.admin_port = 0
@@ -136,9 +139,7 @@ class EdgeServer:
                 "wheel here): requests are read more slowly, and methods are upper-cased"
             )
         if self.owner is not None:
-            kept = self.owner.scan()
-            if kept:
-                log.info("store %s: %d stored responses kept", self.owner.root, kept)
+            self.loading = start_loading(self.owner, self.config.store_load_wait)
         self.store.start()
         await self.edge.start()
         metrics = self.edge.metrics
@@ -205,6 +206,7 @@ class EdgeServer:
         if listener is not None:
             await listener.stop()
         if self.owner is not None:
+            await stop_loading(self.loading)
             self.owner.close(keep_files=self.persistent)
             if not self.persistent:
                 shutil.rmtree(self.owner.root, ignore_errors=True)

@@ -43,6 +43,7 @@ from pinedge.edge.node.server import (
 )
 from pinedge.edge.store.generations import Generations
 from pinedge.edge.store.link import OwnerServer, RemoteLink
+from pinedge.edge.store.loader import start_loading, stop_loading
 from pinedge.edge.store.owner import StoreOwner
 
 log = logging.getLogger("pinedge.supervisor")
@@ -145,12 +146,12 @@ class Supervisor:
         self.reload_asked = asyncio.Event()
         self.wake = asyncio.Event()
         self.watcher: asyncio.Task[None] | None = None
+        self.loading: asyncio.Task[None] | None = None
 
     # ── lifetime ─────────────────────────────────────────────────────────────
 
     async def start(self) -> None:
-        kept = self.owner.scan()
-        log.info("store %s: %d stored responses kept", self.owner.root, kept)
+        self.loading = start_loading(self.owner, self.config.store_load_wait)
         await self.link_server.start()
         self.admin = Listener(self.admin_app())
         await self.admin.start(self.config.admin)
@@ -241,6 +242,7 @@ class Supervisor:
         if self.admin is not None:
             await self.admin.stop()
         await self.link_server.close()
+        await stop_loading(self.loading)
         self.owner.close(keep_files=self.persistent)
         self.clients.close()
         shutil.rmtree(self.socket_dir, ignore_errors=True)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
-from array import array
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,50 +46,14 @@ class Index:
         self.purged = Purged()
         self.evictions = 0
         self.dropped = 0
+        self.loading = False  # files from before the start are still being indexed
 
     @property
     def size(self) -> int:
         """Bytes of the files indexed (the policy counts every record the index holds)."""
         return self.policy.size
 
-    def scan(self) -> int:
-        """Index every intact file under root, oldest first (by modification time, set
-        when a worker wrote it); drop what is damaged or over budget. What it holds
-        per file until all are read is 24 bytes (the time and the variant id), not the
-        meta: ten million files are a restart, not an out-of-memory kill."""
-        objects = self.root / "objects"
-        objects.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-        times = array("q")
-        vids = bytearray()
-        for folder in os.scandir(objects):
-            if not folder.is_dir(follow_symlinks=False):
-                continue
-            for item in os.scandir(folder.path):
-                try:
-                    vid = bytes.fromhex(item.name)
-                    written = item.stat(follow_symlinks=False).st_mtime_ns
-                except (ValueError, OSError):
-                    vid, written = b"", 0
-                if len(vid) != VID_BYTES or item.name != vid.hex() or folder.name != item.name[:2]:
-                    self._drop_damaged(item.path)
-                    continue
-                times.append(written)
-                vids += vid
-        order = sorted(range(len(times)), key=times.__getitem__)
-        del times
-        for number in order:
-            name = vids[number * VID_BYTES : (number + 1) * VID_BYTES].hex()
-            path = objectfile.object_path_text(self.root, name)
-            meta = objectfile.read_meta(path)
-            if meta is None or meta.variant_id != name:
-                self._drop_damaged(path)
-                continue
-            self.admit(meta)
-        return len(self.records)
-
-    def _drop_damaged(self, path: str) -> None:
+    def drop_damaged(self, path: str) -> None:
         self.dropped += 1
         log.warning("dropping damaged store file %s", path)
         with contextlib.suppress(OSError):

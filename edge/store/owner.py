@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pinedge.edge.store.generations import Generations
 from pinedge.edge.store.index import Index
+from pinedge.edge.store.loader import StoreLoader
 from pinedge.edge.store.purge import Selection
 from pinedge.edge.store.purged import Cleaner
 
@@ -37,9 +38,9 @@ class StoreOwner:
         self.remove_key = self.index.remove_key
         self.drop = self.index.drop
 
-    def scan(self) -> int:
-        """Start from what a warm directory already holds; the number of responses kept."""
-        return self.index.scan()
+    def loader(self) -> StoreLoader:
+        """What indexes the files a warm directory already holds (loader.py)."""
+        return StoreLoader(self.index)
 
     def purge(self, selection: Selection, soft: bool) -> int:
         """The operator's purge (see Index.purge); the number of stored responses covered."""

@@ -51,6 +51,7 @@ class Purged:
         self.groups: dict[str, list[PurgedGroup]] = {}  # tag -> groups not yet settled
         self.settling: deque[PurgedGroup] = deque()  # the same groups, oldest first
         self.bans: deque[Ban] = deque()
+        self.keep_bans = False  # while files from before are still to be indexed (loader.py)
         self.purges: dict[tuple[str, str], int] = {}  # (kind, mode) -> purges
         self.covered: dict[str, int] = {}  # mode -> stored responses covered
 
@@ -125,7 +126,7 @@ class Purged:
         """A purge covering `count` records was applied: remember it as a ban for
         BAN_SECONDS, and count it."""
         bans = self.bans
-        while bans and ban.at - bans[0].at >= BAN_SECONDS:
+        while bans and ban.at - bans[0].at >= BAN_SECONDS and not self.keep_bans:
             bans.popleft()
         bans.append(ban)
         mode = "soft" if ban.soft else "hard"

@@ -81,6 +81,38 @@ async def test_a_kept_store_restarted_right_after_a_hard_purge_does_not_bring_it
     assert scripted.hits[paths[7]] == 2
 
 
+async def test_a_restarted_node_serves_while_it_indexes_and_a_purge_meanwhile_holds(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path, monkeypatch
+) -> None:
+    """store_load_wait = 0s: the node is ready before it has indexed a file; every
+    object comes back as the indexing reaches it, but none of those a purge named
+    while it was still indexing (whatever had been reached by then)."""
+    monkeypatch.setenv("PINEDGE_ADMIN_TOKEN", TOKEN)
+    cache_dir = tmp_path / "store"
+    pins = [f"/p/{index}" for index in range(300)]
+    boards = [f"/b/{index}" for index in range(300)]
+    for path in pins:
+        tagged(scripted, path, "pins")
+    for path in boards:
+        tagged(scripted, path, "boards")
+    flags = ("--cache-dir", str(cache_dir))
+    async with running_node(client, scripted.url, *flags) as node:
+        await fill_node(client, node, *pins, *boards)
+    config = tmp_path / "edge.toml"
+    config.write_text('store_load_wait = "0s"\n')
+    async with running_node(client, scripted.url, *flags, config=str(config)) as node:
+        status, _ = await purge(client, node.admin, {"tags": ["pins"]})
+        assert status == 200
+        async with asyncio.timeout(20):
+            while await node.metric(client, "pinedge_store_loading"):
+                await asyncio.sleep(0.02)
+        assert await node.metric(client, "pinedge_store_objects") == len(boards)
+        assert all([(await send(client, node.url + path)).hit for path in boards])
+        again = [await send(client, node.url + path) for path in pins[::30]]
+        assert not any(reply.hit for reply in again)
+    assert all(scripted.hits[path] == 1 for path in boards)
+
+
 async def test_a_full_store_takes_room_for_new_objects_from_purged_ones_not_live_ones(
     scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, monkeypatch
 ) -> None:

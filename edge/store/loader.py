@@ -1,0 +1,138 @@
+"""Indexing what a warm store directory holds at start, while the node serves (as
+nginx's cache loader does).
+
+The files are listed with their modification times, then read oldest first, so
+a smaller budget than before keeps the newest. The node spends up to
+`store_load_wait` on this before it is ready (a store of some thousands of files
+is then whole); the rest goes on in the owner's event loop, SLICE seconds per turn, with
+the node serving: a key not indexed yet is a miss, its fetch stores it again, and
+the loader leaves it be when it comes to the file. Purges meanwhile stay in
+force for the files still to come (their bans are kept until the end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from array import array
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.index import VID_BYTES, Index
+
+if TYPE_CHECKING:
+    from pinedge.edge.store.owner import StoreOwner
+
+log = logging.getLogger("pinedge.store")
+
+SLICE = 0.005  # seconds of loading per turn of the owner's loop, once ready
+
+
+class StoreLoader:
+    """Indexes the files under an index's root: `run_for(seconds)` before the node is
+    ready, then `run_rest()` as a task."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.started = time.monotonic()
+        self.loaded = 0
+        self.done = False
+        self.work = self._load()
+        index.purged.keep_bans = True
+
+    def run_for(self, seconds: float) -> bool:
+        """Load for up to `seconds`; True once everything is loaded."""
+        if self.done:
+            return True
+        deadline = time.monotonic() + seconds
+        for _ in self.work:
+            if time.monotonic() >= deadline:
+                return False
+        self.done = True
+        self.index.purged.keep_bans = False
+        log.info(
+            "store %s: %d stored responses loaded in %.1f s",
+            self.index.root,
+            self.loaded,
+            time.monotonic() - self.started,
+        )
+        return True
+
+    async def run_rest(self) -> None:
+        while not self.run_for(SLICE):
+            await asyncio.sleep(0)
+
+    def _load(self) -> Iterator[None]:
+        """The loading, a file at a time. What it holds per file until all are read is
+        24 bytes (the time and the variant id): ten million files are a restart, not
+        an out-of-memory kill."""
+        index = self.index
+        objects = index.root / "objects"
+        objects.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(index.root / "tmp", ignore_errors=True)
+        (index.root / "tmp").mkdir(parents=True, exist_ok=True)
+        times = array("q")
+        vids = bytearray()
+        for folder in os.scandir(objects):
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            for item in os.scandir(folder.path):
+                try:
+                    vid = bytes.fromhex(item.name)
+                    written = item.stat(follow_symlinks=False).st_mtime_ns
+                except (ValueError, OSError):
+                    vid, written = b"", 0
+                if len(vid) != VID_BYTES or item.name != vid.hex() or folder.name != item.name[:2]:
+                    index.drop_damaged(item.path)
+                    continue
+                times.append(written)
+                vids += vid
+                yield
+        order = sorted(range(len(times)), key=times.__getitem__)
+        del times
+        records = index.records
+        for number in order:
+            name = vids[number * VID_BYTES : (number + 1) * VID_BYTES].hex()
+            if records.find(name) >= 0:
+                continue  # stored again since the node started: the index has the newer
+            path = objectfile.object_path_text(index.root, name)
+            meta = objectfile.read_meta(path)
+            if meta is None or meta.variant_id != name:
+                index.drop_damaged(path)
+            else:
+                index.admit(meta)
+                self.loaded += 1
+            yield
+
+
+def start_loading(owner: StoreOwner, wait: float) -> asyncio.Task[None] | None:
+    """Load what the owner's directory holds for up to `wait` seconds; the task that
+    loads the rest, if anything is left."""
+    loader = owner.loader()
+    owner.index.loading = True
+    if loader.run_for(wait):
+        owner.index.loading = False
+        return None
+    log.info(
+        "store %s: %d stored responses loaded; loading the rest while serving",
+        owner.root,
+        loader.loaded,
+    )
+
+    async def rest() -> None:
+        await loader.run_rest()
+        owner.index.loading = False
+
+    return asyncio.create_task(rest())
+
+
+async def stop_loading(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
