@@ -54,6 +54,7 @@ class Fill:
         self.no_store: str | None = None
         self.node_lock = False  # this fill holds the node-wide fetch of its key
         self.stored = False
+        self.came_whole = False  # the body had all arrived when the head was read
         self.request_headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
         self.followers = 0
         self.chunks: list[bytes | None] = []  # None: read by every reader, let go

@@ -164,6 +164,7 @@ class Fetcher:
             fill.no_store = reason
             fill.settle(Outcome.PASS, head=head)
             return response
+        fill.came_whole = response.content.is_eof()
         fill.settle(Outcome.STREAM, head=head)
         self.run_in_background(self.fill_body(fill, plan, head, response, request_time))
         return None

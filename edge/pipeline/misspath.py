@@ -2,12 +2,13 @@
 without a request object, aiohttp's handler or the step machine.
 
 It takes the fill as FETCH does (Steps.lead_fill: collapsed within the worker
-and across the node) and answers itself when the fill it led stored a response
-of at most MISS_BODY_MAX bytes, as it came, that the hit path would serve as
-it is: the answer is the hit path's prepared head with a miss's Cache-Status. Anything
-else (not stored, an upstream error, a variant, a fill another request led) is
-handed to the general path, which goes on at JOINED with the fill and any
-response still to stream (a Handover).
+and across the node) and answers itself when the fill it led stored, as it came,
+a response of at most MISS_BODY_MAX bytes that arrived whole with its head and
+that the hit path would serve as it is: the answer is the hit path's prepared
+head with a miss's Cache-Status. Anything else (a body still arriving, not
+stored, an upstream error, a variant, a fill another request led) is handed to
+the general path, which goes on at JOINED with the fill and any response still
+to stream (a Handover).
 """
 
 from __future__ import annotations
@@ -169,9 +170,14 @@ class MissPath:
             return handover
         upstream = fill.head.headers
         length = upstream.get("Content-Length", "")
-        if not length.isdigit() or int(length) > MISS_BODY_MAX or "Age" in upstream:
-            # The general path streams the body as it comes: none of it may be let go
-            # before its reader starts.
+        if (
+            not fill.came_whole
+            or not length.isdigit()
+            or int(length) > MISS_BODY_MAX
+            or "Age" in upstream
+        ):
+            # The general path streams the body as it comes (a slow body's head is not
+            # held back): none of it may be let go before its reader starts.
             fill.hold_start()
             handover.holding = True
             return handover

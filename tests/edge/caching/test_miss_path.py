@@ -173,3 +173,38 @@ async def test_a_client_that_leaves_during_a_miss_costs_nothing_and_the_response
     again = await send(client, edge.url + "/nostore")
     assert again.status == 200 and again.body == b"gone"
     assert scripted.hits["/left"] == 1 and scripted.hits["/nostore"] == 2
+
+
+async def test_the_head_of_a_body_still_arriving_is_not_held_back_for_it(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """A slow origin's response head reaches the client while its body trickles in,
+    as on the general path: the miss path waits only for bodies that came whole."""
+    body = b"x" * 20_000
+    release = asyncio.Event()
+
+    async def slow_body(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Cache-Control": "max-age=60", "Content-Length": str(len(body))}
+        )
+        await response.prepare(request)
+        await response.write(body[:100])
+        await release.wait()
+        await response.write(body[100:])
+        return response
+
+    scripted.handle("/trickle", slow_body)
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(REQUEST % b"/trickle")
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"fwd=miss" in head
+        release.set()
+        async with asyncio.timeout(5):
+            assert await reader.readexactly(len(body)) == body
+    finally:
+        release.set()
+        writer.close()
+    assert (await send(client, edge.url + "/trickle")).hit
