@@ -15,6 +15,7 @@ instead of RECV to FETCH; what it does not answer itself comes back at JOINED.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -52,6 +53,7 @@ log = logging.getLogger("pinedge.edge")
 BROKEN_BODY = (aiohttp.ClientError, TimeoutError, UpstreamError, TruncatedFill)
 CLIENT_PREFERENCES = frozenset({"no-cache", "max-age", "min-fresh"})
 FETCH_ATTEMPTS = 3  # a fill whose leader went away is competed for again, this often
+SHARED_PAUSES = (0.0, 0.002, 0.01)  # seconds before each look for what another worker stored
 
 
 class Steps:
@@ -323,7 +325,13 @@ class Steps:
             return fill.outcome is Outcome.STREAM
 
         async def stored() -> Entry | None:
-            entry, _ = await self.find(plan.key, request_headers)
+            # Another worker stored it, and told the owner first; the owner may still
+            # have that message to read when this one's question comes.
+            for pause in SHARED_PAUSES:
+                await asyncio.sleep(pause)
+                entry, others = await self.find(plan.key, request_headers, told_stored=True)
+                if entry is not None or others:
+                    break
             return entry if entry is not None and entry.ttl(time.time()) > 0 else None
 
         fill, role = await self.once(plan.key, make, stored, attempts=FETCH_ATTEMPTS, alone=alone)
@@ -351,10 +359,12 @@ class Steps:
         kept = {k: v for k, v in directives.items.items() if k not in CLIENT_PREFERENCES}
         return Directives(kept) if len(kept) != len(directives.items) else directives
 
-    async def find(self, key: str, request_headers: Headers) -> tuple[Entry | None, bool]:
+    async def find(
+        self, key: str, request_headers: Headers, told_stored: bool = False
+    ) -> tuple[Entry | None, bool]:
         """(the stored variant a request with these fields selects, whether the URL
         had other variants)."""
-        variants = self.store.variants(key) or await self.store.load(key)
+        variants = self.store.variants(key) or await self.store.load(key, told_stored)
         for entry in variants:
             if secondary_key(entry.vary_names, request_headers) == entry.vary_values:
                 return entry, False

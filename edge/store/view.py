@@ -117,8 +117,10 @@ class SharedStore:
         asking the owner: no key it knows, and no stored key hashes where this one does."""
         return key not in self.local and not self.counters[slots_of(key)[1]]
 
-    async def load(self, key: str) -> list[Entry]:
-        """The stored variants of `key`, asking the owner and reading files as needed."""
+    async def load(self, key: str, told_stored: bool = False) -> list[Entry]:
+        """The stored variants of `key`, asking the owner and reading files as needed;
+        `told_stored`: another worker said it stored the key, so the owner is asked
+        even before its presence counter says so."""
         entries = self.variants(key)
         if entries:
             return entries
@@ -128,7 +130,7 @@ class SharedStore:
         purges = counters[PURGES]
         local = self.local.get(key)
         stored = local.stored if local is not None and self._current(local) else None
-        if stored is None and not counters[presence]:
+        if stored is None and not counters[presence] and not told_stored:
             return []  # no stored key hashes here: not stored, and nobody asked
         for asked in range(2):
             if stored is None:
