@@ -31,7 +31,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.http import HttpProcessingError, RawRequestMessage
@@ -50,6 +50,9 @@ from pinedge.edge.node.clients import ClientTable, client_key
 from pinedge.edge.pipeline.deliver import SLICE, FileBody, error_bytes
 from pinedge.edge.pipeline.reader import one_bodiless_request
 
+if TYPE_CHECKING:
+    from pinedge.edge.pipeline.misspath import Handover
+
 log = logging.getLogger("pinedge.edge")
 
 HELD_MAX = 64 * 1024  # request bytes held while a body goes out, before reading pauses
@@ -57,11 +60,11 @@ REFUSAL_LOG_EVERY = 60.0  # seconds between log lines about one client's refused
 
 FastHit = Callable[[RawRequestMessage, str | None], list[bytes | FileBody] | None]
 FastHitBytes = Callable[[bytes, str | None], list[bytes | FileBody] | None]
-# The miss path's start (misspath.MissPath.start): request bytes, client key, peer
-# address and the connection's transport → the work of answering, or None.
+# The miss path's start (misspath.MissPath.start): request bytes, peer address and
+# the connection's transport → the work of answering, or None.
 FastMiss = Callable[
-    [bytes, str | None, str | None, Callable[[], asyncio.BaseTransport | None]],
-    Coroutine[Any, Any, Any] | None,
+    [bytes, str | None, Callable[[], asyncio.BaseTransport | None]],
+    Coroutine[Any, Any, "list[bytes | FileBody] | Handover"] | None,
 ]
 
 
@@ -104,7 +107,7 @@ class EdgeConnection(RequestHandler):
     fast_hit_bytes: FastHitBytes | None = None
     fast_miss: FastMiss | None = None
     refusals_logged: dict[str, float]
-    handover: Any = None  # a miss the miss path hands to Edge.handle with its request
+    handover: Handover | None = None  # a miss the miss path hands on, for Edge.handle
     _miss: asyncio.Task[None] | None = None  # the miss path answering this connection
     _handover_taken: asyncio.Future[None] | None = None  # for shutdown() to wait on
     _peer: str | None = None
@@ -181,8 +184,9 @@ class EdgeConnection(RequestHandler):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        if self.handover is not None:
-            self.take_handover().close()
+        handover = self.take_handover()
+        if handover is not None:
+            handover.close()
         super().connection_lost(exc)
 
     # ── requests in ──────────────────────────────────────────────────────────
@@ -201,7 +205,7 @@ class EdgeConnection(RequestHandler):
                     self._idle_from_now()
                     return
                 if self.fast_miss is not None:
-                    work = self.fast_miss(data, self._client, self._peer, self._transport_now)
+                    work = self.fast_miss(data, self._peer, self._transport_now)
                     if work is not None:
                         self._miss = self._loop.create_task(self._answer_miss(data, work))
                         return
@@ -236,10 +240,13 @@ class EdgeConnection(RequestHandler):
     def _transport_now(self) -> asyncio.BaseTransport | None:
         return self.transport
 
-    async def _answer_miss(self, data: bytes, work: Coroutine[Any, Any, Any]) -> None:
+    async def _answer_miss(
+        self, data: bytes, work: Coroutine[Any, Any, list[bytes | FileBody] | Handover]
+    ) -> None:
         """Write the miss path's answer to the request in `data`, or hand the request
         to aiohttp's handler (with what the miss path did, for Edge.handle); then
         go on with what came in meanwhile."""
+        answer: list[bytes | FileBody] | Handover | None
         try:
             answer = await work
         except Exception:
@@ -277,7 +284,7 @@ class EdgeConnection(RequestHandler):
             return
         super().close()
 
-    def take_handover(self) -> Any:
+    def take_handover(self) -> Handover | None:
         """The miss path's handover for the request aiohttp now hands to Edge.handle."""
         handover, self.handover = self.handover, None
         if self._handover_taken is not None and not self._handover_taken.done():

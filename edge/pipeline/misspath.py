@@ -105,9 +105,7 @@ class MissPath:
         self.metrics = metrics
         self.inflight = 0
 
-    def start(
-        self, data: bytes, client: str | None, peer: str | None, transport_of: TransportOf
-    ) -> MissWork | None:
+    def start(self, data: bytes, peer: str | None, transport_of: TransportOf) -> MissWork | None:
         """The work of answering `data` when it is one plain GET this path takes: no
         rate limits on its site, no image parameters, no Authorization, nothing
         stored under its key and no fetch of it under way in this worker."""

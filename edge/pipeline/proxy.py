@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
@@ -40,6 +40,9 @@ from pinedge.edge.upstream.probes import probe_forever
 from pinedge.edge.upstream.routes import Upstreams
 from pinedge.edge.upstream.sender import Sender
 from pinedge.edge.variants.derive import Variants, Workshop
+
+if TYPE_CHECKING:
+    from pinedge.edge.node.protocol import EdgeConnection
 
 log = logging.getLogger("pinedge.edge")
 
@@ -173,7 +176,7 @@ class Edge:
         started = time.monotonic()
         tx = Transaction(request)
         step = Step.RECV
-        handover = request.protocol.take_handover()  # type: ignore[attr-defined]  # an EdgeConnection
+        handover = cast("EdgeConnection", request.protocol).take_handover()
         if handover is not None:
             tx.route, tx.key, tx.plan = handover.route, handover.key, handover.plan
             tx.fill, tx.role, tx.passed = handover.fill, handover.role, handover.passed
