@@ -47,6 +47,8 @@ class Index:
         self.evictions = 0
         self.dropped = 0
         self.loading = False  # files from before the start are still being indexed
+        # While loading: keys invalidated since the start, whose files are not indexed yet.
+        self.removed_since_start: set[str] | None = None
 
     @property
     def size(self) -> int:
@@ -140,6 +142,8 @@ class Index:
     def remove_key(self, key: str) -> int:
         """Drop every stored response of `key` and every variant derived from it
         (invalidation, purge); the number dropped."""
+        if self.removed_since_start is not None:
+            self.removed_since_start.add(key)
         records = self.records.of_key(key)
         for derived in _strings(self.derived.get(key)):
             records.extend(self.records.of_key(derived))

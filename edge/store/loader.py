@@ -4,10 +4,11 @@ nginx's cache loader does).
 The files are listed with their modification times, then read oldest first, so
 a smaller budget than before keeps the newest. The node spends up to
 `store_load_wait` on this before it is ready (a store of some thousands of files
-is then whole); the rest goes on in the owner's event loop, SLICE seconds per turn, with
+is then whole); the rest goes on in the owner's event loop, SLICE seconds at a time, with
 the node serving: a key not indexed yet is a miss, its fetch stores it again, and
-the loader leaves it be when it comes to the file. Purges meanwhile stay in
-force for the files still to come (their bans are kept until the end).
+the loader leaves it be when it comes to the file. Purges and invalidations
+meanwhile stay in force for the files still to come (purges' bans are kept, and
+invalidated keys remembered, until the end).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pinedge.store")
 
 SLICE = 0.005  # seconds of loading per turn of the owner's loop, once ready
+PAUSE = 0.005  # seconds between two slices
 
 
 class StoreLoader:
@@ -44,6 +46,8 @@ class StoreLoader:
         self.done = False
         self.work = self._load()
         index.purged.keep_bans = True
+        index.removed_since_start = set()
+        index.loading = True
 
     def run_for(self, seconds: float) -> bool:
         """Load for up to `seconds`; True once everything is loaded."""
@@ -53,8 +57,7 @@ class StoreLoader:
         for _ in self.work:
             if time.monotonic() >= deadline:
                 return False
-        self.done = True
-        self.index.purged.keep_bans = False
+        self.finish()
         log.info(
             "store %s: %d stored responses loaded in %.1f s",
             self.index.root,
@@ -64,8 +67,23 @@ class StoreLoader:
         return True
 
     async def run_rest(self) -> None:
-        while not self.run_for(SLICE):
-            await asyncio.sleep(0)
+        """The rest, SLICE seconds at a time with PAUSE between: the owner's lookups
+        wait at most a slice, and the loading takes at most half the owner's CPU."""
+        try:
+            while not self.run_for(SLICE):
+                await asyncio.sleep(PAUSE)
+        except Exception:
+            log.exception("store %s: loading stopped; what is not indexed is lost", self.index.root)
+            self.finish()
+            raise
+
+    def finish(self) -> None:
+        """Loading is over (done, stopped or failed): purges and invalidations go back
+        to covering only what is indexed."""
+        self.done = True
+        self.index.purged.keep_bans = False
+        self.index.removed_since_start = None
+        self.index.loading = False
 
     def _load(self) -> Iterator[None]:
         """The loading, a file at a time. What it holds per file until all are read is
@@ -96,6 +114,8 @@ class StoreLoader:
         order = sorted(range(len(times)), key=times.__getitem__)
         del times
         records = index.records
+        removed = index.removed_since_start
+        assert removed is not None  # until finish()
         for number in order:
             name = vids[number * VID_BYTES : (number + 1) * VID_BYTES].hex()
             if records.find(name) >= 0:
@@ -103,7 +123,12 @@ class StoreLoader:
             path = objectfile.object_path_text(index.root, name)
             meta = objectfile.read_meta(path)
             if meta is None or meta.variant_id != name:
-                index.drop_damaged(path)
+                if os.path.exists(path):  # else stored and removed again since the start
+                    index.drop_damaged(path)
+            elif meta.key.partition("#")[0] in removed:
+                # Invalidated since the start (it or the response it was derived from).
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             else:
                 index.admit(meta)
                 self.loaded += 1
@@ -114,9 +139,7 @@ def start_loading(owner: StoreOwner, wait: float) -> asyncio.Task[None] | None:
     """Load what the owner's directory holds for up to `wait` seconds; the task that
     loads the rest, if anything is left."""
     loader = owner.loader()
-    owner.index.loading = True
     if loader.run_for(wait):
-        owner.index.loading = False
         return None
     log.info(
         "store %s: %d stored responses loaded; loading the rest while serving",
@@ -124,15 +147,11 @@ def start_loading(owner: StoreOwner, wait: float) -> asyncio.Task[None] | None:
         loader.loaded,
     )
 
-    async def rest() -> None:
-        await loader.run_rest()
-        owner.index.loading = False
-
-    return asyncio.create_task(rest())
+    return asyncio.create_task(loader.run_rest())
 
 
 async def stop_loading(task: asyncio.Task[None] | None) -> None:
     if task is not None and not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await task

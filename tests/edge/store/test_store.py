@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import time
 import zlib
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from edge_support import Scripted, StartEdge, send, serve_photo
+from purge_support import fields
 from support import running_node, wait_ready
 
 from pinedge.edge.store import objectfile
@@ -83,6 +85,45 @@ async def test_a_restart_on_a_smaller_budget_keeps_the_newest_objects_and_drops_
             assert (await send(client, f"{node.url}/o{index}")).hit
         assert not (await send(client, f"{node.url}/o0")).hit
     assert not stray.exists()
+
+
+@pytest.mark.slow
+async def test_a_response_invalidated_while_a_restarted_node_indexes_does_not_come_back(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """RFC 9111 §4.4 across a restart: the node serves before it has indexed its
+    files (store_load_wait = 0s), and a POST to a URL whose file it has not reached
+    yet (the newest of 20,001, indexed last) still invalidates what that file holds."""
+    version = {"/x": b"OLD"}
+
+    async def changing(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            version["/x"] = b"NEW"
+            return web.Response(body=b"changed")
+        return web.Response(body=version["/x"], headers={"Cache-Control": "max-age=600"})
+
+    scripted.handle("/x", changing)
+    store = tmp_path / "store"
+    flags = ("--cache-dir", str(store))
+    async with running_node(client, scripted.url, *flags) as node:
+        assert (await send(client, node.url + "/x")).body == b"OLD"
+    older = time.time() - 3600
+    for index in range(20_000):
+        meta = objectfile.write(store, fields(f"http://elsewhere/{index}", "filler"), b"filler")
+        path = objectfile.object_path(store, meta.variant_id)
+        os.utime(path, (older, older))
+    config = tmp_path / "edge.toml"
+    config.write_text('store_load_wait = "0s"\n')
+    async with running_node(client, scripted.url, *flags, config=str(config)) as node:
+        posted = await send(client, node.url + "/x", method="POST", data=b"change")
+        assert posted.status == 200
+        async with asyncio.timeout(60):
+            while await node.metric(client, "pinedge_store_loading"):
+                await asyncio.sleep(0.05)
+        assert await node.metric(client, "pinedge_store_objects") == 20_000
+        after = await send(client, node.url + "/x")
+        assert after.body == b"NEW" and not after.hit
+        assert await node.metric(client, "pinedge_store_dropped_total") == 0
 
 
 @pytest.mark.slow
