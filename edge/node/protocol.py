@@ -294,13 +294,14 @@ class EdgeConnection(RequestHandler):
     async def shutdown(self, timeout: float | None = 15.0) -> None:
         # aiohttp counts only its own handler's request as in progress: let the miss
         # path's answer out first, and its handover reach the handler.
+        deadline = None if timeout is None else self._loop.time() + timeout
         miss = self._miss
         if miss is not None:
             await asyncio.wait({miss}, timeout=timeout)
         if self.handover is not None and self.transport is not None:
             self._handover_taken = self._loop.create_future()
-            await asyncio.wait({self._handover_taken}, timeout=timeout)
-        await super().shutdown(timeout)
+            await asyncio.wait({self._handover_taken}, timeout=_left(deadline, self._loop))
+        await super().shutdown(_left(deadline, self._loop))
 
     def _idle(self) -> bool:
         """Whether a request may be answered now: none is queued or being answered
@@ -598,6 +599,11 @@ class EdgeConnection(RequestHandler):
         response = web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
         response.force_close()
         return response
+
+
+def _left(deadline: float | None, loop: asyncio.AbstractEventLoop) -> float | None:
+    """Seconds until `deadline` (loop time), none below zero; None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - loop.time())
 
 
 class UnsupportedVersion(BadHttpMessage):

@@ -50,6 +50,7 @@ class Handover:
     fill: Fill
     role: Role
     passed: UpstreamResponse | None  # the led fill's response, not to be stored
+    started: float  # when the request came (time.monotonic), for its duration
     holding: bool = False  # the fill keeps its body from the start for this request
 
     def close(self) -> None:
@@ -73,6 +74,7 @@ class PlainGet(NamedTuple):
     fields: list[tuple[bytes, bytes]]
     peer: str | None
     transport_of: TransportOf
+    started: float
 
 
 class Answer(NamedTuple):
@@ -129,10 +131,13 @@ class MissPath:
         for name, _value in fields:
             if name.lower() == b"authorization":
                 return None
-        return self.fetch(PlainGet(host.decode("latin-1"), target, key, fields, peer, transport_of))
+        return self.fetch(
+            PlainGet(
+                host.decode("latin-1"), target, key, fields, peer, transport_of, time.monotonic()
+            )
+        )
 
     async def fetch(self, request: PlainGet) -> Buffers | Handover:
-        started = time.monotonic()
         self.inflight += 1
         try:
             answer = await self._answer(request)
@@ -148,7 +153,7 @@ class MissPath:
             metrics = self.metrics
             metrics.requests.inc("miss", FAST_CLASS[answer.status])
             metrics.response_bytes.inc("miss", amount=answer.body_length)
-            metrics.request_duration.observe(time.monotonic() - started, "miss")
+            metrics.request_duration.observe(time.monotonic() - request.started, "miss")
             return answer.buffers
         return answer
 
@@ -163,7 +168,7 @@ class MissPath:
         interim = interim_writer(request.transport_of)
         plan = self.fetcher.plan_for(headers, request.peer, "http", route, key, None, interim)
         fill, role, passed = await self.steps.lead_fill(plan, headers)
-        handover = Handover(route, key, plan, fill, role, passed)
+        handover = Handover(route, key, plan, fill, role, passed, request.started)
         if role is not Role.LED or fill.outcome is not Outcome.STREAM or fill.head is None:
             return handover
         upstream = fill.head.headers

@@ -178,6 +178,7 @@ class Edge:
         step = Step.RECV
         handover = cast("EdgeConnection", request.protocol).take_handover()
         if handover is not None:
+            started = handover.started  # its fetch began on the miss path
             tx.route, tx.key, tx.plan = handover.route, handover.key, handover.plan
             tx.fill, tx.role, tx.passed = handover.fill, handover.role, handover.passed
             handover.passed = None  # the steps' to stream or close now

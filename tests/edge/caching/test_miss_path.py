@@ -17,6 +17,7 @@ from edge_support import (
     raw_exchange,
     send,
 )
+from support import sample
 
 from pinedge.core.config import build
 from pinedge.edge.node.config import EdgeConfig
@@ -208,3 +209,15 @@ async def test_the_head_of_a_body_still_arriving_is_not_held_back_for_it(
         release.set()
         writer.close()
     assert (await send(client, edge.url + "/trickle")).hit
+
+
+async def test_a_handed_on_miss_is_timed_from_its_arrival_not_from_the_hand_over(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """pinedge_request_duration_seconds counts the wait for the origin of a miss the
+    miss path hands on (here one not to be stored) as it does on the general path."""
+    scripted.reply("/slow-nostore", b"late", headers={"Cache-Control": "no-store"}, delay=0.4)
+    reply = await send(client, edge.url + "/slow-nostore")
+    assert reply.body == b"late"
+    text = await edge.metrics(client)
+    assert sample(text, "pinedge_request_duration_seconds_sum", cache="miss") >= 0.4
