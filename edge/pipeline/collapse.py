@@ -131,8 +131,8 @@ class Fill:
 
     def hold_start(self) -> None:
         """Keep the body from its first chunk for a reader still to come (a request
-        handed from the miss path to the general path), until a reader starts or
-        release_start()."""
+        handed from the miss path to the general path), until that reader starts
+        (body(handed_over=True)) or release_start()."""
         self.positions[HANDED_OVER] = 0
 
     def release_start(self) -> None:
@@ -146,12 +146,14 @@ class Fill:
         self.done = True
         self._wake()
 
-    async def body(self) -> AsyncGenerator[bytes, None]:
-        """Every chunk from the first, waiting for more until the fetch ends."""
+    async def body(self, handed_over: bool = False) -> AsyncGenerator[bytes, None]:
+        """Every chunk from the first, waiting for more until the fetch ends;
+        `handed_over`: for the request hold_start() kept them for, which now reads."""
         reader = object()
         index = 0
         self.positions[reader] = 0
-        self.positions.pop(HANDED_OVER, None)
+        if handed_over:
+            self.positions.pop(HANDED_OVER, None)
         try:
             while True:
                 while index < len(self.chunks):

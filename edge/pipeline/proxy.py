@@ -181,6 +181,7 @@ class Edge:
             started = handover.started  # its fetch began on the miss path
             tx.route, tx.key, tx.plan = handover.route, handover.key, handover.plan
             tx.fill, tx.role, tx.passed = handover.fill, handover.role, handover.passed
+            tx.handed_over = handover.holding
             handover.passed = None  # the steps' to stream or close now
             tx.directives = self.steps.client_directives(request)
             tx.status.fwd = Fwd.MISS

@@ -254,7 +254,7 @@ class Steps:
         if head.status == 200 and ("Range" in request.headers or wants_variant):
             # Ranges and variants are cut from the stored source: wait until it is.
             try:
-                async for _chunk in fill.body():
+                async for _chunk in fill.body(tx.handed_over):
                     pass
             except BROKEN_BODY:
                 return self.refetch(tx)
@@ -263,7 +263,7 @@ class Steps:
             if entry is not None:
                 tx.entry, tx.now = entry, time.time()
                 return Step.DELIVER
-        chunks = fill.body()
+        chunks = fill.body(tx.handed_over)
         try:
             # Nothing goes to the client before the first byte of the body has come:
             # an upstream that breaks off before it costs the client nothing.

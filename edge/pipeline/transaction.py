@@ -77,6 +77,7 @@ class Transaction:
     plan: FetchPlan | None = None
     fill: Fill | None = None
     role: Role | None = None  # how this request got `fill`
+    handed_over: bool = False  # the miss path led `fill` for it (and kept its body)
     led: bool = False  # this request led its fill (a follower did not)
     passed: UpstreamResponse | None = None  # a response not to be stored, to stream
     refetched: bool = False  # a fill broke off once and was fetched again
