@@ -48,7 +48,7 @@ from pinedge.edge.node.aiohttp_private import (
 )
 from pinedge.edge.node.clients import ClientTable, client_key
 from pinedge.edge.pipeline.deliver import SLICE, FileBody, error_bytes
-from pinedge.edge.pipeline.reader import PlainRequest, one_bodiless_request, plain_request
+from pinedge.edge.pipeline.reader import one_bodiless_request
 
 if TYPE_CHECKING:
     from pinedge.edge.pipeline.misspath import Handover
@@ -59,11 +59,11 @@ HELD_MAX = 64 * 1024  # request bytes held while a body goes out, before reading
 REFUSAL_LOG_EVERY = 60.0  # seconds between log lines about one client's refused connections
 
 FastHit = Callable[[RawRequestMessage, str | None], list[bytes | FileBody] | None]
-FastHitBytes = Callable[[PlainRequest, str | None], list[bytes | FileBody] | None]
-# The miss path's start (misspath.MissPath.start): the request read from the bytes,
-# the peer's address and the connection's transport → the work of answering, or None.
+FastHitBytes = Callable[[bytes, str | None], list[bytes | FileBody] | None]
+# The miss path's start (misspath.MissPath.start): request bytes, peer address and
+# the connection's transport → the work of answering, or None.
 FastMiss = Callable[
-    [PlainRequest, str | None, Callable[[], asyncio.BaseTransport | None]],
+    [bytes, str | None, Callable[[], asyncio.BaseTransport | None]],
     Coroutine[Any, Any, "list[bytes | FileBody] | Handover"] | None,
 ]
 
@@ -197,16 +197,15 @@ class EdgeConnection(RequestHandler):
             return
         idle = self._idle()
         if self.fast_hit_bytes is not None and not self._parser_used:
-            request = plain_request(data) if idle else None
-            if request is not None:  # read once, for the hit path and the miss path
-                buffers = self.fast_hit_bytes(request, self._client)
+            if idle:
+                buffers = self.fast_hit_bytes(data, self._client)
                 if buffers is not None:
                     self._request_count += 1
                     self._write(buffers)
                     self._idle_from_now()
                     return
                 if self.fast_miss is not None:
-                    work = self.fast_miss(request, self._peer, self._transport_now)
+                    work = self.fast_miss(data, self._peer, self._transport_now)
                     if work is not None:
                         self._miss = self._loop.create_task(self._answer_miss(data, work))
                         return

@@ -21,7 +21,7 @@ from pinedge.edge.node.ratelimit import REQUESTS, RateLimiter
 from pinedge.edge.pipeline.deliver import FileBody
 from pinedge.edge.pipeline.errors import EdgeError
 from pinedge.edge.pipeline.judge import Verdict, judge
-from pinedge.edge.pipeline.reader import FAST_PATH_BLOCKERS, PlainRequest
+from pinedge.edge.pipeline.reader import FAST_PATH_BLOCKERS, plain_request
 from pinedge.edge.pipeline.transaction import Route
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.view import SharedStore
@@ -81,15 +81,19 @@ class HitPath:
                 return None
         return self.serve(method == "HEAD", host, message.path, message.headers, client)
 
-    def from_plain(self, request: PlainRequest, client: str | None) -> Buffers | None:
-        """The answer to one plain request read from the bytes (reader.py)."""
+    def from_bytes(self, data: bytes, client: str | None) -> Buffers | None:
+        """The answer to a buffer holding exactly one plain request (reader.py)."""
+        request = plain_request(data)
+        if request is None:
+            return None
         head_only, host, target, fields = request
         return self.serve(head_only, host, target, fields, client)
 
     def serve(
         self, head_only: bool, host: bytes | None, target: str, headers: Fields, client: str | None
     ) -> Buffers | None:
-        found = self.routed(host, target)
+        known = self.keys.get((host, target), UNKNOWN)
+        found = self.find(host, target) if known is UNKNOWN else known
         if found is None:
             return None
         key, params, site = found
@@ -159,11 +163,6 @@ class HitPath:
             return None
         derived = self.store.variants(derived_key(source, suffix))
         return derived[0] if derived else None
-
-    def routed(self, host: bytes | None, raw_target: str) -> Found | None:
-        """find(), remembered."""
-        known = self.keys.get((host, raw_target), UNKNOWN)
-        return self.find(host, raw_target) if known is UNKNOWN else known
 
     def find(self, host: bytes | None, raw_target: str) -> Found | None:
         """(cache key, the edge's image parameters, site) for a Host and request

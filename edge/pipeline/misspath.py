@@ -26,9 +26,9 @@ from pinedge.edge.node.ratelimit import RateLimiter
 from pinedge.edge.pipeline.collapse import Fill, Once, Outcome, Role
 from pinedge.edge.pipeline.deliver import SLICE, FileBody
 from pinedge.edge.pipeline.fetch import Fetcher
-from pinedge.edge.pipeline.hitpath import FAST_CLASS, Buffers, HitPath
+from pinedge.edge.pipeline.hitpath import FAST_CLASS, UNKNOWN, Buffers, HitPath
 from pinedge.edge.pipeline.outgoing import interim_writer
-from pinedge.edge.pipeline.reader import PlainRequest
+from pinedge.edge.pipeline.reader import plain_request
 from pinedge.edge.pipeline.steps import Steps
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
 from pinedge.edge.store.view import SharedStore
@@ -107,16 +107,20 @@ class MissPath:
         self.metrics = metrics
         self.inflight = 0
 
-    def start(
-        self, request: PlainRequest, peer: str | None, transport_of: TransportOf
-    ) -> MissWork | None:
-        """The work of answering `request` when it is a GET this path takes: no rate
-        limits on its site, no image parameters, no Authorization, nothing stored
-        under its key and no fetch of it under way in this worker."""
+    def start(self, data: bytes, peer: str | None, transport_of: TransportOf) -> MissWork | None:
+        """The work of answering `data` when it is one plain GET this path takes: no
+        rate limits on its site, no image parameters, no Authorization, nothing
+        stored under its key and no fetch of it under way in this worker."""
+        request = plain_request(data)
+        if request is None:
+            return None
         head_only, host, target, fields = request
         if head_only:
             return None
-        found = self.hits.routed(host, target)
+        hits = self.hits
+        found = hits.keys.get((host, target), UNKNOWN)
+        if found is UNKNOWN:
+            found = hits.find(host, target)
         if found is None:
             return None
         key, params, site = found

@@ -132,7 +132,7 @@ class Edge:
             self.hits, store, once, self.steps, self.fetcher, self.limiter, self.metrics
         )
         self.fast_hit = self.hits.from_message
-        self.fast_hit_bytes = self.hits.from_plain
+        self.fast_hit_bytes = self.hits.from_bytes
         self.fast_miss = self.misses.start
         self.entry_from_file = self.fetcher.entry_from_file
 

@@ -46,14 +46,9 @@ class Index:
         self.purged = Purged()
         self.evictions = 0
         self.dropped = 0
-        # While files from before the start are being indexed (loader.py): the keys
-        # invalidated since, whose files may not be indexed yet.
+        self.loading = False  # files from before the start are still being indexed
+        # While loading: keys invalidated since the start, whose files are not indexed yet.
         self.removed_since_start: set[str] | None = None
-
-    @property
-    def loading(self) -> bool:
-        """Whether files from before the start are still being indexed."""
-        return self.removed_since_start is not None
 
     @property
     def size(self) -> int:

@@ -47,6 +47,7 @@ class StoreLoader:
         self.work = self._load()
         index.purged.keep_bans = True
         index.removed_since_start = set()
+        index.loading = True
 
     def run_for(self, seconds: float) -> bool:
         """Load for up to `seconds`; True once everything is loaded."""
@@ -82,6 +83,7 @@ class StoreLoader:
         self.done = True
         self.index.purged.keep_bans = False
         self.index.removed_since_start = None
+        self.index.loading = False
 
     def _load(self) -> Iterator[None]:
         """The loading, a file at a time. What it holds per file until all are read is
@@ -144,6 +146,7 @@ def start_loading(owner: StoreOwner, wait: float) -> asyncio.Task[None] | None:
         owner.root,
         loader.loaded,
     )
+
     return asyncio.create_task(loader.run_rest())
 
 
