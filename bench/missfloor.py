@@ -214,10 +214,10 @@ def one_run(lab: misspath.Lab, tmp: Path, kind: str, index: int) -> Run:
     )
 
 
-def report_runs(report: Report, runs: list[Run]) -> None:
+def report_runs(report: Report, runs: list[Run], kinds: tuple[str, ...]) -> None:
     rows = []
     nginx = median(r.misses_per_s for r in runs if r.kind == "nginx")
-    for kind in KINDS:
+    for kind in kinds:
         mine = [r for r in runs if r.kind == kind]
         rate = median(r.misses_per_s for r in mine)
         user = median(r.user_us for r in mine)
@@ -226,7 +226,7 @@ def report_runs(report: Report, runs: list[Run]) -> None:
             [
                 kind,
                 f"{rate:,.0f}",
-                f"{rate / nginx:.2f}x",
+                f"{rate / nginx:.2f}x" if nginx == nginx else "-",  # NaN: nginx not run
                 f"{user:,.0f}",
                 f"{system:,.0f}",
                 f"{user + system:,.0f}",
@@ -262,6 +262,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--rounds", type=int, default=0, help="rounds of the four runs (3; --quick 1)")
     add("--duration", type=float, default=0, help="seconds per wrk run (8; --quick 3)")
     add("--connections", type=int, default=50, help="wrk connections (50)")
+    add("--proxies", default=",".join(KINDS), help=f"of {','.join(KINDS)} (all)")
     add("--quick", action="store_true", help="one short round: proves the set-up works")
     add("--md", metavar="FILE", help="also write the report to FILE")
     add("--json", metavar="FILE", help="every run as JSON to FILE")
@@ -271,6 +272,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 8)
+    args.kinds = tuple(kind for kind in KINDS if kind in args.proxies.split(","))
+    unknown = set(args.proxies.split(",")) - set(KINDS)
+    if unknown or not args.kinds:
+        parser.error(f"--proxies: of {', '.join(KINDS)}, not {args.proxies}")
     return args
 
 
@@ -299,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             lab.start_origin()
             for index in range(args.rounds):
-                order = KINDS[index % len(KINDS) :] + KINDS[: index % len(KINDS)]
+                kinds = args.kinds
+                order = kinds[index % len(kinds) :] + kinds[: index % len(kinds)]
                 for kind in order:
                     run = one_run(lab, tmp, kind, index)
                     runs.append(run)
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-            report_runs(report, runs)
+            report_runs(report, runs, args.kinds)
         finally:
             shutil.rmtree(shm, ignore_errors=True)
 
