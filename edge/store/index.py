@@ -12,11 +12,11 @@ from pathlib import Path
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.eviction import make_policy
 from pinedge.edge.store.generations import Generations, slot_of, tag_slot
-from pinedge.edge.store.objectfile import Meta, Stored
+from pinedge.edge.store.objectfile import Admission, Stored
 from pinedge.edge.store.purge import Ban, Selection
 from pinedge.edge.store.purged import Purged, PurgedGroup
 from pinedge.edge.store.records import Records
-from pinedge.edge.store.tags import TagIndex, tags_of
+from pinedge.edge.store.tags import TagIndex
 
 log = logging.getLogger("pinedge.store")
 
@@ -80,11 +80,11 @@ class Index:
             found.append(Stored(vid, size_of(record), records.response_times[record], since))
         return found
 
-    def admit(self, meta: Meta) -> list[str]:
+    def admit(self, admission: Admission) -> list[str]:
         """Index a file a worker wrote; returns the variant ids evicted for it. The
         key's generation slot is bumped once when the response is stored as it came,
         and twice when a purge since its request dropped it or made it stale."""
-        vid = meta.variant_id
+        vid = admission.vid
         records = self.records
         purged = self.purged
         record = records.find(vid)
@@ -92,32 +92,32 @@ class Index:
             # Stored again before the purged one was cleaned up.
             self._forget(record, unlink=False)
             record = -1
-        tags = tags_of(meta.headers)
-        ban = purged.ban_for(meta, tags)
+        tags = frozenset(admission.tags)
+        ban = purged.ban_for(admission, tags)
         if ban is not None:
             # The worker that wrote it counts on one bump of the key's slot for an
             # admission; one more tells it to look the key up again.
-            self.generations.bump(meta.key)
+            self.generations.bump(admission.key)
         if ban is not None and not ban.soft:
             # Fetched before a purge that covers it: as if purged with the rest.
             if record >= 0:
                 self._forget(record, unlink=False, bump=False)
-            self.generations.bump(meta.key)
+            self.generations.bump(admission.key)
             objectfile.remove(self.root, vid)
             return []
         if record >= 0:  # the next version of a stored response
             self._leave_groups(record)
             self.tags.untag(record)
-            records.response_times[record] = meta.response_time
+            records.response_times[record] = admission.response_time
             purged.stale_since.pop(record, None)
         else:
-            record = self._add(vid, meta)
+            record = self._add(vid, admission)
         if ban is not None:
             purged.stale_since[record] = ban.at
         if tags:
             self.tags.tag(record, tags)
-        self.generations.bump(meta.key)
-        size = meta.allocated
+        self.generations.bump(admission.key)
+        size = admission.allocated
         if (purged.doomed or purged.settling) and self.policy.size + size > self.policy.budget:
             # Space a new object needs is taken from purged objects first, at once,
             # before any eviction.
@@ -268,11 +268,11 @@ class Index:
 
     # ── keys and the keys derived from them ──────────────────────────────────
 
-    def _add(self, vid: str, meta: Meta) -> int:
+    def _add(self, vid: str, admission: Admission) -> int:
         """A record for a response whose variant has none."""
-        key = meta.key
+        key = admission.key
         new_key = not self.records.has_key(key)
-        record = self.records.add(vid, key, meta.response_time)
+        record = self.records.add(vid, key, admission.response_time)
         if new_key:
             self.generations.count_key(key, 1)
             source, mark, _ = key.partition("#")

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from pinedge.edge.store.objectfile import Meta, Stored
+from pinedge.edge.store.objectfile import Admission, Stored
 from pinedge.edge.store.owner import StoreOwner
 
 log = logging.getLogger("pinedge.store")
@@ -40,7 +40,7 @@ class Op(IntEnum):
 
 class OwnerLink(Protocol):
     async def lookup(self, key: str) -> list[Stored]: ...
-    def admit(self, meta: Meta) -> None: ...
+    def admit(self, admission: Admission) -> None: ...
     def flush(self) -> None: ...
     async def remove_key(self, key: str) -> int: ...
     def hits(self, variant_ids: list[str]) -> None: ...
@@ -70,8 +70,8 @@ class LocalLink:
     async def lookup(self, key: str) -> list[Stored]:
         return self.owner.lookup(key)
 
-    def admit(self, meta: Meta) -> None:
-        self.owner.admit(meta)
+    def admit(self, admission: Admission) -> None:
+        self.owner.admit(admission)
 
     def flush(self) -> None:
         pass
@@ -174,7 +174,7 @@ class OwnerServer:
         try:
             result: Any = None
             if op == Op.ADMIT:
-                owner.admit(Meta.from_wire(arguments[0]))
+                owner.admit(Admission(*arguments[0]))
             elif op == Op.LOOKUP:
                 result = owner.lookup(arguments[0])  # Stored tuples, packed as arrays
             elif op == Op.HITS:
@@ -257,8 +257,8 @@ class RemoteLink(_Batching):
     async def lookup(self, key: str) -> list[Stored]:
         return [Stored(*item) for item in await self._call(Op.LOOKUP, key)]
 
-    def admit(self, meta: Meta) -> None:
-        self._tell(Op.ADMIT, 0, meta.to_wire())
+    def admit(self, admission: Admission) -> None:
+        self._tell(Op.ADMIT, 0, admission)
 
     def flush(self) -> None:
         """Send now what waits for the end of this loop turn."""

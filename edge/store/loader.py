@@ -130,7 +130,7 @@ class StoreLoader:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             else:
-                index.admit(meta)
+                index.admit(objectfile.Admission.of(meta))
                 self.loaded += 1
             yield
 

@@ -20,12 +20,15 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as quote
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgpack
+
+from pinedge.edge.store.tags import tags_of
 
 MAGIC = b"PNE2"
 MAGIC_JSON = b"PNE1"
@@ -39,7 +42,7 @@ FILE_OVERHEAD = 1024
 
 @dataclass(frozen=True, slots=True)
 class Meta:
-    """What the index needs about a stored file, without its body."""
+    """A stored file's fields but its body, as written and read back."""
 
     key: str
     vary_names: tuple[str, ...]
@@ -72,35 +75,30 @@ class Meta:
         """The memory (or disk) its file really takes: whole pages, and the inode."""
         return -(-self.file_size // PAGE) * PAGE + FILE_OVERHEAD
 
-    def to_wire(self) -> tuple[Any, ...]:
-        """Its fields as a msgpack-ready tuple (the owner link's encoding)."""
-        return (
-            self.key,
-            self.vary_names,
-            self.vary_values,
-            self.status,
-            self.reason,
-            self.headers,
-            self.request_time,
-            self.response_time,
-            self.body_length,
-            self.body_crc,
-            self.body_offset,
-            self.purged_at,
-            self.variant_id,
-        )
+
+class Admission(NamedTuple):
+    """What the owner indexes of a file a worker wrote (the owner link's ADMIT): its
+    key and variant id, its tags, its request and response times, and what it takes
+    (Meta.allocated). The fields stay in the file: the writer has worked out the tags."""
+
+    key: str
+    vid: str
+    tags: tuple[str, ...]
+    request_time: float
+    response_time: float
+    allocated: int
 
     @classmethod
-    def from_wire(cls, fields: list[Any]) -> Meta:
-        (key, names, values, status, reason, headers, *rest) = fields
+    def of(cls, meta: Meta, tags: Iterable[str] | None = None) -> Admission:
+        """`tags` as the writer found them in the fields, else read from the meta's."""
+        found = tags_of(meta.headers) if tags is None else tags
         return cls(
-            key,
-            tuple(names),
-            tuple(values),
-            status,
-            reason,
-            tuple((name, value) for name, value in headers),
-            *rest,
+            meta.key,
+            meta.variant_id,
+            tuple(found),
+            meta.request_time,
+            meta.response_time,
+            meta.allocated,
         )
 
 

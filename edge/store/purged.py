@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pinedge.edge.node.idle import IdleMeter
-from pinedge.edge.store.objectfile import Meta
+from pinedge.edge.store.objectfile import Admission
 from pinedge.edge.store.purge import Ban
 from pinedge.edge.store.tags import Members
 
@@ -112,13 +112,13 @@ class Purged:
         if not waiting:
             del self.groups[group.tag]
 
-    def ban_for(self, meta: Meta, tags: frozenset[str]) -> Ban | None:
+    def ban_for(self, admission: Admission, tags: frozenset[str]) -> Ban | None:
         """The latest purge that covers this response and came after its request was
         sent (the response may predate what the purge is for)."""
         for ban in reversed(self.bans):
-            if ban.at <= meta.request_time:
+            if ban.at <= admission.request_time:
                 return None  # this one and every earlier purge came before the request
-            if ban.selection.matches(meta.key, tags):
+            if ban.selection.matches(admission.key, tags):
                 return ban
         return None
 

@@ -186,7 +186,7 @@ class SharedStore:
         slot = slot_of(entry.key)
         generation = counters[slot]
         tag_generations = self._tag_generations([entry])
-        self.link.admit(meta)
+        self.link.admit(objectfile.Admission.of(meta, entry.tags))
         if entry.vary_names:
             # Other variants of the key may be stored: the next request asks for them.
             self._forget(entry.key)

@@ -159,7 +159,7 @@ async def test_the_owner_removes_purged_objects_first_when_space_is_needed_befor
             objectfile.write(tmp_path, fields(f"/live/{index}", "live"), body) for index in range(2)
         ]
         for meta in metas:
-            assert owner.admit(meta) == []
+            assert owner.admit(objectfile.Admission.of(meta)) == []
         # On the event loop the clean-up waits for the CPUs to be idle; nothing
         # here yields to it, so only the space a new object needs can trigger it.
         assert owner.purge(Selection(tags=frozenset({"old"})), soft=False) == 8
@@ -169,7 +169,7 @@ async def test_the_owner_removes_purged_objects_first_when_space_is_needed_befor
             objectfile.write(tmp_path, fields(f"/new/{index}", "new"), body) for index in range(5)
         ]
         for meta in incoming:
-            assert owner.admit(meta) == []
+            assert owner.admit(objectfile.Admission.of(meta)) == []
 
         assert owner.index.evictions == 0
         assert owner.index.purged.pending_removal == 3  # a purged one made room for each new one

@@ -35,7 +35,7 @@ def owner(tmp_path: Path) -> Iterator[StoreOwner]:
 def store(owner: StoreOwner, key: str, tags: str, body: bytes = BODY) -> Meta:
     """Write and index one response of `key` carrying `tags`, fetched just now."""
     meta = objectfile.write(owner.root, fields(key, tags), body)
-    assert owner.admit(meta) == []
+    assert owner.admit(objectfile.Admission.of(meta)) == []
     return meta
 
 

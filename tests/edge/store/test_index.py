@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pinedge.edge.store.generations import Generations
 from pinedge.edge.store.index import Index
 from pinedge.edge.store.numbertable import NONE
-from pinedge.edge.store.objectfile import Meta, variant_id
+from pinedge.edge.store.objectfile import Admission, Meta, variant_id
 from pinedge.edge.store.purge import Selection
 from pinedge.edge.store.records import Records
 from pinedge.edge.store.tags import TagIndex
@@ -105,7 +105,7 @@ def test_lookups_answer_what_is_stored_whatever_was_done(
         if op == "admit":
             key, variant, tags = args
             stored = meta(key, variant, tags, clock)
-            assert index.admit(stored) == []
+            assert index.admit(Admission.of(stored)) == []
             model.stored[stored.variant_id] = (key, tags, None)
         elif op in ("tag", "url", "prefix"):
             name, soft = args

@@ -41,7 +41,8 @@ async def test_the_owner_forgets_the_variants_of_what_it_evicted(tmp_path: Path)
     try:
         for n in range(400):
             for key in (f"http://a/p{n}", f"http://a/p{n}#v1#enc=gzip"):
-                owner.admit(objectfile.write(tmp_path, fields(key), b"x" * 1000))
+                meta = objectfile.write(tmp_path, fields(key), b"x" * 1000)
+                owner.admit(objectfile.Admission.of(meta))
         assert owner.index.evictions > 0
         stored = {key for _, key in owner.index.records.items()}
         sources = {key.partition("#")[0] for key in stored if "#" in key}
