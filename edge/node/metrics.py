@@ -203,9 +203,19 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
     add(
         Gauge(
             "pinedge_store_loading",
-            "1 while the files a restarted node found are still being indexed (they are "
-            "misses until then), else 0.",
+            "1 while the files a restarted node found are still being indexed, else 0. "
+            "Meanwhile a request finds its response's file by its key; a response with "
+            "Vary is a miss until the loader reaches it.",
             lambda: int(index.loading),
+        )
+    )
+    add(
+        Gauge(
+            "pinedge_store_loaded_on_demand_total",
+            "Files a restarted node indexed when a request asked for their key, before "
+            "the loader reached them.",
+            lambda: index.loaded_on_demand,
+            kind="counter",
         )
     )
     add(

@@ -24,7 +24,10 @@ PRESENCE_SLOTS = 1 << 23
 # such endings (fills.py): 8 MiB more, allocated as used.
 OUTCOMES = PRESENCE + PRESENCE_SLOTS
 OUTCOME_COUNTS = OUTCOMES + SLOTS
-COUNTERS = OUTCOME_COUNTS + SLOTS
+# Then one flag, set while the owner indexes a warm store directory (loader.py): a
+# presence counter at zero does not yet say that a key is not stored.
+LOADING = OUTCOME_COUNTS + SLOTS
+COUNTERS = LOADING + 1
 
 
 def checksum(key: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.eviction import make_policy
-from pinedge.edge.store.generations import Generations, slot_of, tag_slot
+from pinedge.edge.store.generations import LOADING, Generations, slot_of, tag_slot
 from pinedge.edge.store.objectfile import Admission, Stored
 from pinedge.edge.store.purge import Ban, Selection
 from pinedge.edge.store.purged import Purged, PurgedGroup
@@ -46,9 +46,18 @@ class Index:
         self.purged = Purged()
         self.evictions = 0
         self.dropped = 0
-        self.loading = False  # files from before the start are still being indexed
+        self.loaded_on_demand = 0  # files indexed when asked for, before the loader got to them
         # While loading: keys invalidated since the start, whose files are not indexed yet.
         self.removed_since_start: set[str] | None = None
+
+    @property
+    def loading(self) -> bool:
+        """Files from before the start are still being indexed (loader.py)."""
+        return bool(self.generations.counters[LOADING])
+
+    @loading.setter
+    def loading(self, loading: bool) -> None:
+        self.generations.counters[LOADING] = int(loading)
 
     @property
     def size(self) -> int:
@@ -64,6 +73,8 @@ class Index:
     # ── what workers ask ─────────────────────────────────────────────────────
 
     def lookup(self, key: str) -> list[Stored]:
+        if self.loading and not self.records.has_key(key):
+            self._load_now(key)
         records, size_of = self.records, self.policy.size_of
         purged = self.purged
         doomed, stale_since, groups = purged.doomed, purged.stale_since, purged.groups
@@ -79,6 +90,21 @@ class Index:
             vid = records.vid(record)
             found.append(Stored(vid, size_of(record), records.response_times[record], since))
         return found
+
+    def _load_now(self, key: str) -> None:
+        """While loading, a key asked for before the loader reached its file: index the
+        file of its response without Vary (whose name the key gives) now, as nginx
+        finds a file by its key before its cache loader has read it. A file that is
+        not whole (one being written, or damaged) is left to the loader."""
+        removed = self.removed_since_start
+        if removed is not None and key.partition("#")[0] in removed:
+            return
+        vid = objectfile.variant_id(key, (), ())
+        meta = objectfile.read_meta(objectfile.object_path_text(self.root, vid))
+        if meta is None or meta.variant_id != vid or meta.key != key:
+            return
+        self.loaded_on_demand += 1
+        self.admit(Admission.of(meta))
 
     def admit(self, admission: Admission) -> list[str]:
         """Index a file a worker wrote; returns the variant ids evicted for it. The

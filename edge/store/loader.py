@@ -5,8 +5,11 @@ The files are listed with their modification times, then read oldest first, so
 a smaller budget than before keeps the newest. The node spends up to
 `store_load_wait` on this before it is ready (a store of some thousands of files
 is then whole); the rest goes on in the owner's event loop, SLICE seconds at a time, with
-the node serving: a key not indexed yet is a miss, its fetch stores it again, and
-the loader leaves it be when it comes to the file. Purges and invalidations
+the node serving. Meanwhile workers ask the owner about every key (the presence
+counters are not whole yet), and the owner indexes at once the file a key names
+(its response without Vary: Index.lookup); a key with no such file, or whose
+response varies, is a miss, its fetch stores it again, and the loader leaves it
+be when it comes to the file. Purges and invalidations
 meanwhile stay in force for the files still to come (purges' bans are kept, and
 invalidated keys remembered, until the end).
 """

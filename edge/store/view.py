@@ -24,7 +24,14 @@ from pathlib import Path
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.fills import FillVerdict, NodeFills
-from pinedge.edge.store.generations import PURGES, Generations, slot_of, slots_of, tag_slot
+from pinedge.edge.store.generations import (
+    LOADING,
+    PURGES,
+    Generations,
+    slot_of,
+    slots_of,
+    tag_slot,
+)
 from pinedge.edge.store.link import OwnerLink
 from pinedge.edge.store.objectfile import Meta, Stored
 
@@ -115,7 +122,8 @@ class SharedStore:
     def absent(self, key: str) -> bool:
         """Whether nothing is stored under `key`, as this worker can tell without
         asking the owner: no key it knows, and no stored key hashes where this one does."""
-        return key not in self.local and not self.counters[slots_of(key)[1]]
+        counters = self.counters
+        return key not in self.local and not counters[slots_of(key)[1]] and not counters[LOADING]
 
     async def load(self, key: str, told_stored: bool = False) -> list[Entry]:
         """The stored variants of `key`, asking the owner and reading files as needed;
@@ -130,7 +138,7 @@ class SharedStore:
         purges = counters[PURGES]
         local = self.local.get(key)
         stored = local.stored if local is not None and self._current(local) else None
-        if stored is None and not counters[presence] and not told_stored:
+        if stored is None and not counters[presence] and not told_stored and not counters[LOADING]:
             return []  # no stored key hashes here: not stored, and nobody asked
         for asked in range(2):
             if stored is None:

@@ -107,13 +107,7 @@ async def test_a_response_invalidated_while_a_restarted_node_indexes_does_not_co
     flags = ("--cache-dir", str(store))
     async with running_node(client, scripted.url, *flags) as node:
         assert (await send(client, node.url + "/x")).body == b"OLD"
-    older = time.time() - 3600
-    for index in range(20_000):
-        meta = objectfile.write(store, fields(f"http://elsewhere/{index}", "filler"), b"filler")
-        path = objectfile.object_path(store, meta.variant_id)
-        os.utime(path, (older, older))
-    config = tmp_path / "edge.toml"
-    config.write_text('store_load_wait = "0s"\n')
+    config = slow_restart(store, tmp_path)
     async with running_node(client, scripted.url, *flags, config=str(config)) as node:
         posted = await send(client, node.url + "/x", method="POST", data=b"change")
         assert posted.status == 200
@@ -124,6 +118,32 @@ async def test_a_response_invalidated_while_a_restarted_node_indexes_does_not_co
         after = await send(client, node.url + "/x")
         assert after.body == b"NEW" and not after.hit
         assert await node.metric(client, "pinedge_store_dropped_total") == 0
+
+
+@pytest.mark.slow
+async def test_a_restarted_node_serves_a_file_it_has_not_indexed_yet_as_a_hit(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """While it indexes 20,001 files (store_load_wait = 0s), a request for the newest,
+    which the loader reaches last, finds its file by its key: a hit at once, the
+    origin not asked again, as nginx serves a file its cache loader has not read."""
+    scripted.reply("/x", b"kept across restarts", headers={"Cache-Control": "max-age=600"})
+    store = tmp_path / "store"
+    flags = ("--cache-dir", str(store))
+    async with running_node(client, scripted.url, *flags) as node:
+        assert (await send(client, node.url + "/x")).cache.get("stored")
+    config = slow_restart(store, tmp_path)
+    async with running_node(client, scripted.url, *flags, config=str(config)) as node:
+        assert await node.metric(client, "pinedge_store_loading") == 1
+        again = await send(client, node.url + "/x")
+        assert again.hit and again.body == b"kept across restarts"
+        assert await node.metric(client, "pinedge_store_loaded_on_demand_total") == 1
+        async with asyncio.timeout(60):
+            while await node.metric(client, "pinedge_store_loading"):
+                await asyncio.sleep(0.05)
+        assert await node.metric(client, "pinedge_store_objects") == 20_001
+        assert (await send(client, node.url + "/x")).hit
+    assert scripted.hits["/x"] == 1
 
 
 @pytest.mark.slow
@@ -431,3 +451,16 @@ async def test_the_memory_small_objects_really_take_stays_within_the_budget(
         accounted = await node.metric(client, "pinedge_store_bytes")
         assert taken <= accounted <= budget
         assert len(files) > 100  # and it still holds what fits
+
+
+def slow_restart(store: Path, tmp_path: Path) -> Path:
+    """20,000 files older than what `store` holds (the loader reads them first), and
+    a config that makes the node ready before it has indexed any (store_load_wait)."""
+    older = time.time() - 3600
+    for index in range(20_000):
+        meta = objectfile.write(store, fields(f"http://elsewhere/{index}", "filler"), b"filler")
+        path = objectfile.object_path(store, meta.variant_id)
+        os.utime(path, (older, older))
+    config = tmp_path / "edge.toml"
+    config.write_text('store_load_wait = "0s"\n')
+    return config
