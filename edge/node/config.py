@@ -164,7 +164,8 @@ class EdgeConfig:
     store_load_wait: float = duration_field(
         "5s",
         doc="at start, time spent indexing a warm store before serving; the rest is indexed "
-        "while serving (its keys are misses until then)",
+        "while serving (meanwhile a request finds its file by its key; responses with Vary "
+        "are misses until indexed)",
     )
     control: str | None = url_field(doc="control plane URL (not yet supported)")
     max_object_size: int = size_field(
