@@ -96,8 +96,7 @@ class Index:
         file of its response without Vary (whose name the key gives) now, as nginx
         finds a file by its key before its cache loader has read it. A file that is
         not whole (one being written, or damaged) is left to the loader."""
-        removed = self.removed_since_start
-        if removed is not None and key.partition("#")[0] in removed:
+        if self.removed_while_loading(key):
             return
         vid = objectfile.variant_id(key, (), ())
         meta = objectfile.read_meta(objectfile.object_path_text(self.root, vid))
@@ -105,6 +104,12 @@ class Index:
             return
         self.loaded_on_demand += 1
         self.admit(Admission.of(meta))
+
+    def removed_while_loading(self, key: str) -> bool:
+        """Whether `key`, or the key it was derived from, was invalidated since the
+        start while files from before it are still being indexed."""
+        removed = self.removed_since_start
+        return removed is not None and key.partition("#")[0] in removed
 
     def admit(self, admission: Admission) -> list[str]:
         """Index a file a worker wrote; returns the variant ids evicted for it. The

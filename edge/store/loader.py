@@ -9,9 +9,9 @@ the node serving. Meanwhile workers ask the owner about every key (the presence
 counters are not whole yet), and the owner indexes at once the file a key names
 (its response without Vary: Index.lookup); a key with no such file, or whose
 response varies, is a miss, its fetch stores it again, and the loader leaves it
-be when it comes to the file. Purges and invalidations
-meanwhile stay in force for the files still to come (purges' bans are kept, and
-invalidated keys remembered, until the end).
+be when it comes to the file. Purges and invalidations meanwhile stay in force
+for the files still to come (purges' bans are kept, and invalidated keys
+remembered, until the end).
 """
 
 from __future__ import annotations
@@ -117,8 +117,6 @@ class StoreLoader:
         order = sorted(range(len(times)), key=times.__getitem__)
         del times
         records = index.records
-        removed = index.removed_since_start
-        assert removed is not None  # until finish()
         for number in order:
             name = vids[number * VID_BYTES : (number + 1) * VID_BYTES].hex()
             if records.find(name) >= 0:
@@ -128,7 +126,7 @@ class StoreLoader:
             if meta is None or meta.variant_id != name:
                 if os.path.exists(path):  # else stored and removed again since the start
                     index.drop_damaged(path)
-            elif meta.key.partition("#")[0] in removed:
+            elif index.removed_while_loading(meta.key):
                 # Invalidated since the start (it or the response it was derived from).
                 with contextlib.suppress(OSError):
                     os.unlink(path)

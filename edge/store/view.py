@@ -121,9 +121,14 @@ class SharedStore:
 
     def absent(self, key: str) -> bool:
         """Whether nothing is stored under `key`, as this worker can tell without
-        asking the owner: no key it knows, and no stored key hashes where this one does."""
+        asking the owner: no key it knows, and the presence counters say so."""
+        return key not in self.local and self._unstored(slots_of(key)[1])
+
+    def _unstored(self, presence: int) -> bool:
+        """No stored key hashes to this presence counter, and the counters are whole
+        (the owner is not still indexing a warm store)."""
         counters = self.counters
-        return key not in self.local and not counters[slots_of(key)[1]] and not counters[LOADING]
+        return not counters[presence] and not counters[LOADING]
 
     async def load(self, key: str, told_stored: bool = False) -> list[Entry]:
         """The stored variants of `key`, asking the owner and reading files as needed;
@@ -138,7 +143,7 @@ class SharedStore:
         purges = counters[PURGES]
         local = self.local.get(key)
         stored = local.stored if local is not None and self._current(local) else None
-        if stored is None and not counters[presence] and not told_stored and not counters[LOADING]:
+        if stored is None and not told_stored and self._unstored(presence):
             return []  # no stored key hashes here: not stored, and nobody asked
         for asked in range(2):
             if stored is None:
