@@ -147,6 +147,19 @@ class Fetcher:
         except UpstreamError as err:
             fill.settle(Outcome.ERROR, error=err)
             return None
+        return await self.settle(fill, plan, response, head, request_time)
+
+    async def settle(
+        self,
+        fill: Fill,
+        plan: FetchPlan,
+        response: UpstreamResponse,
+        head: Head,
+        request_time: float,
+    ) -> UpstreamResponse | None:
+        """Settle the fill with the response `plan`'s request got (lead's, after
+        the send)."""
+        stale = plan.stale
         fill.request_headers = plan.request_headers
         if head.status == 304 and stale is not None:
             response.release()
@@ -158,7 +171,7 @@ class Fetcher:
                 return None
             await self.refresh(fill, plan, stale, head, request_time)
             return None
-        reason = self.why_not_store(plan, head, response.content_length)
+        reason = self.why_not_store(head, response.content_length, plan.request_headers, stale)
         if reason is not None:
             self.metrics.not_stored.inc(reason)
             fill.no_store = reason
@@ -182,17 +195,23 @@ class Fetcher:
             log.error("could not store the refreshed %s: %s", plan.key, exc)
         fill.settle(Outcome.UPDATED, head=head, entry=entry)
 
-    def why_not_store(self, plan: FetchPlan, head: Head, length: int | None) -> str | None:
-        if head.status in FAILING_STATUSES and plan.stale is not None:
+    def why_not_store(
+        self,
+        head: Head,
+        length: int | None,
+        request_headers: CIMultiDictProxy[str],
+        stale: Entry | None = None,
+    ) -> str | None:
+        if head.status in FAILING_STATUSES and stale is not None:
             return "error-over-stale"
         entry_directives, _ = response_directives(head.headers, self.settings.targeted_fields)
         reason = no_store_reason(
             "GET",
             head.status,
-            plan.request_headers,
+            request_headers,
             head.headers,
             entry_directives,
-            request_directives(plan.request_headers),
+            request_directives(request_headers),
             heuristic=self.config.heuristic_fraction > 0,
             cache_set_cookie=self.config.cache_set_cookie,
         )
@@ -201,6 +220,17 @@ class Fetcher:
         if length is not None and length > self.config.max_object_size:
             return "too-large"
         return None
+
+    def stored_as_it_came(
+        self, head: Head, length: int, request_headers: CIMultiDictProxy[str]
+    ) -> bool:
+        """Whether a response with this head and a body of `length` bytes, the answer
+        to a request with these fields and nothing stored, is stored with every field
+        it came with (why_not_store says yes; no field is withheld)."""
+        directives, _ = response_directives(head.headers, self.settings.targeted_fields)
+        if fields_not_to_store(directives):
+            return False
+        return self.why_not_store(head, length, request_headers) is None
 
     async def fill_body(
         self,
@@ -239,32 +269,41 @@ class Fetcher:
         fill.finish()
         if storing:
             body = b"".join(cast("list[bytes]", fill.chunks))  # kept whole while storing
-            fill.stored = await self.store_entry(plan, head, body, request_time)
+            entry = await self.store_response(
+                plan.key, plan.request_headers, head, body, request_time
+            )
+            fill.stored = entry is not None
         self.once.release(fill)
 
-    async def store_entry(
-        self, plan: FetchPlan, head: Head, body: bytes, request_time: float
-    ) -> bool:
+    async def store_response(
+        self,
+        key: str,
+        request_headers: CIMultiDictProxy[str],
+        head: Head,
+        body: bytes,
+        request_time: float,
+    ) -> Entry | None:
+        """Store a response whose body came whole: the entry stored, or None."""
         names = vary_names(head.headers)
         if names is None:
-            return False
+            return None
         directives, _ = response_directives(head.headers, self.settings.targeted_fields)
         private = fields_not_to_store(directives)
         headers = head.headers
         if private:
             headers = CIMultiDictProxy(without_hop_by_hop(headers, also=private))
-        vary = (names, secondary_key(names, plan.request_headers))
+        vary = (names, secondary_key(names, request_headers))
         times = (request_time, head.response_time)
         entry = Entry.build(
-            plan.key, vary, head.status, head.reason, headers, body, times, self.settings
+            key, vary, head.status, head.reason, headers, body, times, self.settings
         )
         self.prepare(entry)
         try:
-            return await self.store.put(entry)
+            return entry if await self.store.put(entry) else None
         except OSError as exc:
             self.metrics.not_stored.inc("store-error")
-            log.error("could not store %s: %s", plan.key, exc)
-            return False
+            log.error("could not store %s: %s", key, exc)
+            return None
 
     def entry_from_file(self, meta: Meta, body: bytes) -> Entry:
         """An Entry for a stored file (another worker's, or from before a restart)."""

@@ -14,7 +14,7 @@ from pinedge.edge.node.config import SiteConfig
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.pipeline.errors import EdgeError, UpstreamError
 from pinedge.edge.upstream.client import Interim, Upstream, UpstreamResponse
-from pinedge.edge.upstream.routes import Upstreams
+from pinedge.edge.upstream.routes import BreakerState, Target, Upstreams
 
 log = logging.getLogger("pinedge.edge")
 
@@ -27,6 +27,7 @@ RETRYABLE = frozenset(
 # Answers that say an upstream is failing: they count against an origin's breaker
 # (a shield's relay its origin's), and a stored response may be served instead.
 FAILING_STATUSES = frozenset({500, 502, 503, 504})
+STATUS_CLASS = {code: f"{code // 100}xx" for code in range(100, 1000)}
 
 
 class RequestBody(Protocol):
@@ -90,22 +91,12 @@ class Sender:
             except UpstreamError as err:
                 if body is not None and body.error is not None:
                     raise
-                upstream.breaker.failed(time.monotonic())
-                self.metrics.upstream_errors.inc(name, upstream.label, err.detail)
-                log.warning(
-                    "%s %s%s failed: %s", method, upstream.url, target, err.log or err.reason
-                )
+                self.failed(name, upstream, method, target, err)
                 failed = err
                 if replayable and err.detail in RETRYABLE:
                     continue
                 raise
-            if response.status in FAILING_STATUSES and upstream.kind == "origin":
-                upstream.breaker.failed(time.monotonic())
-            else:
-                upstream.breaker.succeeded()
-            code = f"{response.status // 100}xx"
-            self.metrics.upstream_requests.inc(name, upstream.label, code)
-            self.metrics.upstream_latency.observe(response_time - request_time, name)
+            self.answered(name, upstream, response.status, response_time - request_time)
             return response, request_time, response_time, upstream.label
         if failed is not None:
             raise failed
@@ -114,3 +105,36 @@ class Sender:
             "every upstream of this site is failing (its circuit breakers are open)",
             "upstream-unavailable",
         )
+
+    def first(self, site: str, key: str) -> Target | None:
+        """The upstream send() would try first for `key`, when its breaker is closed
+        (one that is open or half-open is left to send())."""
+        upstreams = self.upstreams
+        pool = upstreams.origins[site]
+        if self.tries < 1:
+            return None
+        if not upstreams.shields and len(pool) == 1:
+            first = pool[0]
+        else:
+            order = upstreams.order(site, key)
+            if not order:
+                return None
+            first = order[0]
+        return first if first.breaker.state is BreakerState.CLOSED else None
+
+    def answered(self, site: str, upstream: Target, status: int, took: float) -> None:
+        """An upstream's response head came: its breaker and metrics hear of it."""
+        if status in FAILING_STATUSES and upstream.kind == "origin":
+            upstream.breaker.failed(time.monotonic())
+        else:
+            upstream.breaker.succeeded()
+        self.metrics.upstream_requests.inc(site, upstream.label, STATUS_CLASS[status])
+        self.metrics.upstream_latency.observe(took, site)
+
+    def failed(
+        self, site: str, upstream: Target, method: str, target: str, err: UpstreamError
+    ) -> None:
+        """An upstream could not be reached or did not answer in time."""
+        upstream.breaker.failed(time.monotonic())
+        self.metrics.upstream_errors.inc(site, upstream.label, err.detail)
+        log.warning("%s %s%s failed: %s", method, upstream.url, target, err.log or err.reason)
