@@ -90,6 +90,14 @@ class NodeFills:
         # the slot: this worker holds the lock now, and fetches.
         return self._lead(key)
 
+    def lead_now(self, key: str) -> bool:
+        """acquire() when it would answer LEAD at once: True when nothing in the node
+        fetches `key` (release() it afterwards); False where acquire() would wait."""
+        if key in self.leading or not self._take(checksum(key) & (SLOTS - 1)):
+            return False
+        self._lead(key)
+        return True
+
     def _lead(self, key: str) -> FillVerdict:
         self.leading[key] = asyncio.get_running_loop().create_future()
         return FillVerdict.LEAD

@@ -227,6 +227,10 @@ class SharedStore:
         """The node-wide verdict for fetching `key` (fills.py)."""
         return await self.fills.acquire(key, timeout)
 
+    def lead_now(self, key: str) -> bool:
+        """Lead the node-wide fetch of `key` if nothing holds it, without waiting."""
+        return self.fills.lead_now(key)
+
     def release(self, key: str, outcome: FillVerdict) -> None:
         # What the fill stored goes to the owner before a waiting worker can hear of
         # it and ask, and before the response's last bytes reach its client.

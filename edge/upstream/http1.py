@@ -38,6 +38,7 @@ from yarl import URL
 
 from pinedge.edge.node.aiohttp_private import EMPTY_PAYLOAD
 from pinedge.edge.pipeline.errors import UpstreamError
+from pinedge.edge.upstream.whole import Accept, whole_response
 
 log = logging.getLogger("pinedge.edge")
 
@@ -120,6 +121,8 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_reading_paused",
+        "accept",
+        "buffer",
         "deadline",
         "drain",
         "gone",
@@ -148,7 +151,7 @@ class Connection(asyncio.Protocol):
         self.loop = origin.loop
         self.transport: asyncio.Transport | None = None
         self.parser: Any = None  # the response parser of the request in flight
-        self.waiter: asyncio.Future[UpstreamResponse] | None = None  # its final head
+        self.waiter: asyncio.Future[Any] | None = None  # its final head (or exchange's answer)
         self.response: UpstreamResponse | None = None  # whose body is arriving
         self.payload: StreamReader | None = None
         self.interim: Interim | None = None
@@ -166,6 +169,9 @@ class Connection(asyncio.Protocol):
         self.watch: asyncio.TimerHandle | None = None
         self.watch_at = INF
         self.gone: asyncio.Future[None] | None = None  # for a close that waits for it
+        # An exchange (whole.py): what reads the response head, and what came so far.
+        self.accept: Accept | None = None
+        self.buffer = b""
 
     # ── asyncio.Protocol ────────────────────────────────────────────────────
 
@@ -177,6 +183,9 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self.accept is not None:
+            self.whole_received(data)
+            return
         parser = self.parser
         if parser is None:  # bytes nobody asked for: the connection is out of step
             self.reusable = False
@@ -266,6 +275,96 @@ class Connection(asyncio.Protocol):
 
     # ── one request ─────────────────────────────────────────────────────────
 
+    def exchange(
+        self,
+        head: bytes,
+        interim: Interim | None,
+        deadline: float,
+        first_byte: float,
+        accept: Accept,
+    ) -> asyncio.Future[Any]:
+        """Send a bodiless GET on this open connection (lent by Origin.lend_idle). The
+        future is `accept`'s verdict and the body when the head is one whole.py reads,
+        `accept` takes it, and the body came with it; otherwise the response as send()
+        gives it. Errors are send()'s; cancel() the exchange if its waiter is let go."""
+        loop = self.loop
+        self.method = "GET"
+        self.interim = interim
+        self.received = False
+        self.accept = accept
+        waiter = self.waiter = loop.create_future()
+        self.deadline = deadline
+        self.transport.write(head)  # type: ignore[union-attr]  # open: lend_idle checked
+        self.read_timeout = first_byte
+        self.last_read = loop.time()
+        self.arm()
+        return waiter
+
+    def cancel(self) -> None:
+        """The exchange's waiter was let go: the connection cannot be used again."""
+        self.waiter = None
+        self.accept = None
+        self.buffer = b""
+        self.reusable = False
+        self.end(False)
+
+    def whole_received(self, data: bytes) -> None:
+        if not data:
+            return
+        self.last_read = self.loop.time()
+        self.received = True
+        buffer = self.buffer + data if self.buffer else data
+        waiter = self.waiter
+        accept = self.accept
+        assert accept is not None
+        if waiter is None or waiter.done():  # bytes nobody asked for: out of step
+            self.reusable = False
+            if self.transport is not None:
+                self.transport.close()
+            return
+        found = whole_response(buffer, MAX_LINE, MAX_FIELDS)
+        if found is None:
+            self.buffer = buffer
+            return
+        verdict = None
+        if isinstance(found, tuple):
+            status, reason, fields, body, after, close = found
+            try:
+                verdict = accept(status, reason, fields, len(body))
+            except Exception:
+                log.exception("reading an upstream response head failed")
+        if verdict is None:
+            self.to_parser(buffer)
+            return
+        self.accept = None
+        self.buffer = b""
+        self.waiter = None
+        waiter.set_result((verdict, body))
+        self.end(self.reusable and not close and not after)
+
+    def to_parser(self, buffer: bytes) -> None:
+        """Read the response as send() does, from what has come of it."""
+        self.accept = None
+        self.buffer = b""
+        self.parser = self.response_parser(True)
+        if buffer:
+            self.data_received(buffer)
+
+    def response_parser(self, with_body: bool) -> Any:
+        """aiohttp's parser for a response, its bodies read into StreamReaders."""
+        return HttpResponseParser(
+            self,  # type: ignore[arg-type]  # its StreamReaders call what RESPONSE_PARTS names
+            self.loop,
+            READ_BUFFER,
+            max_line_size=MAX_LINE,
+            max_field_size=MAX_LINE,
+            max_headers=MAX_FIELDS,
+            payload_exception=ClientPayloadError,
+            response_with_body=with_body,
+            read_until_eof=True,
+            auto_decompress=False,
+        )
+
     async def send(
         self,
         method: str,
@@ -285,18 +384,7 @@ class Connection(asyncio.Protocol):
         self.method = method
         self.interim = interim
         self.received = False
-        self.parser = HttpResponseParser(
-            self,  # type: ignore[arg-type]  # its StreamReaders call what RESPONSE_PARTS names
-            loop,
-            READ_BUFFER,
-            max_line_size=MAX_LINE,
-            max_field_size=MAX_LINE,
-            max_headers=MAX_FIELDS,
-            payload_exception=ClientPayloadError,
-            response_with_body=method != "HEAD",
-            read_until_eof=True,
-            auto_decompress=False,
-        )
+        self.parser = self.response_parser(method != "HEAD")
         waiter = self.waiter = loop.create_future()
         self.deadline = deadline
         transport.write(head)
@@ -308,7 +396,8 @@ class Connection(asyncio.Protocol):
             self.writer = loop.create_task(self.write_body(body, length, first_byte))
         self.arm()
         try:
-            return await waiter
+            response: UpstreamResponse = await waiter
+            return response
         except BaseException:
             self.waiter = None
             self.reusable = False
@@ -433,6 +522,8 @@ class Connection(asyncio.Protocol):
         payload = self.payload
         if payload is not None and not payload.is_eof() and payload.exception() is None:
             payload.set_exception(ClientConnectionError("Connection closed"))  # as aiohttp's
+        self.accept = None
+        self.buffer = b""
         self.parser = None
         self.payload = None
         self.interim = None
@@ -605,6 +696,20 @@ class Origin:
         except BaseException:
             self.give_back()
             raise
+
+    def lend_idle(self) -> Connection | None:
+        """An idle connection lent out now, if one is open and a slot is free (no
+        waiting, no connecting); None otherwise."""
+        if self.closed or self.active >= self.limit or self.waiting:
+            return None
+        idle = self.idle
+        while idle:
+            connection = idle.pop()
+            transport = connection.transport
+            if transport is not None and not transport.is_closing():
+                self.active += 1
+                return connection
+        return None
 
     async def wait_turn(self, deadline: float, total_deadline: float) -> None:
         turn = self.loop.create_future()

@@ -1,0 +1,73 @@
+"""A response read whole from the bytes that brought it: the common answer of an
+origin to a miss (HTTP/1.1, a final status, a Content-Length, the body in the
+same read as the head), without a parser object, a StreamReader or a future per
+chunk. Anything else is left to aiohttp's parser (http1.py), which reads it from
+the same bytes: an interim response, chunked or close-delimited framing, a field
+line this reader does not take as it is, a body still to come.
+
+The fields are what aiohttp's parser gives: names and values decoded as UTF-8
+with surrogate escapes, values without surrounding whitespace, in their order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+# Told a whole response's head, (status, reason, fields, body length): what the
+# exchange's waiter gets with the body, or None to read it with the parser instead.
+Accept = Callable[[int, str, list[tuple[str, str]], int], object | None]
+
+# Whole: (status, reason, fields, body, bytes after the response?, close after it?)
+Whole = tuple[int, str, list[tuple[str, str]], bytes, bool, bool]
+
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# No control character in a head but CR LF ending each line and HTAB in values.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def whole_response(buffer: bytes, max_line: int, max_fields: int) -> Whole | bool | None:
+    """The response at the start of `buffer` when it is there whole and plain; None
+    while its head has not all come (and is not yet longer than allowed); False
+    when it is for the parser."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None if len(buffer) <= 2 * max_line else False
+    head = buffer[:end].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    status_line = lines[0]
+    if (
+        len(lines) > max_fields + 1
+        or len(status_line) > max_line
+        or not status_line.startswith("HTTP/1.1 ")
+        or not status_line[9:12].isdigit()
+        or status_line[12:13] not in ("", " ")
+        or CONTROL.search(head.replace("\r\n", ""))
+    ):
+        return False
+    status = int(status_line[9:12])
+    if status < 200 or status == 204 or status == 304:
+        return False
+    fields = []
+    length = -1
+    close = False
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or len(line) > max_line or not TOKEN.fullmatch(name):
+            return False
+        value = value.strip(" \t")
+        lowered = name.lower()
+        if lowered == "content-length":
+            if length >= 0 or not value.isdigit() or not value.isascii():
+                return False
+            length = int(value)
+        elif lowered == "transfer-encoding":
+            return False
+        elif lowered == "connection" and "close" in value.lower():
+            close = True
+        fields.append((name, value))
+    start = end + 4
+    if length < 0 or len(buffer) < start + length:
+        return False
+    body = buffer[start : start + length]
+    return status, status_line[13:], fields, body, len(buffer) > start + length, close
