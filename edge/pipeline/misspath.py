@@ -17,24 +17,32 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from pinedge.edge.http.freshness import format_http_date
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.node.ratelimit import RateLimiter
-from pinedge.edge.pipeline.collapse import Fill, Once, Outcome, Role
+from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome, Role
 from pinedge.edge.pipeline.deliver import SLICE, FileBody
+from pinedge.edge.pipeline.errors import UpstreamError
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import FAST_CLASS, UNKNOWN, Buffers, HitPath
-from pinedge.edge.pipeline.outgoing import interim_writer
+from pinedge.edge.pipeline.outgoing import interim_writer, response_head
 from pinedge.edge.pipeline.reader import plain_request
 from pinedge.edge.pipeline.steps import Steps
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
 from pinedge.edge.store.view import SharedStore
-from pinedge.edge.upstream.client import UpstreamResponse
+from pinedge.edge.upstream.client import STALE, UpstreamResponse
+from pinedge.edge.upstream.http1 import INF, Connection, Origin
+from pinedge.edge.upstream.routes import Target
+from pinedge.edge.upstream.sender import RETRYABLE
 
 MISS_BODY_MAX = SLICE  # larger bodies stream to the client as they arrive (general path)
+PREPARED_MAX = 1024  # upstream request shapes remembered (by client fields and peer)
+KEPT_BACK = frozenset({"vary", "age"})  # a response with these goes the general way
 
 TransportOf = Callable[[], asyncio.BaseTransport | None]
 MissWork = Coroutine[Any, Any, "Buffers | Handover"]
@@ -77,6 +85,23 @@ class PlainGet(NamedTuple):
     started: float
 
 
+# The upstream request's fields after its request line, the client's fields as the
+# pipeline reads them, and the upstream request's fields as a plan holds them.
+Prepared = tuple[bytes, CIMultiDictProxy[str], CIMultiDict[str]]
+
+
+class Lean(NamedTuple):
+    """A miss's lean exchange, ready to go: the upstream, the connection lent to it,
+    the fill led, the request head, and the client's and the upstream's fields."""
+
+    target: Target
+    connection: Connection
+    fill: Fill
+    head: bytes
+    received: CIMultiDictProxy[str]
+    forwarded: CIMultiDict[str]
+
+
 class Answer(NamedTuple):
     """A miss the miss path answers itself."""
 
@@ -106,6 +131,7 @@ class MissPath:
         self.limiter = limiter
         self.metrics = metrics
         self.inflight = 0
+        self.prepared: dict[tuple[object, ...], Prepared] = {}
 
     def start(self, data: bytes, peer: str | None, transport_of: TransportOf) -> MissWork | None:
         """The work of answering `data` when it is one plain GET this path takes: no
@@ -158,18 +184,193 @@ class MissPath:
         return answer
 
     async def _answer(self, request: PlainGet) -> Answer | Handover:
-        key = request.key
         route = self.hits.route(request.host, request.target)
+        lean = self._lean(request, route)
+        if lean is None:
+            return await self._general(request, route)
+        return await self._exchange(request, route, *lean)
+
+    async def _general(self, request: PlainGet, route: Route) -> Answer | Handover:
+        """The fill led through Steps, as the general path leads one."""
         headers = CIMultiDictProxy(
             CIMultiDict(
                 (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.fields
             )
         )
         interim = interim_writer(request.transport_of)
-        plan = self.fetcher.plan_for(headers, request.peer, "http", route, key, None, interim)
+        plan = self.fetcher.plan_for(
+            headers, request.peer, "http", route, request.key, None, interim
+        )
         fill, role, passed = await self.steps.lead_fill(plan, headers)
-        handover = Handover(route, key, plan, fill, role, passed, request.started)
-        if role is not Role.LED or fill.outcome is not Outcome.STREAM or fill.head is None:
+        return await self._led(
+            request, Handover(route, request.key, plan, fill, role, passed, request.started)
+        )
+
+    def _lean(self, request: PlainGet, route: Route) -> Lean | None:
+        """What the lean exchange needs, when it can start at once: the upstream the
+        sender would try first, its breaker closed, an idle connection to it, and
+        the fetch of the key led in this worker and the node."""
+        sender = self.fetcher.sender()
+        key = request.key
+        target = sender.first(route.site.name, key)
+        if target is None or self.once.node is not self.store:
+            return None
+        url = target.url + route.target
+        slash = url.find("/", 8)
+        path = url[slash:]
+        if path[-1] == "?" and path.index("?") == len(path) - 1:
+            path = path[:-1]  # an empty query is not sent (as Upstream.request)
+        origin = sender.client.origins.get(url[:slash])
+        if origin is None or not origin.idle or self.once.table.in_progress(key):
+            return None
+        prepared = self._prepared(request, route, target, origin)
+        connection = origin.lend_idle()
+        if connection is None:
+            return None
+        if not self.store.lead_now(key):
+            origin.release(connection, True)
+            return None
+        fill, _ = self.once.table.acquire(key)
+        fill.node_lock = True
+        head = b"GET " + path.encode("utf-8", "surrogateescape") + b" HTTP/1.1\r\n" + prepared[0]
+        return Lean(target, connection, fill, head, prepared[1], prepared[2])
+
+    def _prepared(
+        self, request: PlainGet, route: Route, target: Target, origin: Origin
+    ) -> Prepared:
+        """The upstream request's fields for these client fields, and the parts a
+        fetch needs of them, made by the general path's code once per shape."""
+        client_host = target.kind == "shield" or route.site.preserve_host
+        host = route.host if client_host else target.host
+        shape = (target.url, host, route.host, route.site.name, request.peer, tuple(request.fields))
+        prepared = self.prepared.get(shape)
+        if prepared is None:
+            received = CIMultiDictProxy(
+                CIMultiDict(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in request.fields
+                )
+            )
+            plan = self.fetcher.plan_for(received, request.peer, "http", route, request.key, None)
+            headers = plan.headers
+            headers["Host"] = host
+            text = origin.head("GET", "/", headers, False)
+            prepared = (text[text.index(b"\r\n") + 2 :], received, headers)
+            if len(self.prepared) >= PREPARED_MAX:
+                self.prepared.clear()
+            self.prepared[shape] = prepared
+        return prepared
+
+    async def _exchange(
+        self,
+        request: PlainGet,
+        route: Route,
+        target: Target,
+        connection: Connection,
+        fill: Fill,
+        head: bytes,
+        received: CIMultiDictProxy[str],
+        forwarded: CIMultiDict[str],
+    ) -> Answer | Handover:
+        """The led fill's request on the lent connection; a response that came whole
+        and is stored as it came is answered here, anything else as the general
+        path's fill would settle it."""
+        sender = self.fetcher.sender()
+        site = route.site.name
+        key = request.key
+        timeouts = sender.client.timeouts
+        interim = interim_writer(request.transport_of)
+        plan = FetchPlan(key, route, route.target, forwarded, received, None, interim)
+        accept = partial(self._accept, received)
+        deadline = INF if timeouts.total <= 0 else connection.loop.time() + timeouts.total
+        request_time = time.time()
+        handed_on = False
+        try:
+            try:
+                result = await connection.exchange(
+                    head, interim, deadline, timeouts.first_byte, accept
+                )
+            except BaseException:
+                connection.cancel()
+                raise
+            if isinstance(result, UpstreamResponse):
+                response_time = time.time()
+                sender.answered(site, target, result.status, response_time - request_time)
+                plan.headers = CIMultiDict(forwarded)
+                plan.upstream = target.label
+                passed = await self.fetcher.settle(
+                    fill, plan, result, response_head(result, response_time), request_time
+                )
+                handed_on = fill.outcome is Outcome.STREAM
+                return await self._led(
+                    request, Handover(route, key, plan, fill, Role.LED, passed, request.started)
+                )
+            upstream, body = result
+            sender.answered(site, target, 200, upstream.response_time - request_time)
+            fill.request_headers = received
+            fill.came_whole = True
+            fill.settle(Outcome.STREAM, head=upstream)
+            fill.feed(body)
+            fill.finish()
+            entry = await self.fetcher.store_response(key, received, upstream, body, request_time)
+            fill.stored = entry is not None
+        except UpstreamError as err:
+            plan.headers = CIMultiDict(forwarded)
+            if err.detail not in STALE or connection.received:
+                sender.failed(site, target, "GET", route.target, err)
+            if err.detail in RETRYABLE:
+                # Sent again as the sender would: the upstream closed the idle
+                # connection, or it failed before any of its answer came.
+                passed = await self.fetcher.lead(fill, plan)
+            else:
+                fill.settle(Outcome.ERROR, error=err)
+                passed = None
+            handed_on = fill.outcome is Outcome.STREAM
+            return await self._led(
+                request, Handover(route, key, plan, fill, Role.LED, passed, request.started)
+            )
+        finally:
+            if not handed_on:
+                self.once.release(fill)
+        wire = None if entry is None else entry.wire
+        if wire is None or entry is None or entry.headers is not upstream.headers:
+            plan.headers = CIMultiDict(forwarded)
+            return Handover(route, key, plan, fill, Role.LED, None, request.started)
+        if entry.file is not None:
+            buffers = [wire.miss_head(), FileBody(entry.file[0], entry.file[1], body)]
+        else:
+            buffers = [wire.miss_head(), body]
+        return Answer(buffers, entry.status, len(body))
+
+    def _accept(
+        self,
+        received: CIMultiDictProxy[str],
+        status: int,
+        reason: str,
+        fields: list[tuple[str, str]],
+        length: int,
+    ) -> Head | None:
+        """The head of a whole response this path stores and answers itself: a 200 of
+        at most MISS_BODY_MAX bytes, stored as it came (no Vary, no Age, nothing
+        withheld from later clients); None leaves it to the fill's general settling."""
+        if status != 200 or length > MISS_BODY_MAX:
+            return None
+        for name, _ in fields:
+            if name.lower() in KEPT_BACK:
+                return None
+        headers = CIMultiDict(fields)
+        response_time = time.time()
+        if "Date" not in headers:
+            headers["Date"] = format_http_date(response_time)
+        head = Head(status, reason, CIMultiDictProxy(headers), response_time)
+        return head if self.fetcher.stored_as_it_came(head, length, received) else None
+
+    async def _led(self, request: PlainGet, handover: Handover) -> Answer | Handover:
+        """A fill this request got through Steps or whose response the general path
+        settles: answered here when it was stored whole as it came."""
+        fill = handover.fill
+        key = handover.key
+        if handover.role is not Role.LED or fill.outcome is not Outcome.STREAM or fill.head is None:
             return handover
         upstream = fill.head.headers
         length = upstream.get("Content-Length", "")
