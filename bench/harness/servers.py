@@ -202,7 +202,7 @@ def start_edge(
 ) -> Edge:
     """`pinedge edge` on two free ports in front of `origin_port`, logging to
     tmp/LABEL.log; waits for `/readyz` on its admin port unless `ready_timeout` is None.
-    `workers` None leaves the flag out (one process, no supervisor)."""
+    `workers` None leaves the flag out (the config's default: one worker, supervised)."""
     port, admin = free_ports(2)
     argv = [*pinedge_argv(), "edge", "--listen", f"127.0.0.1:{port}"]
     argv += ["--admin", f"127.0.0.1:{admin}", "--origin", f"http://127.0.0.1:{origin_port}"]
