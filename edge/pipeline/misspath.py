@@ -277,18 +277,19 @@ class MissPath:
         path's fill would settle it."""
         sender = self.fetcher.sender()
         site = route.site.name
-        key = request.key
         timeouts = sender.client.timeouts
         interim = interim_writer(request.transport_of)
-        plan = FetchPlan(key, route, route.target, forwarded, received, None, interim)
-        accept = partial(self._accept, received)
+        # The plan's fields are the shape's, shared: before the sender or the general
+        # path has the plan (which set Host and drop validators), it gets a copy.
+        plan = FetchPlan(request.key, route, route.target, forwarded, received, None, interim)
+        plan.upstream = target.label
         deadline = INF if timeouts.total <= 0 else connection.loop.time() + timeouts.total
         request_time = time.time()
         handed_on = False
         try:
             try:
                 result = await connection.exchange(
-                    head, interim, deadline, timeouts.first_byte, accept
+                    head, interim, deadline, timeouts.first_byte, partial(self._accept, received)
                 )
             except BaseException:
                 connection.cancel()
@@ -296,51 +297,65 @@ class MissPath:
             if isinstance(result, UpstreamResponse):
                 response_time = time.time()
                 sender.answered(site, target, result.status, response_time - request_time)
-                plan.headers = CIMultiDict(forwarded)
-                plan.upstream = target.label
-                passed = await self.fetcher.settle(
-                    fill, plan, result, response_head(result, response_time), request_time
-                )
-                handed_on = fill.outcome is Outcome.STREAM
-                return await self._led(
-                    request, Handover(route, key, plan, fill, Role.LED, passed, request.started)
-                )
-            upstream, body = result
-            sender.answered(site, target, 200, upstream.response_time - request_time)
-            fill.request_headers = received
-            fill.came_whole = True
-            fill.settle(Outcome.STREAM, head=upstream)
-            fill.feed(body)
-            fill.finish()
-            entry = await self.fetcher.store_response(key, received, upstream, body, request_time)
-            fill.stored = entry is not None
+                response = response_head(result, response_time)
+                passed = await self.fetcher.settle(fill, plan, result, response, request_time)
+                handed_on = fill.outcome is Outcome.STREAM  # fill_body releases it
+            else:
+                upstream, body = result
+                sender.answered(site, target, 200, upstream.response_time - request_time)
+                handed_on = True  # _store_whole releases it
+                answer = await self._store_whole(fill, plan, upstream, body, request_time)
+                if answer is not None:
+                    return answer
+                passed = None
         except UpstreamError as err:
-            plan.headers = CIMultiDict(forwarded)
             if err.detail not in STALE or connection.received:
                 sender.failed(site, target, "GET", route.target, err)
             if err.detail in RETRYABLE:
                 # Sent again as the sender would: the upstream closed the idle
                 # connection, or it failed before any of its answer came.
+                plan.headers = CIMultiDict(forwarded)
                 passed = await self.fetcher.lead(fill, plan)
+                handed_on = fill.outcome is Outcome.STREAM
             else:
                 fill.settle(Outcome.ERROR, error=err)
                 passed = None
-            handed_on = fill.outcome is Outcome.STREAM
-            return await self._led(
-                request, Handover(route, key, plan, fill, Role.LED, passed, request.started)
-            )
         finally:
             if not handed_on:
                 self.once.release(fill)
+        if plan.headers is forwarded:
+            plan.headers = CIMultiDict(forwarded)
+        return await self._led(
+            request, Handover(route, request.key, plan, fill, Role.LED, passed, request.started)
+        )
+
+    async def _store_whole(
+        self, fill: Fill, plan: FetchPlan, upstream: Head, body: bytes, request_time: float
+    ) -> Answer | None:
+        """Settle the fill with a whole response and store it; the answer when it
+        was stored as it came and the hit path would serve it."""
+        fill.request_headers = plan.request_headers
+        fill.came_whole = True
+        fill.settle(Outcome.STREAM, head=upstream)
+        fill.feed(body)
+        fill.finish()
+        try:
+            entry = await self.fetcher.store_response(
+                plan.key, plan.request_headers, upstream, body, request_time
+            )
+            fill.stored = entry is not None
+        finally:
+            self.once.release(fill)  # after the store: what waits for the key finds it
         wire = None if entry is None else entry.wire
         if wire is None or entry is None or entry.headers is not upstream.headers:
-            plan.headers = CIMultiDict(forwarded)
-            return Handover(route, key, plan, fill, Role.LED, None, request.started)
+            return None
         if entry.file is not None:
-            buffers = [wire.miss_head(), FileBody(entry.file[0], entry.file[1], body)]
-        else:
-            buffers = [wire.miss_head(), body]
-        return Answer(buffers, entry.status, len(body))
+            return Answer(
+                [wire.miss_head(), FileBody(entry.file[0], entry.file[1], body)],
+                entry.status,
+                len(body),
+            )
+        return Answer([wire.miss_head(), body], entry.status, len(body))
 
     def _accept(
         self,

@@ -260,3 +260,33 @@ async def test_a_miss_on_a_kept_connection_the_origin_never_answers_gives_504(cl
         assert 'kind="upstream-timeout"' in metrics
     finally:
         server.close()
+
+
+async def test_a_miss_the_store_cannot_write_is_answered_and_fetched_again_later(
+    client, start_edge, recording
+):
+    origin = await recording(by_target({}))
+    edge = await start_edge(origin.url)
+    await send(client, edge.url + "/warm")
+    owner = edge.server.owner
+    assert owner is not None
+    objects = owner.root / "objects"
+    objects.rename(owner.root / "objects-aside")
+    objects.write_text("not a directory")  # every object's file fails to open
+    try:
+        first = await send(client, edge.url + "/unwritable")
+        second = await send(client, edge.url + "/unwritable")
+        metrics = await edge.metrics(client)
+    finally:
+        objects.unlink()
+        (owner.root / "objects-aside").rename(objects)
+    assert [(first.status, first.body), (second.status, second.body)] == [
+        (200, b"/unwritable"),
+        (200, b"/unwritable"),
+    ]
+    assert "hit" not in second.headers["Cache-Status"]
+    assert origin.targets() == ["/warm", "/unwritable", "/unwritable"]
+    assert 'pinedge_responses_not_stored_total{reason="store-error"} 2' in metrics
+    after = await send(client, edge.url + "/stored-again")
+    again = await send(client, edge.url + "/stored-again")
+    assert after.status == 200 and "hit" in again.headers["Cache-Status"]
