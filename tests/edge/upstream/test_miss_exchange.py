@@ -290,3 +290,25 @@ async def test_a_miss_the_store_cannot_write_is_answered_and_fetched_again_later
     after = await send(client, edge.url + "/stored-again")
     again = await send(client, edge.url + "/stored-again")
     assert after.status == 200 and "hit" in again.headers["Cache-Status"]
+
+
+async def test_a_head_that_arrives_in_pieces_is_read_whole_and_stored(client, start_edge):
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            whole = response(body=head.split(b" ")[1], headers=STORABLE)
+            for start in range(0, len(whole), 7):
+                writer.write(whole[start : start + 7])
+                await writer.drain()
+                await asyncio.sleep(0.005)
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        edge = await start_edge(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        await send(client, edge.url + "/warm")
+        reply = await send(client, edge.url + "/in-pieces")
+        again = await send(client, edge.url + "/in-pieces")
+        assert (reply.status, reply.body, again.body) == (200, b"/in-pieces", b"/in-pieces")
+        assert "hit" in again.headers["Cache-Status"]
+    finally:
+        server.close()
