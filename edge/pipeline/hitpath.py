@@ -128,8 +128,9 @@ class HitPath:
             if head_only:
                 return [head]
             self.bytes += len(entry.body)
-            if entry.file is not None:
-                return [head, FileBody(entry.file[0], entry.file[1], entry.body)]
+            file = entry.file if entry.file_at is None else self.store.sendable(entry)
+            if file is not None:
+                return [head, FileBody(file[0], file[1], entry.body)]
             return [head, entry.body]
         return None
 

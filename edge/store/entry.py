@@ -54,8 +54,11 @@ class Entry:
     vid: str = field(init=False)
     wire: Any = field(default=None, init=False)  # deliver.Wire, set when stored
     # An open descriptor of the stored file and the body's offset in it, for
-    # sendfile on the hit path; set by the store for bodies worth it.
+    # sendfile on the hit path; set by the store for bodies worth it, for a
+    # response this worker stored at its first hit (`file_at`, the body's offset
+    # and the file's size, until then).
     file: tuple[int, int] | None = field(default=None, init=False)
+    file_at: tuple[int, int] | None = field(default=None, init=False)
     # "image" or "text" when answers are variants of this entry (variants.py)
     kind: str | None = field(default=None, init=False)
     used: bool = field(default=False, init=False)  # hit since the worker last looked

@@ -207,7 +207,10 @@ class SharedStore:
         # Kept for the hit path as the key's one variant. The owner bumps the key's
         # slot once when it indexes it as it came; any other count (a purge since the
         # request, another worker's store) sends the next request to the owner.
-        self._open_file(entry, meta)
+        if SENDFILE_RANGE[0] <= meta.body_length < SENDFILE_RANGE[1]:
+            # Opened at the first hit: a response nobody asks for again holds no
+            # descriptor and costs no open(2).
+            entry.file_at = (meta.body_offset, meta.file_size)
         expected = (generation + 1) & 0xFFFFFFFF
         local = LocalKey(slot, expected, [Stored.of(meta)], [entry], 0, tag_generations, generation)
         self._remember(entry.key, local)
@@ -315,19 +318,30 @@ class SharedStore:
             self.resident.pop(key, None)
             _close_files(local.entries)
 
+    def sendable(self, entry: Entry) -> tuple[int, int] | None:
+        """The descriptor and body offset to send `entry` by sendfile from, opened now
+        for a response this worker stored and has not sent from its file yet; None
+        to send it from memory."""
+        at, entry.file_at = entry.file_at, None
+        if at is not None:
+            self._open(entry, entry.vid, at[0], at[1])
+        return entry.file
+
     def _open_file(self, entry: Entry, meta: Meta) -> None:
-        if not SENDFILE_RANGE[0] <= meta.body_length < SENDFILE_RANGE[1]:
-            return
+        if SENDFILE_RANGE[0] <= meta.body_length < SENDFILE_RANGE[1]:
+            self._open(entry, meta.variant_id, meta.body_offset, meta.file_size)
+
+    def _open(self, entry: Entry, vid: str, offset: int, size: int) -> None:
         try:
-            fd = os.open(objectfile.object_path(self.root, meta.variant_id), os.O_RDONLY)
+            fd = os.open(objectfile.object_path_text(self.root, vid), os.O_RDONLY)
         except OSError:
             return
         # Another worker may have rewritten the file since: only the file this
-        # meta describes may be sent from.
-        if os.fstat(fd).st_size != meta.file_size:
+        # entry was read from or written to may be sent from.
+        if os.fstat(fd).st_size != size:
             os.close(fd)
             return
-        entry.file = (fd, meta.body_offset)
+        entry.file = (fd, offset)
 
     async def _flush_hits(self) -> None:
         while True:
@@ -351,6 +365,7 @@ def _memory_cost(entry: Entry) -> int:
 
 def _close_files(entries: list[Entry] | None) -> None:
     for entry in entries or ():
+        entry.file_at = None  # an entry let go of is not opened again
         if entry.file is not None:
             with contextlib.suppress(OSError):
                 os.close(entry.file[0])

@@ -198,6 +198,34 @@ async def test_large_stored_bodies_are_sent_whole_on_hits_even_when_the_socket_f
     assert all(scripted.hits[path] == 1 for path in bodies)
 
 
+async def test_a_body_sent_by_sendfile_holds_a_descriptor_only_once_it_is_hit(
+    scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
+) -> None:
+    """Bodies of 16 to 256 KiB go out by sendfile(2) from their stored file on hits;
+    the file is opened at the first hit, so responses nobody asks for again (most
+    of an image CDN's misses) hold no descriptor in the worker."""
+    paths = [f"/once/{number}" for number in range(40)]
+    bodies = {path: os.urandom(20 * 1024) for path in paths}
+    for path in paths:
+        scripted.reply(path, bodies[path], headers={"Cache-Control": "max-age=60"})
+    scripted.reply("/warm", b"w", headers={"Cache-Control": "max-age=60"})
+    await send(client, edge.url + "/warm")  # the connections every request uses are open
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    for path in paths:
+        assert (await send(client, edge.url + path)).body == bodies[path]
+    after_misses = open_descriptors()
+    hits = [await send(client, edge.url + path) for path in paths]
+    after_hits = open_descriptors()
+    assert all(hit.hit and hit.body == bodies[path] for hit, path in zip(hits, paths, strict=True))
+    assert after_misses - before < 5
+    if edge.server.config.fast_path:  # the hit path sends by sendfile; Edge.handle does not
+        assert after_hits - after_misses >= len(paths)
+
+
 ODD_REQUESTS = {
     "plain": b"GET /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     "head": b"HEAD /odd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
