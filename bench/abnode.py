@@ -9,9 +9,9 @@ the checkout is put back at HEAD when the script ends, however it ends. It
 refuses to start while `edge/` has uncommitted changes (they would be lost).
 Each run: `edge --workers 1 --cache-mem 2GiB` on CPU 0, fresh, against the
 nginx origin of misspath.py; wrk and the origin on CPU 1. `mix` warms the
-1,000 URLs first, as misspath.py does. Printed per run and as medians: req/s,
-and the worker's and the supervisor's user and system CPU µs per request
-(from /proc). Nothing is asserted.
+1,000 URLs first, as misspath.py does; `zipf` starts cold, as there. Printed
+per run and as medians: req/s, and the worker's and the supervisor's user and
+system CPU µs per request (from /proc). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -63,6 +63,16 @@ def one_run(lab: misspath.Lab, tmp: Path, scenario: str, revision: str, index: i
             script = misspath.lua(
                 tmp, "mix", misspath.MIX_LUA, seed=1000 + index, warm=misspath.WARM_URLS, share=0.05
             )
+        elif scenario == "zipf":
+            args = lab.args
+            script = misspath.lua(
+                tmp,
+                "zipf",
+                misspath.ZIPF_LUA,
+                seed=1000 + index,
+                urls=args.zipf_urls,
+                s=args.zipf_s,
+            )
         else:
             script = misspath.lua(tmp, "miss", misspath.MISS_LUA)
         roles = proxy.processes()
@@ -108,7 +118,7 @@ def report_runs(report: Report, runs: list[Run], revisions: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("revisions", help="git revisions, comma-separated")
-    parser.add_argument("--scenario", choices=("miss", "mix"), default="miss")
+    parser.add_argument("--scenario", choices=("miss", "mix", "zipf"), default="miss")
     parser.add_argument("--rounds", type=int, default=3, help="runs per revision (3)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run (8)")
     parser.add_argument("--md", metavar="FILE", help="also write the report to FILE")
