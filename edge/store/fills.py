@@ -17,7 +17,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pinedge.edge.store.generations import OUTCOME_COUNTS, OUTCOMES, SLOTS, checksum
+from pinedge.edge.store.generations import OUTCOME_COUNTS, OUTCOMES, SLOTS, checksum, slot_of
 
 
 class FillVerdict(StrEnum):
@@ -93,7 +93,7 @@ class NodeFills:
     def lead_now(self, key: str) -> bool:
         """acquire() when it would answer LEAD at once: True when nothing in the node
         fetches `key` (release() it afterwards); False where acquire() would wait."""
-        if key in self.leading or not self._take(checksum(key) & (SLOTS - 1)):
+        if key in self.leading or not self._take(slot_of(key)):
             return False
         self._lead(key)
         return True

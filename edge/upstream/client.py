@@ -18,7 +18,7 @@ from pinedge.edge.upstream.http1 import (
     UpstreamResponse,
 )
 
-__all__ = ["Interim", "Timeouts", "Upstream", "UpstreamResponse", "body_error"]
+__all__ = ["Interim", "Timeouts", "Upstream", "UpstreamResponse", "body_error", "split_url"]
 
 LIMIT_PER_UPSTREAM = 256  # connections lent out at once to one upstream
 # A failure that a request on a reused connection meets when the upstream closed it
@@ -75,13 +75,7 @@ class Upstream:
         client sent it (not re-quoted). `interim` is told of interim responses as
         they arrive."""
         request_time = time.time()
-        slash = url.find("/", 8)  # past "https://" and a host of one character
-        if slash < 0:
-            prefix, target = url, "/"
-        else:
-            prefix, target = url[:slash], url[slash:]
-            if target[-1] == "?" and target.index("?") == len(target) - 1:
-                target = target[:-1]  # an empty query is not sent (as yarl did)
+        prefix, target = split_url(url)
         origin = self.origins.get(prefix) or self.origin(prefix)
         head = origin.head(method, target, headers, body is not None)
         length = None
@@ -110,6 +104,18 @@ class Upstream:
                     continue
                 raise
             return response, request_time, time.time()
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """An upstream's URL and a target, as (scheme://authority, the target sent): an
+    empty query is not sent (as yarl did)."""
+    slash = url.find("/", 8)  # past "https://" and a host of one character
+    if slash < 0:
+        return url, "/"
+    target = url[slash:]
+    if target[-1] == "?" and target.index("?") == len(target) - 1:
+        target = target[:-1]
+    return url[:slash], target
 
 
 def body_error(exc: BaseException) -> UpstreamError:

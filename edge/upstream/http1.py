@@ -287,18 +287,28 @@ class Connection(asyncio.Protocol):
         future is `accept`'s verdict and the body when the head is one whole.py reads,
         `accept` takes it, and the body came with it; otherwise the response as send()
         gives it. Errors are send()'s; cancel() the exchange if its waiter is let go."""
-        loop = self.loop
-        self.method = "GET"
+        self.accept = accept
+        waiter = self._begin("GET", head, interim, deadline)
+        self._listen(first_byte)
+        return waiter
+
+    def _begin(
+        self, method: str, head: bytes, interim: Interim | None, deadline: float
+    ) -> asyncio.Future[Any]:
+        """Send a request's head on this open connection; the future its answer sets."""
+        self.method = method
         self.interim = interim
         self.received = False
-        self.accept = accept
-        waiter = self.waiter = loop.create_future()
+        waiter = self.waiter = self.loop.create_future()
         self.deadline = deadline
-        self.transport.write(head)  # type: ignore[union-attr]  # open: lend_idle checked
-        self.read_timeout = first_byte
-        self.last_read = loop.time()
-        self.arm()
+        self.transport.write(head)  # type: ignore[union-attr]  # open: checked by the caller
         return waiter
+
+    def _listen(self, first_byte: float) -> None:
+        """From now on, no silence longer than `first_byte` until the response is whole."""
+        self.read_timeout = first_byte
+        self.last_read = self.loop.time()
+        self.arm()
 
     def cancel(self) -> None:
         """The exchange's waiter was let go: the connection cannot be used again."""
@@ -380,21 +390,14 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             self.end(False)
             raise closed_error(None)
-        loop = self.loop
-        self.method = method
-        self.interim = interim
-        self.received = False
         self.parser = self.response_parser(method != "HEAD")
-        waiter = self.waiter = loop.create_future()
-        self.deadline = deadline
-        transport.write(head)
+        waiter = self._begin(method, head, interim, deadline)
         if body is None:
-            self.read_timeout = first_byte
-            self.last_read = loop.time()
+            self._listen(first_byte)
         else:
             self.read_timeout = 0.0  # the silence is counted once the body has gone
-            self.writer = loop.create_task(self.write_body(body, length, first_byte))
-        self.arm()
+            self.writer = self.loop.create_task(self.write_body(body, length, first_byte))
+            self.arm()
         try:
             response: UpstreamResponse = await waiter
             return response
@@ -433,9 +436,7 @@ class Connection(asyncio.Protocol):
             self.body_failed(exc)
             return
         if self.payload is not None or self.waiter is not None:
-            self.read_timeout = first_byte
-            self.last_read = self.loop.time()
-            self.arm()
+            self._listen(first_byte)
 
     def body_failed(self, exc: BaseException) -> None:
         """The request body could not be sent whole: the upstream must not take what
