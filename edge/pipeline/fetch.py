@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from pinedge.edge.http.cachecontrol import request_directives, response_directives
+from pinedge.edge.http.cachecontrol import Directives, request_directives, response_directives
 from pinedge.edge.http.forwarding import TrustedPeers
 from pinedge.edge.http.headers import without_hop_by_hop
 from pinedge.edge.http.storable import fields_not_to_store, no_store_reason
@@ -201,10 +201,14 @@ class Fetcher:
         length: int | None,
         request_headers: CIMultiDictProxy[str],
         stale: Entry | None = None,
+        entry_directives: Directives | None = None,
     ) -> str | None:
+        """Why a response with this head and body length is not stored, or None;
+        `entry_directives`: its directives, when the caller has read them."""
         if head.status in FAILING_STATUSES and stale is not None:
             return "error-over-stale"
-        entry_directives, _ = response_directives(head.headers, self.settings.targeted_fields)
+        if entry_directives is None:
+            entry_directives, _ = response_directives(head.headers, self.settings.targeted_fields)
         reason = no_store_reason(
             "GET",
             head.status,
@@ -230,7 +234,7 @@ class Fetcher:
         directives, _ = response_directives(head.headers, self.settings.targeted_fields)
         if fields_not_to_store(directives):
             return False
-        return self.why_not_store(head, length, request_headers) is None
+        return self.why_not_store(head, length, request_headers, None, directives) is None
 
     async def fill_body(
         self,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aiohttp.http import HttpVersion11 as HTTP11
 from aiohttp.http_parser import RawRequestMessage
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from pinedge.edge.http.key import primary_key
 from pinedge.edge.http.vary import secondary_key
@@ -21,7 +21,7 @@ from pinedge.edge.node.ratelimit import REQUESTS, RateLimiter
 from pinedge.edge.pipeline.deliver import FileBody
 from pinedge.edge.pipeline.errors import EdgeError
 from pinedge.edge.pipeline.judge import Verdict, judge
-from pinedge.edge.pipeline.reader import FAST_PATH_BLOCKERS, plain_request
+from pinedge.edge.pipeline.reader import FAST_PATH_BLOCKERS, fields_of, plain_request
 from pinedge.edge.pipeline.transaction import Route
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.view import SharedStore
@@ -100,9 +100,7 @@ class HitPath:
         for entry in self.store.variants(key):
             if entry.vary_names:
                 if isinstance(headers, list):
-                    headers = CIMultiDictProxy(
-                        CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
-                    )
+                    headers = fields_of(headers)
                 if secondary_key(entry.vary_names, headers) != entry.vary_values:
                     continue
             now = time.time()

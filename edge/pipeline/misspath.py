@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from pinedge.edge.http.freshness import format_http_date
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.node.ratelimit import RateLimiter
 from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome, Role
@@ -30,12 +29,13 @@ from pinedge.edge.pipeline.deliver import SLICE, FileBody
 from pinedge.edge.pipeline.errors import UpstreamError
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import FAST_CLASS, UNKNOWN, Buffers, HitPath
-from pinedge.edge.pipeline.outgoing import interim_writer, response_head
-from pinedge.edge.pipeline.reader import plain_request
+from pinedge.edge.pipeline.outgoing import head_of, interim_writer, response_head
+from pinedge.edge.pipeline.reader import fields_of, plain_request
 from pinedge.edge.pipeline.steps import Steps
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
+from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.view import SharedStore
-from pinedge.edge.upstream.client import STALE, UpstreamResponse
+from pinedge.edge.upstream.client import STALE, UpstreamResponse, split_url
 from pinedge.edge.upstream.http1 import INF, Connection, Origin
 from pinedge.edge.upstream.routes import Target
 from pinedge.edge.upstream.sender import RETRYABLE
@@ -192,11 +192,7 @@ class MissPath:
 
     async def _general(self, request: PlainGet, route: Route) -> Answer | Handover:
         """The fill led through Steps, as the general path leads one."""
-        headers = CIMultiDictProxy(
-            CIMultiDict(
-                (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.fields
-            )
-        )
+        headers = fields_of(request.fields)
         interim = interim_writer(request.transport_of)
         plan = self.fetcher.plan_for(
             headers, request.peer, "http", route, request.key, None, interim
@@ -215,12 +211,8 @@ class MissPath:
         target = sender.first(route.site.name, key)
         if target is None or self.once.node is not self.store:
             return None
-        url = target.url + route.target
-        slash = url.find("/", 8)
-        path = url[slash:]
-        if path[-1] == "?" and path.index("?") == len(path) - 1:
-            path = path[:-1]  # an empty query is not sent (as Upstream.request)
-        origin = sender.client.origins.get(url[:slash])
+        prefix, path = split_url(target.url + route.target)
+        origin = sender.client.origins.get(prefix)
         if origin is None or not origin.idle or self.once.table.in_progress(key):
             return None
         prepared = self._prepared(request, route, target, origin)
@@ -245,12 +237,7 @@ class MissPath:
         shape = (target.url, host, route.host, route.site.name, request.peer, tuple(request.fields))
         prepared = self.prepared.get(shape)
         if prepared is None:
-            received = CIMultiDictProxy(
-                CIMultiDict(
-                    (name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in request.fields
-                )
-            )
+            received = fields_of(request.fields)
             plan = self.fetcher.plan_for(received, request.peer, "http", route, request.key, None)
             headers = plan.headers
             headers["Host"] = host
@@ -346,16 +333,9 @@ class MissPath:
             fill.stored = entry is not None
         finally:
             self.once.release(fill)  # after the store: what waits for the key finds it
-        wire = None if entry is None else entry.wire
-        if wire is None or entry is None or entry.headers is not upstream.headers:
+        if entry is None or entry.headers is not upstream.headers:
             return None
-        if entry.file is not None:
-            return Answer(
-                [wire.miss_head(), FileBody(entry.file[0], entry.file[1], body)],
-                entry.status,
-                len(body),
-            )
-        return Answer([wire.miss_head(), body], entry.status, len(body))
+        return miss_answer(entry)
 
     def _accept(
         self,
@@ -373,11 +353,7 @@ class MissPath:
         for name, _ in fields:
             if name.lower() in KEPT_BACK:
                 return None
-        headers = CIMultiDict(fields)
-        response_time = time.time()
-        if "Date" not in headers:
-            headers["Date"] = format_http_date(response_time)
-        head = Head(status, reason, CIMultiDictProxy(headers), response_time)
+        head = head_of(status, reason, CIMultiDict(fields), time.time())
         return head if self.fetcher.stored_as_it_came(head, length, received) else None
 
     async def _led(self, request: PlainGet, handover: Handover) -> Answer | Handover:
@@ -405,14 +381,25 @@ class MissPath:
         if len(entries) != 1:
             return handover
         entry = entries[0]
-        wire = entry.wire
         # Stored as it came (no field withheld from later clients, no Vary): what
         # the hit path would send is what this client is owed.
-        if wire is None or entry.headers is not upstream or entry.vary_names:
+        if entry.headers is not upstream or entry.vary_names:
             return handover
-        body = entry.body
-        if entry.file is not None:
-            buffers = [wire.miss_head(), FileBody(entry.file[0], entry.file[1], body)]
-        else:
-            buffers = [wire.miss_head(), body]
-        return Answer(buffers, entry.status, len(body))
+        return miss_answer(entry) or handover
+
+
+def miss_answer(entry: Entry) -> Answer | None:
+    """A stored entry as the answer to the miss that stored it: the hit path's
+    prepared head with a miss's Cache-Status; None when the hit path would not
+    serve it as it is."""
+    wire = entry.wire
+    if wire is None:
+        return None
+    body = entry.body
+    if entry.file is not None:
+        return Answer(
+            [wire.miss_head(), FileBody(entry.file[0], entry.file[1], body)],
+            entry.status,
+            len(body),
+        )
+    return Answer([wire.miss_head(), body], entry.status, len(body))

@@ -75,12 +75,19 @@ def interim_writer(transport_of: Callable[[], asyncio.BaseTransport | None]) -> 
 
 
 def response_head(response: UpstreamResponse, response_time: float) -> Head:
-    headers = response.headers  # read-only, the parser's own
+    # The fields are read-only, the parser's own.
+    return head_of(response.status, response.reason or "", response.headers, response_time)
+
+
+def head_of(status: int, reason: str, headers: Headers, response_time: float) -> Head:
+    """An upstream response's head as the pipeline reads it: with a Date (the time it
+    came) if it came without one (RFC 9110 §6.6.1)."""
     if "Date" not in headers:
-        added = CIMultiDict(headers)
-        added["Date"] = format_http_date(response_time)
-        headers = CIMultiDictProxy(added)
-    return Head(response.status, response.reason or "", headers, response_time)
+        headers = CIMultiDict(headers)
+        headers["Date"] = format_http_date(response_time)
+    if not isinstance(headers, CIMultiDictProxy):
+        headers = CIMultiDictProxy(headers)
+    return Head(status, reason, headers, response_time)
 
 
 def upstream_age(head: Head) -> float | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from pinedge.edge.http.tokens import TCHAR
 
 # A request carrying any of these needs more than "is it stored and fresh?".
@@ -79,3 +81,10 @@ def _whole_head(data: bytes) -> tuple[re.Match[bytes], list[tuple[bytes, bytes]]
         if lowered in NOT_WHOLE or (lowered == b"connection" and value.lower() != b"keep-alive"):
             return None
     return match, fields
+
+
+def fields_of(fields: list[tuple[bytes, bytes]]) -> CIMultiDictProxy[str]:
+    """A plain request's fields as the pipeline reads them."""
+    return CIMultiDictProxy(
+        CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in fields)
+    )

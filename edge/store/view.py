@@ -207,7 +207,7 @@ class SharedStore:
         # Kept for the hit path as the key's one variant. The owner bumps the key's
         # slot once when it indexes it as it came; any other count (a purge since the
         # request, another worker's store) sends the next request to the owner.
-        if SENDFILE_RANGE[0] <= meta.body_length < SENDFILE_RANGE[1]:
+        if sent_from_file(meta.body_length):
             # Opened at the first hit: a response nobody asks for again holds no
             # descriptor and costs no open(2).
             entry.file_at = (meta.body_offset, meta.file_size)
@@ -328,7 +328,7 @@ class SharedStore:
         return entry.file
 
     def _open_file(self, entry: Entry, meta: Meta) -> None:
-        if SENDFILE_RANGE[0] <= meta.body_length < SENDFILE_RANGE[1]:
+        if sent_from_file(meta.body_length):
             self._open(entry, meta.variant_id, meta.body_offset, meta.file_size)
 
     def _open(self, entry: Entry, vid: str, offset: int, size: int) -> None:
@@ -361,6 +361,11 @@ def _memory_cost(entry: Entry) -> int:
     prepared heads that go with it."""
     fields = sum(len(name) + len(value) for name, value in entry.headers.items())
     return len(entry.body) + ENTRY_COST + 2 * fields
+
+
+def sent_from_file(length: int) -> bool:
+    """Whether a body of `length` bytes goes out by sendfile(2) on the hit path."""
+    return SENDFILE_RANGE[0] <= length < SENDFILE_RANGE[1]
 
 
 def _close_files(entries: list[Entry] | None) -> None:
