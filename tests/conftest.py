@@ -1,8 +1,10 @@
-"""Fixtures: a scripted origin, edges on both HTTP paths, and a client, all on loopback."""
+"""Fixtures: a scripted origin, a raw one, edges on both HTTP paths, and a client, all
+on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -27,6 +29,34 @@ async def scripted() -> AsyncIterator[Scripted]:
     origin.url = f"http://127.0.0.1:{port}"
     yield origin
     await runner.cleanup()
+
+
+# An origin below HTTP: a test's own handler of each connection's bytes.
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def raw_origin() -> AsyncIterator[Callable[[Answer], Awaitable[str]]]:
+    """Start a TCP server that answers with whatever bytes the test writes."""
+    servers: list[asyncio.Server] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def start(answer: Answer) -> str:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            await answer(reader, writer)
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for writer in writers:
+        writer.transport.abort()
+    for server in servers:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.fixture(params=["fast", "plain"])

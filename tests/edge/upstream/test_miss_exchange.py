@@ -121,7 +121,7 @@ async def test_a_chunked_answer_on_a_kept_connection_is_read_whole_and_stored(
 
 
 async def test_a_body_that_comes_after_its_head_reaches_the_client_whole(
-    client, start_edge, recording
+    client, start_edge, raw_origin
 ):
     """The head is passed on as soon as it comes; the body follows as it arrives."""
     body = bytes(range(256)) * 40
@@ -140,16 +140,12 @@ async def test_a_body_that_comes_after_its_head_reaches_the_client_whole(
                 writer.write(response(body=target, headers=STORABLE))
             await writer.drain()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        edge = await start_edge(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-        await send(client, edge.url + "/warm")
-        reply = await send(client, edge.url + "/late")
-        again = await send(client, edge.url + "/late")
-        assert (reply.status, reply.body) == (200, body)
-        assert again.body == body and "hit" in again.headers["Cache-Status"]
-    finally:
-        server.close()
+    edge = await start_edge(await raw_origin(answer))
+    await send(client, edge.url + "/warm")
+    reply = await send(client, edge.url + "/late")
+    again = await send(client, edge.url + "/late")
+    assert (reply.status, reply.body) == (200, body)
+    assert again.body == body and "hit" in again.headers["Cache-Status"]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +201,7 @@ async def test_a_response_with_vary_on_a_kept_connection_is_stored_as_a_variant(
 
 
 async def test_a_miss_on_an_idle_connection_the_origin_closed_is_sent_again_on_a_new_one(
-    client, start_edge
+    client, start_edge, raw_origin
 ):
     """RFC 9112 §9.3.1: the origin closes its end of an idle connection as the next
     request is on its way; a GET is sent again, once, on a new connection."""
@@ -227,20 +223,18 @@ async def test_a_miss_on_an_idle_connection_the_origin_closed_is_sent_again_on_a
             writer.write(response(body=head.split(b" ")[1], headers=STORABLE))
             await writer.drain()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        edge = await start_edge(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-        first = await send(client, edge.url + "/first")
-        second = await send(client, edge.url + "/second")
-        assert (first.status, second.status, second.body) == (200, 200, b"/second")
-        assert connections == 2
-        metrics = await edge.metrics(client)
-        assert "pinedge_upstream_errors_total{" not in metrics
-    finally:
-        server.close()
+    edge = await start_edge(await raw_origin(answer))
+    first = await send(client, edge.url + "/first")
+    second = await send(client, edge.url + "/second")
+    assert (first.status, second.status, second.body) == (200, 200, b"/second")
+    assert connections == 2
+    metrics = await edge.metrics(client)
+    assert "pinedge_upstream_errors_total{" not in metrics
 
 
-async def test_a_miss_on_a_kept_connection_the_origin_never_answers_gives_504(client, start_edge):
+async def test_a_miss_on_a_kept_connection_the_origin_never_answers_gives_504(
+    client, start_edge, raw_origin
+):
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         writer.write(response(body=head.split(b" ")[1], headers=STORABLE))
@@ -248,18 +242,13 @@ async def test_a_miss_on_a_kept_connection_the_origin_never_answers_gives_504(cl
         await reader.readuntil(b"\r\n\r\n")
         await asyncio.sleep(30)
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        edge = await start_edge(f"http://127.0.0.1:{port}", first_byte_timeout="0.3s")
-        await send(client, edge.url + "/first")
-        silent = await send(client, edge.url + "/silent")
-        assert silent.status == 504
-        assert silent.headers["Cache-Status"].startswith(f"{NODE}; fwd=miss")
-        metrics = await edge.metrics(client)
-        assert 'kind="upstream-timeout"' in metrics
-    finally:
-        server.close()
+    edge = await start_edge(await raw_origin(answer), first_byte_timeout="0.3s")
+    await send(client, edge.url + "/first")
+    silent = await send(client, edge.url + "/silent")
+    assert silent.status == 504
+    assert silent.headers["Cache-Status"].startswith(f"{NODE}; fwd=miss")
+    metrics = await edge.metrics(client)
+    assert 'kind="upstream-timeout"' in metrics
 
 
 async def test_a_miss_the_store_cannot_write_is_answered_and_fetched_again_later(
@@ -292,7 +281,9 @@ async def test_a_miss_the_store_cannot_write_is_answered_and_fetched_again_later
     assert after.status == 200 and "hit" in again.headers["Cache-Status"]
 
 
-async def test_a_head_that_arrives_in_pieces_is_read_whole_and_stored(client, start_edge):
+async def test_a_head_that_arrives_in_pieces_is_read_whole_and_stored(
+    client, start_edge, raw_origin
+):
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -302,13 +293,9 @@ async def test_a_head_that_arrives_in_pieces_is_read_whole_and_stored(client, st
                 await writer.drain()
                 await asyncio.sleep(0.005)
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        edge = await start_edge(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-        await send(client, edge.url + "/warm")
-        reply = await send(client, edge.url + "/in-pieces")
-        again = await send(client, edge.url + "/in-pieces")
-        assert (reply.status, reply.body, again.body) == (200, b"/in-pieces", b"/in-pieces")
-        assert "hit" in again.headers["Cache-Status"]
-    finally:
-        server.close()
+    edge = await start_edge(await raw_origin(answer))
+    await send(client, edge.url + "/warm")
+    reply = await send(client, edge.url + "/in-pieces")
+    again = await send(client, edge.url + "/in-pieces")
+    assert (reply.status, reply.body, again.body) == (200, b"/in-pieces", b"/in-pieces")
+    assert "hit" in again.headers["Cache-Status"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -18,32 +17,6 @@ from support import free_port
 NODE = "pinedge-test"
 
 # ── helpers: origins that misbehave below HTTP ───────────────────────────────
-
-Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture
-async def raw_origin() -> AsyncIterator[Callable[[Answer], Awaitable[str]]]:
-    """Start a TCP server that answers with whatever bytes the test writes."""
-    servers: list[asyncio.Server] = []
-    writers: list[asyncio.StreamWriter] = []
-
-    async def start(answer: Answer) -> str:
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writers.append(writer)
-            await answer(reader, writer)
-
-        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-        servers.append(server)
-        port = server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for writer in writers:
-        writer.transport.abort()
-    for server in servers:
-        server.close()
-        await server.wait_closed()
 
 
 async def read_head(reader: asyncio.StreamReader) -> None:
