@@ -14,6 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinedge.edge.http import ranges
+from pinedge.edge.http.cachecontrol import Directives
 from pinedge.edge.http.freshness import parse_http_date
 from pinedge.edge.http.headers import with_via, without_hop_by_hop
 from pinedge.edge.http.status import CacheStatus, append_entry
@@ -130,12 +131,31 @@ class Delivery:
         """The bytes of a hit's response head, prepared once when the entry is stored,
         or None when a hit on it needs the general path (no-cache, partial fields)."""
         fresh = entry.fresh
-        if fresh.no_cache_fields or fresh.directives.field_names("no-cache") is not None:
+        return self.wire_for(
+            entry.status,
+            entry.reason,
+            entry.headers,
+            len(entry.body),
+            fresh.directives,
+            fresh.no_cache_fields,
+        )
+
+    def wire_for(
+        self,
+        status: int,
+        reason: str,
+        headers: Headers,
+        length: int,
+        directives: Directives,
+        no_cache_fields: frozenset[str],
+    ) -> Wire | None:
+        """wire() for a stored response's parts, before (or without) its entry."""
+        if no_cache_fields or directives.field_names("no-cache") is not None:
             return None
-        out = self.client_headers(entry.headers, ("Age",))
-        out["Content-Length"] = str(len(entry.body))
-        upstream = ", ".join(entry.headers.getall("Cache-Status", ()))
-        lines = [f"HTTP/1.1 {entry.status} {entry.reason or _phrase(entry.status)}\r\n"]
+        out = self.client_headers(headers, ("Age",))
+        out["Content-Length"] = str(length)
+        upstream = ", ".join(headers.getall("Cache-Status", ()))
+        lines = [f"HTTP/1.1 {status} {reason or _phrase(status)}\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in out.items()]
         lines.append(AGE.decode())
         head = "".join(lines).encode("utf-8", "surrogateescape")

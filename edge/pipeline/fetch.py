@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 from aiohttp import web
@@ -32,11 +32,14 @@ from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome
 from pinedge.edge.pipeline.errors import UpstreamError
 from pinedge.edge.pipeline.outgoing import forwarded_fields, response_head
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
-from pinedge.edge.store.entry import Entry, FreshnessSettings
+from pinedge.edge.store.entry import Entry, FreshnessSettings, tags_in
 from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.view import SharedStore
 from pinedge.edge.upstream.client import Interim, UpstreamResponse, body_error
 from pinedge.edge.upstream.sender import FAILING_STATUSES, Sender
+
+if TYPE_CHECKING:
+    from pinedge.edge.pipeline.deliver import Wire
 
 log = logging.getLogger("pinedge.edge")
 
@@ -57,18 +60,22 @@ class Fetcher:
         sender: Callable[[], Sender],
         once: Once,
         prepare: Callable[[Entry], None],
+        head_for: Callable[[str, Head, int], Wire | None],
         trusted: TrustedPeers,
         metrics: EdgeMetrics,
         run_in_background: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         """`sender` gives the node's sender once it has started; `prepare` readies an
-        entry for serving (its variant kind and the hit path's head)."""
+        entry for serving (its variant kind and the hit path's head); `head_for` is
+        the hit path's head for a response stored as it came without Vary, before
+        its entry is made (a key, the head and the body's length)."""
         self.config = config
         self.settings = settings
         self.store = store
         self.sender = sender
         self.once = once
         self.prepare = prepare
+        self.head_for = head_for
         self.trusted = trusted
         self.metrics = metrics
         self.run_in_background = run_in_background
@@ -308,6 +315,25 @@ class Fetcher:
             self.metrics.not_stored.inc("store-error")
             log.error("could not store %s: %s", key, exc)
             return None
+
+    def store_as_it_came(
+        self, key: str, head: Head, body: bytes, request_time: float
+    ) -> tuple[bool, Wire | None]:
+        """Store a whole response that stored_as_it_came() took (no Vary, no field
+        withheld, a body the loop writes), leaving its entry to be made when a
+        request first uses it: whether it was stored, and the hit path's head for
+        it (None where the hit path would not send it as it is)."""
+        headers = head.headers
+        times = (request_time, head.response_time)
+        try:
+            self.store.put_as_it_came(
+                key, head.status, head.reason, headers, body, times, tags_in(headers)
+            )
+        except OSError as exc:
+            self.metrics.not_stored.inc("store-error")
+            log.error("could not store %s: %s", key, exc)
+            return False, None
+        return True, self.head_for(key, head, len(body))
 
     def entry_from_file(self, meta: Meta, body: bytes) -> Entry:
         """An Entry for a stored file (another worker's, or from before a restart)."""

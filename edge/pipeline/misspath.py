@@ -291,7 +291,7 @@ class MissPath:
                 upstream, body = result
                 sender.answered(site, target, 200, upstream.response_time - request_time)
                 handed_on = True  # _store_whole releases it
-                answer = await self._store_whole(fill, plan, upstream, body, request_time)
+                answer = self._store_whole(fill, plan, upstream, body, request_time)
                 if answer is not None:
                     return answer
                 passed = None
@@ -316,26 +316,24 @@ class MissPath:
             request, Handover(route, request.key, plan, fill, Role.LED, passed, request.started)
         )
 
-    async def _store_whole(
+    def _store_whole(
         self, fill: Fill, plan: FetchPlan, upstream: Head, body: bytes, request_time: float
     ) -> Answer | None:
-        """Settle the fill with a whole response and store it; the answer when it
-        was stored as it came and the hit path would serve it."""
+        """Settle the fill with a whole response that _accept took and store it; the
+        answer when it was stored and the hit path would serve it as it is."""
         fill.request_headers = plan.request_headers
         fill.came_whole = True
         fill.settle(Outcome.STREAM, head=upstream)
         fill.feed(body)
         fill.finish()
         try:
-            entry = await self.fetcher.store_response(
-                plan.key, plan.request_headers, upstream, body, request_time
-            )
-            fill.stored = entry is not None
+            stored, wire = self.fetcher.store_as_it_came(plan.key, upstream, body, request_time)
+            fill.stored = stored
         finally:
             self.once.release(fill)  # after the store: what waits for the key finds it
-        if entry is None or entry.headers is not upstream.headers:
+        if wire is None:
             return None
-        return miss_answer(entry)
+        return Answer([wire.miss_head(), body], upstream.status, len(body))
 
     def _accept(
         self,

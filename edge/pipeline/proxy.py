@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
+from pinedge.edge.http.cachecontrol import response_directives
 from pinedge.edge.http.forwarding import TrustedPeers
 from pinedge.edge.http.negotiate import ACCEPT_CH
 from pinedge.edge.http.status import Fwd
+from pinedge.edge.http.storable import fields_needing_validation
 from pinedge.edge.node.clients import ClientTable
 from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.node.ratelimit import QUIET, REQUESTS, RateLimiter
-from pinedge.edge.pipeline.collapse import Once
-from pinedge.edge.pipeline.deliver import SLICE, Delivery, error_bytes, send_sliced
+from pinedge.edge.pipeline.collapse import Head, Once
+from pinedge.edge.pipeline.deliver import SLICE, Delivery, Wire, error_bytes, send_sliced
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import HitPath
 from pinedge.edge.pipeline.misspath import MissPath
@@ -105,6 +107,7 @@ class Edge:
             self.started_sender,
             once,
             self.prepare,
+            self.head_for,
             self.trusted,
             self.metrics,
             self.run_in_background,
@@ -219,6 +222,18 @@ class Edge:
         chosen per request, and if not, the hit path's prepared head."""
         entry.kind = self.variants.kind(entry)
         entry.wire = None if entry.kind is not None else self.delivery.wire(entry)
+
+    def head_for(self, key: str, head: Head, length: int) -> Wire | None:
+        """prepare()'s hit-path head for a response stored as it came without Vary,
+        before its entry is made: None where prepare() would give its entry none."""
+        headers = head.headers
+        if self.variants.kind_of(key, head.status, headers, (), length) is not None:
+            return None
+        directives, _ = response_directives(headers, self.settings.targeted_fields)
+        no_cache_fields = fields_needing_validation(directives)
+        return self.delivery.wire_for(
+            head.status, head.reason, headers, length, directives, no_cache_fields
+        )
 
     def refusal(self, site: str, wait: float) -> bytes:
         """The hit path's 429: the same answer the general path gives, the connection kept."""

@@ -98,7 +98,7 @@ class Entry:
             headers=headers,
             body=body,
             fresh=compute_freshness(status, headers, times[0], times[1], settings),
-            tags=tags_of(headers.items()) if _tagged(headers) else frozenset(),
+            tags=tags_in(headers),
         )
 
     def derive(self, key: str, headers: CIMultiDictProxy[str], body: bytes) -> Entry:
@@ -181,8 +181,11 @@ def compute_freshness(
     )
 
 
-def _tagged(headers: CIMultiDictProxy[str]) -> bool:
-    return any(name in headers for name in TAG_FIELDS)
+def tags_in(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """The tags a response's fields give it."""
+    if any(name in headers for name in TAG_FIELDS):
+        return tags_of(headers.items())
+    return frozenset()
 
 
 def upstream_ttl(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> float | None:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from multidict import CIMultiDictProxy
+
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.fills import FillVerdict, NodeFills
@@ -63,6 +65,10 @@ class LocalKey:
     # For a response this worker stored: the slot's generation before the owner
     # indexed it, as current as `generation` until then. Otherwise `generation`.
     before: int = -1
+    # A response this worker stored that no request has used since: its file's meta
+    # and its body, made into its entry when a request first asks (most stored
+    # responses are never asked for again).
+    unbuilt: tuple[Meta, bytes] | None = None
 
 
 class SharedStore:
@@ -106,7 +112,10 @@ class SharedStore:
         """The stored variants of `key` this worker holds in memory and knows to be
         current; [] means "ask load()". Cheap enough for every hit."""
         local = self.local.get(key)
-        if local is None or local.entries is None:
+        if local is None:
+            return []
+        entries = local.entries
+        if entries is None and local.unbuilt is None:
             return []
         counters = self.counters  # _current(), inline: this runs on every hit
         generation = counters[local.slot]
@@ -117,7 +126,7 @@ class SharedStore:
             if counters[slot] != generation:
                 self._forget(key)
                 return []
-        return local.entries
+        return self._built(local) if entries is None else entries
 
     def absent(self, key: str) -> bool:
         """Whether nothing is stored under `key`, as this worker can tell without
@@ -195,26 +204,65 @@ class SharedStore:
             )
         else:
             meta = objectfile.write(self.root, fields, entry.body, entry.vid)
-        counters = self.counters
-        slot = slot_of(entry.key)
-        generation = counters[slot]
-        tag_generations = self._tag_generations([entry])
-        self.link.admit(objectfile.Admission.of(meta, entry.tags))
         if entry.vary_names:
+            self.link.admit(objectfile.Admission.of(meta, entry.tags))
             # Other variants of the key may be stored: the next request asks for them.
             self._forget(entry.key)
             return True
-        # Kept for the hit path as the key's one variant. The owner bumps the key's
-        # slot once when it indexes it as it came; any other count (a purge since the
-        # request, another worker's store) sends the next request to the owner.
         if sent_from_file(meta.body_length):
             # Opened at the first hit: a response nobody asks for again holds no
             # descriptor and costs no open(2).
             entry.file_at = (meta.body_offset, meta.file_size)
-        expected = (generation + 1) & 0xFFFFFFFF
-        local = LocalKey(slot, expected, [Stored.of(meta)], [entry], 0, tag_generations, generation)
-        self._remember(entry.key, local)
+        self._admit_and_keep(meta, entry.tags, [entry], None)
         return True
+
+    def put_as_it_came(
+        self,
+        key: str,
+        status: int,
+        reason: str,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        times: tuple[float, float],
+        tags: frozenset[str],
+    ) -> None:
+        """put() for a response without Vary, stored with every field it came with,
+        before its entry is made: that is made when a request first uses it. Its
+        body is at most EXECUTOR_THRESHOLD bytes (written here, on the loop)."""
+        fields = {
+            "key": key,
+            "vary_names": (),
+            "vary_values": (),
+            "status": status,
+            "reason": reason,
+            "headers": tuple(headers.items()),
+            "request_time": times[0],
+            "response_time": times[1],
+        }
+        meta = objectfile.write(self.root, fields, body, objectfile.variant_id(key, (), ()))
+        self._admit_and_keep(meta, tags, None, (meta, body))
+
+    def _admit_and_keep(
+        self,
+        meta: Meta,
+        tags: frozenset[str],
+        entries: list[Entry] | None,
+        unbuilt: tuple[Meta, bytes] | None,
+    ) -> None:
+        """Tell the owner of a file written for a key's one variant, and keep it for
+        the hit path. The owner bumps the key's slot once when it indexes it as it
+        came; any other count (a purge since the request, another worker's store)
+        sends the next request to the owner."""
+        counters = self.counters
+        key = meta.key
+        slot = slot_of(key)
+        generation = counters[slot]
+        tag_generations = self._tag_slots(tags)
+        self.link.admit(objectfile.Admission.of(meta, tags))
+        expected = (generation + 1) & 0xFFFFFFFF
+        stored = [Stored.of(meta)]
+        local = LocalKey(slot, expected, stored, entries, 0, tag_generations, generation, unbuilt)
+        self._remember(key, local)
 
     async def remove(self, key: str) -> int:
         self._forget(key)
@@ -280,13 +328,30 @@ class SharedStore:
         return all(counters[slot] == generation for slot, generation in local.tag_generations)
 
     def _tag_generations(self, entries: list[Entry]) -> tuple[tuple[int, int], ...]:
-        slots = {tag_slot(tag) for entry in entries for tag in entry.tags}
+        return self._tag_slots({tag for entry in entries for tag in entry.tags})
+
+    def _tag_slots(self, tags: frozenset[str] | set[str]) -> tuple[tuple[int, int], ...]:
+        if not tags:
+            return ()
         counters = self.counters
-        return tuple((slot, counters[slot]) for slot in sorted(slots))
+        return tuple((slot, counters[slot]) for slot in sorted({tag_slot(tag) for tag in tags}))
+
+    def _built(self, local: LocalKey) -> list[Entry]:
+        """The entry of a response this worker stored, made at its first use."""
+        meta, body = local.unbuilt  # type: ignore[misc]  # set: the caller checked
+        local.unbuilt = None
+        entry = self.build(meta, body)
+        if sent_from_file(meta.body_length):
+            entry.file_at = (meta.body_offset, meta.file_size)
+        local.entries = [entry]
+        return local.entries
 
     def _remember(self, key: str, local: LocalKey) -> None:
         self._forget(key)
-        size = sum(_memory_cost(entry) for entry in local.entries or ())
+        if local.unbuilt is not None:
+            size = _unbuilt_cost(*local.unbuilt)
+        else:
+            size = sum(_memory_cost(entry) for entry in local.entries or ())
         self.local[key] = local
         if size <= self.local_budget:
             local.size = size
@@ -294,7 +359,7 @@ class SharedStore:
             self.resident[key] = None
         else:
             _close_files(local.entries)
-            local.entries = None
+            local.entries = local.unbuilt = None
         while self.local_size > self.local_budget and self.resident:
             oldest, _ = self.resident.popitem(last=False)
             victim = self.local[oldest]
@@ -307,7 +372,7 @@ class SharedStore:
                 continue
             self.local_size -= victim.size
             _close_files(victim.entries)
-            victim.entries, victim.size = None, 0
+            victim.entries, victim.unbuilt, victim.size = None, None, 0
         while len(self.local) > self.local_keys_max:
             self._forget(next(iter(self.local)))
 
@@ -361,6 +426,12 @@ def _memory_cost(entry: Entry) -> int:
     prepared heads that go with it."""
     fields = sum(len(name) + len(value) for name, value in entry.headers.items())
     return len(entry.body) + ENTRY_COST + 2 * fields
+
+
+def _unbuilt_cost(meta: Meta, body: bytes) -> int:
+    """_memory_cost() of the entry a stored file's meta and body will make."""
+    fields = sum(len(name) + len(value) for name, value in meta.headers)
+    return len(body) + ENTRY_COST + 2 * fields
 
 
 def sent_from_file(length: int) -> bool:

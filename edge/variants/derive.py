@@ -144,15 +144,28 @@ class Variants:
     def kind(self, entry: Entry) -> str | None:
         """ "image" or "text" when answers from `entry` are variants chosen per
         request (by Accept or Accept-Encoding); None when it is sent as it is."""
-        if entry.status != 200 or "#" in entry.key:
+        return self.kind_of(
+            entry.key, entry.status, entry.headers, entry.vary_names, len(entry.body)
+        )
+
+    def kind_of(
+        self,
+        key: str,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        vary_names: tuple[str, ...],
+        length: int,
+    ) -> str | None:
+        """kind() for a stored response's parts, before (or without) its entry."""
+        if status != 200 or "#" in key:
             return None
-        kind = self.kind_of_type(entry.headers)
+        kind = self.kind_of_type(headers)
         if kind == "image":
-            return kind if "accept" not in entry.vary_names else None
+            return kind if "accept" not in vary_names else None
         if (
             kind == "text"
-            and len(entry.body) >= self.config.compress_min_size
-            and "accept-encoding" not in entry.vary_names
+            and length >= self.config.compress_min_size
+            and "accept-encoding" not in vary_names
         ):
             return kind
         return None
