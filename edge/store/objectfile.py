@@ -73,7 +73,26 @@ class Meta:
     @property
     def allocated(self) -> int:
         """The memory (or disk) its file really takes: whole pages, and the inode."""
-        return -(-self.file_size // PAGE) * PAGE + FILE_OVERHEAD
+        return allocated(self.file_size)
+
+
+# Meta's fields as written in a file, in order: key, vary names, vary values, status,
+# reason, header fields, request time and response time.
+MetaFields = tuple[
+    str,
+    tuple[str, ...],
+    tuple[str | None, ...],
+    int,
+    str,
+    tuple[tuple[str, str], ...],
+    float,
+    float,
+]
+
+
+def allocated(file_size: int) -> int:
+    """What a file of `file_size` bytes really takes: whole pages, and the inode."""
+    return -(-file_size // PAGE) * PAGE + FILE_OVERHEAD
 
 
 class Admission(NamedTuple):
@@ -152,32 +171,18 @@ def remove(root: Path, vid: str) -> None:
 _packers = threading.local()
 
 
-def _pack_meta(fields: dict[str, Any]) -> bytes:
+def _pack_meta(values: MetaFields) -> bytes:
     packer = getattr(_packers, "packer", None)
     if packer is None:
         packer = _packers.packer = msgpack.Packer(unicode_errors="surrogateescape")
-    meta: bytes = packer.pack(
-        (
-            fields["key"],
-            fields["vary_names"],
-            fields["vary_values"],
-            fields["status"],
-            fields["reason"],
-            fields["headers"],
-            fields["request_time"],
-            fields["response_time"],
-        )
-    )
+    meta: bytes = packer.pack(values)
     return meta
 
 
 def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Meta:
     """Write a stored response; `fields` are Meta's fields but the body's, `vid`
     their variant_id() if the caller has it."""
-    meta_bytes = _pack_meta(fields)
-    body_crc = zlib.crc32(body)
-    header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
-    meta = Meta(
+    values: MetaFields = (
         fields["key"],
         tuple(fields["vary_names"]),
         tuple(fields["vary_values"]),
@@ -186,12 +191,19 @@ def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Met
         tuple(fields["headers"]),
         fields["request_time"],
         fields["response_time"],
-        len(body),
-        body_crc,
-        HEADER.size + len(meta_bytes),
-        vid=vid or variant_id(fields["key"], fields["vary_names"], fields["vary_values"]),
     )
-    vid = meta.vid
+    vid = vid or variant_id(values[0], values[1], values[2])
+    offset, body_crc = write_values(root, vid, values, body)
+    return Meta(*values, len(body), body_crc, offset, vid=vid)
+
+
+def write_values(root: Path, vid: str, values: MetaFields, body: bytes) -> tuple[int, int]:
+    """write() for Meta's fields as they are written, and their variant_id(): the
+    body's offset in the file, and its CRC-32."""
+    meta_bytes = _pack_meta(values)
+    body_crc = zlib.crc32(body)
+    header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
+    offset = HEADER.size + len(meta_bytes)
     final = object_path_text(root, vid)
     data: tuple[bytes, ...] = (header, meta_bytes, body)
     if len(body) < 65536:
@@ -203,11 +215,11 @@ def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Met
         fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         _replace(root, final, vid, data)
-        return meta
+        return offset, body_crc
     except FileNotFoundError:  # the first object in its directory
         os.makedirs(os.path.dirname(final), exist_ok=True)
         _replace(root, final, vid, data)
-        return meta
+        return offset, body_crc
     try:
         _write_all(fd, data)
     except OSError:
@@ -215,7 +227,7 @@ def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Met
         raise
     finally:
         os.close(fd)
-    return meta
+    return offset, body_crc
 
 
 def _replace(root: Path, final: str, vid: str, data: tuple[bytes, ...]) -> None:

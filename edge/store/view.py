@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from multidict import CIMultiDictProxy
 
@@ -35,11 +36,27 @@ from pinedge.edge.store.generations import (
     tag_slot,
 )
 from pinedge.edge.store.link import OwnerLink
-from pinedge.edge.store.objectfile import Meta, Stored
+from pinedge.edge.store.objectfile import Meta, MetaFields, Stored
 
 log = logging.getLogger("pinedge.store")
 
 BuildEntry = Callable[[Meta, bytes], Entry]
+
+
+class Unbuilt(NamedTuple):
+    """A stored file's parts, for its Meta when one is needed: the fields written,
+    the body's offset and CRC-32, the variant id, and the body."""
+
+    values: MetaFields
+    body_offset: int
+    body_crc: int
+    vid: str
+    body: bytes
+
+    def meta(self) -> Meta:
+        return Meta(*self.values, len(self.body), self.body_crc, self.body_offset, vid=self.vid)
+
+
 EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
 # Hits on bodies in this range go out by sendfile(2) from the stored file. Below it
 # a copy is cheaper than a second system call; above it, a measured loopback run
@@ -65,10 +82,10 @@ class LocalKey:
     # For a response this worker stored: the slot's generation before the owner
     # indexed it, as current as `generation` until then. Otherwise `generation`.
     before: int = -1
-    # A response this worker stored that no request has used since: its file's meta
-    # and its body, made into its entry when a request first asks (most stored
-    # responses are never asked for again).
-    unbuilt: tuple[Meta, bytes] | None = None
+    # A response this worker stored that no request has used since, made into its
+    # entry when a request first asks (most stored responses are never asked for
+    # again).
+    unbuilt: Unbuilt | None = None
 
 
 class SharedStore:
@@ -213,7 +230,8 @@ class SharedStore:
             # Opened at the first hit: a response nobody asks for again holds no
             # descriptor and costs no open(2).
             entry.file_at = (meta.body_offset, meta.file_size)
-        self._admit_and_keep(meta, entry.tags, [entry], None)
+        admission = objectfile.Admission.of(meta, entry.tags)
+        self._admit_and_keep(admission, entry.tags, [entry], None)
         return True
 
     def put_as_it_came(
@@ -229,38 +247,32 @@ class SharedStore:
         """put() for a response without Vary, stored with every field it came with,
         before its entry is made: that is made when a request first uses it. Its
         body is at most EXECUTOR_THRESHOLD bytes (written here, on the loop)."""
-        fields = {
-            "key": key,
-            "vary_names": (),
-            "vary_values": (),
-            "status": status,
-            "reason": reason,
-            "headers": tuple(headers.items()),
-            "request_time": times[0],
-            "response_time": times[1],
-        }
-        meta = objectfile.write(self.root, fields, body, objectfile.variant_id(key, (), ()))
-        self._admit_and_keep(meta, tags, None, (meta, body))
+        values = (key, (), (), status, reason, tuple(headers.items()), times[0], times[1])
+        vid = objectfile.variant_id(key, (), ())
+        offset, body_crc = objectfile.write_values(self.root, vid, values, body)
+        size = objectfile.allocated(offset + len(body))
+        admission = objectfile.Admission(key, vid, tuple(tags), times[0], times[1], size)
+        self._admit_and_keep(admission, tags, None, Unbuilt(values, offset, body_crc, vid, body))
 
     def _admit_and_keep(
         self,
-        meta: Meta,
+        admission: objectfile.Admission,
         tags: frozenset[str],
         entries: list[Entry] | None,
-        unbuilt: tuple[Meta, bytes] | None,
+        unbuilt: Unbuilt | None,
     ) -> None:
         """Tell the owner of a file written for a key's one variant, and keep it for
         the hit path. The owner bumps the key's slot once when it indexes it as it
         came; any other count (a purge since the request, another worker's store)
         sends the next request to the owner."""
         counters = self.counters
-        key = meta.key
+        key = admission.key
         slot = slot_of(key)
         generation = counters[slot]
         tag_generations = self._tag_slots(tags)
-        self.link.admit(objectfile.Admission.of(meta, tags))
+        self.link.admit(admission)
         expected = (generation + 1) & 0xFFFFFFFF
-        stored = [Stored.of(meta)]
+        stored = [Stored(admission.vid, admission.allocated, admission.response_time, None)]
         local = LocalKey(slot, expected, stored, entries, 0, tag_generations, generation, unbuilt)
         self._remember(key, local)
 
@@ -338,9 +350,11 @@ class SharedStore:
 
     def _built(self, local: LocalKey) -> list[Entry]:
         """The entry of a response this worker stored, made at its first use."""
-        meta, body = local.unbuilt  # type: ignore[misc]  # set: the caller checked
+        unbuilt = local.unbuilt
+        assert unbuilt is not None  # the caller checked
         local.unbuilt = None
-        entry = self.build(meta, body)
+        meta = unbuilt.meta()
+        entry = self.build(meta, unbuilt.body)
         if sent_from_file(meta.body_length):
             entry.file_at = (meta.body_offset, meta.file_size)
         local.entries = [entry]
@@ -349,7 +363,7 @@ class SharedStore:
     def _remember(self, key: str, local: LocalKey) -> None:
         self._forget(key)
         if local.unbuilt is not None:
-            size = _unbuilt_cost(*local.unbuilt)
+            size = _unbuilt_cost(local.unbuilt)
         else:
             size = sum(_memory_cost(entry) for entry in local.entries or ())
         self.local[key] = local
@@ -428,10 +442,10 @@ def _memory_cost(entry: Entry) -> int:
     return len(entry.body) + ENTRY_COST + 2 * fields
 
 
-def _unbuilt_cost(meta: Meta, body: bytes) -> int:
-    """_memory_cost() of the entry a stored file's meta and body will make."""
-    fields = sum(len(name) + len(value) for name, value in meta.headers)
-    return len(body) + ENTRY_COST + 2 * fields
+def _unbuilt_cost(unbuilt: Unbuilt) -> int:
+    """_memory_cost() of the entry an unbuilt response will make."""
+    fields = sum(len(name) + len(value) for name, value in unbuilt.values[5])
+    return len(unbuilt.body) + ENTRY_COST + 2 * fields
 
 
 def sent_from_file(length: int) -> bool:
