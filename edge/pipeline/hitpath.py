@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 from aiohttp.http import HttpVersion11 as HTTP11
 from aiohttp.http_parser import RawRequestMessage
@@ -27,15 +28,17 @@ from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.view import SharedStore
 from pinedge.edge.variants.derive import Variants, derived_key
 
-# The hit path remembers how it routed this many (Host, target) pairs, about 350
+# The hit path remembers how it routed this many (Host, target) pairs, about 600
 # bytes each; when full it starts again: the URLs that repeat are soon back.
 FAST_KEYS_MAX = 8192
 FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
 FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
 FRESH = Verdict.FRESH
 
-Found = tuple[str, tuple[tuple[str, str], ...], str]  # key, image parameters, site
-UNKNOWN: Found = ("", (), "")  # a memo miss, distinct from None (known not to be served here)
+# key, image parameters, site, and the route (the miss path's, for a key not stored)
+Found = tuple[str, tuple[tuple[str, str], ...], str, Route]
+# A memo miss, distinct from None (known not to be served here).
+UNKNOWN = cast(Found, ("", (), "", None))
 Fields = CIMultiDictProxy[str] | list[tuple[bytes, bytes]]
 Buffers = list[bytes | FileBody]
 
@@ -96,7 +99,7 @@ class HitPath:
         found = self.find(host, target) if known is UNKNOWN else known
         if found is None:
             return None
-        key, params, site = found
+        key, params, site, _ = found
         for entry in self.store.variants(key):
             if entry.vary_names:
                 if isinstance(headers, list):
@@ -175,7 +178,7 @@ class HitPath:
                 pass
             else:
                 key = primary_key("http", route.host, route.target)
-                found = (key, tuple(sorted(route.params.items())), route.site.name)
+                found = (key, tuple(sorted(route.params.items())), route.site.name, route)
         if len(raw_target) <= FAST_TARGET_MAX:
             if len(self.keys) >= FAST_KEYS_MAX:
                 self.keys.clear()

@@ -73,11 +73,12 @@ class Handover:
 
 
 class PlainGet(NamedTuple):
-    """A request the miss path took: its Host, target, cache key and fields as read,
-    the client's address and its connection's transport."""
+    """A request the miss path took: its Host, target, route, cache key and fields as
+    read, the client's address and its connection's transport."""
 
     host: str
     target: str
+    route: Route
     key: str
     fields: list[tuple[bytes, bytes]]
     peer: str | None
@@ -149,7 +150,7 @@ class MissPath:
             found = hits.find(host, target)
         if found is None:
             return None
-        key, params, site = found
+        key, params, site, route = found
         if params or site in self.limiter.budgets:
             return None
         if self.once.table.in_progress(key) or not self.store.absent(key):
@@ -159,7 +160,14 @@ class MissPath:
                 return None
         return self.fetch(
             PlainGet(
-                host.decode("latin-1"), target, key, fields, peer, transport_of, time.monotonic()
+                host.decode("latin-1"),
+                target,
+                route,
+                key,
+                fields,
+                peer,
+                transport_of,
+                time.monotonic(),
             )
         )
 
@@ -184,7 +192,7 @@ class MissPath:
         return answer
 
     async def _answer(self, request: PlainGet) -> Answer | Handover:
-        route = self.hits.route(request.host, request.target)
+        route = request.route
         lean = self._lean(request, route)
         if lean is None:
             return await self._general(request, route)
