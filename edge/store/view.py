@@ -96,7 +96,9 @@ class SharedStore:
         generations: Generations,
         local_budget: int,
         build: BuildEntry,
+        alone: bool = False,
     ) -> None:
+        """`alone`: this is the node's only worker (no other shares its fills)."""
         self.root = root
         self.link = link
         self.generations = generations
@@ -109,7 +111,7 @@ class SharedStore:
         self.resident: OrderedDict[str, None] = OrderedDict()  # keys with bodies in memory
         self.pending_hits: dict[str, int] = {}
         self.flusher: asyncio.Task[None] | None = None
-        self.fills = NodeFills(root / "fills.lock", self.counters)
+        self.fills = NodeFills(root / "fills.lock", self.counters, alone)
 
     def start(self) -> None:
         self.flusher = asyncio.create_task(self._flush_hits())
@@ -443,9 +445,9 @@ def _memory_cost(entry: Entry) -> int:
 
 
 def _unbuilt_cost(unbuilt: Unbuilt) -> int:
-    """_memory_cost() of the entry an unbuilt response will make."""
-    fields = sum(len(name) + len(value) for name, value in unbuilt.values[5])
-    return len(unbuilt.body) + ENTRY_COST + 2 * fields
+    """_memory_cost() of the entry an unbuilt response will make, its fields' bytes
+    read as the file's meta (they and the key, packed)."""
+    return len(unbuilt.body) + ENTRY_COST + 2 * unbuilt.body_offset
 
 
 def sent_from_file(length: int) -> bool:
