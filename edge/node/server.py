@@ -117,7 +117,10 @@ class EdgeServer:
             if worker.decodes is not None and config.workers > 1:
                 share_decodes(*worker.decodes)
         self.clients.claim_row()
-        self.store = SharedStore(root, link, generations, config.hot_memory, self._entry)
+        alone = self.owner is not None or config.workers <= 1
+        self.store = SharedStore(
+            root, link, generations, config.hot_memory, self._entry, alone=alone
+        )
         self.edge = Edge(config, self.store, self.owner, self.clients)
         self.admin = Admin(self.edge, self.owner) if self.owner is not None else None
         if self.owner is not None:

@@ -42,10 +42,12 @@ LAST_POLL = 0.02
 
 class NodeFills:
     """This worker's side of the node's fills: the lock file at `path` and the
-    shared `counters` (generations.py)."""
+    shared `counters` (generations.py). A node's only worker (`alone`) takes no
+    locks: no other worker can be fetching what it fetches."""
 
-    def __init__(self, path: Path, counters: memoryview) -> None:
+    def __init__(self, path: Path, counters: memoryview, alone: bool = False) -> None:
         self.path = path
+        self.alone = alone
         self.fd = -1  # opened at the first fetch: the store's directory may come later
         self.counters = counters
         # Slots this worker holds, with how many of its fills hold each: the lock
@@ -125,6 +127,9 @@ class NodeFills:
         if holders:
             self.held[slot] = holders + 1
             return True
+        if self.alone:
+            self.held[slot] = 1
+            return True
         if self.fd < 0:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -138,5 +143,5 @@ class NodeFills:
         holders = self.held.pop(slot, 0) - 1
         if holders > 0:
             self.held[slot] = holders
-        else:
+        elif not self.alone:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, slot)
