@@ -117,6 +117,10 @@ class Delivery:
         kept_for_edges = () if shield else (*TAG_FIELDS, *targeted_fields)
         self.private_fields = (*kept_for_edges, "Cache-Status")
         self.accept_ch = accept_ch
+        # Our Cache-Status entry on a prepared hit (before its ttl) and on the miss
+        # that stored it.
+        self.ours = (f"{name}; hit; ttl=", f"{name}; fwd=miss; stored")
+        self.ours_bytes = tuple(part.encode("utf-8", "surrogateescape") for part in self.ours)
 
     def client_headers(self, headers: Headers, also: tuple[str, ...] = ()) -> CIMultiDict[str]:
         """End-to-end fields for a client: no hop-by-hop, tags or targeted fields; on
@@ -154,17 +158,16 @@ class Delivery:
             return None
         out = self.client_headers(headers, ("Age",))
         out["Content-Length"] = str(length)
-        upstream = ", ".join(headers.getall("Cache-Status", ()))
-        lines = [f"HTTP/1.1 {status} {reason or _phrase(status)}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in out.items()]
-        lines.append(AGE.decode())
-        head = "".join(lines).encode("utf-8", "surrogateescape")
-        before = f"{upstream}, " if upstream else ""
-        return Wire(
-            head,
-            f"{before}{self.name}; hit; ttl=".encode("utf-8", "surrogateescape"),
-            f"{before}{self.name}; fwd=miss; stored".encode("utf-8", "surrogateescape"),
-        )
+        fields = "\r\n".join(map(": ".join, out.items()))
+        head = f"HTTP/1.1 {status} {reason or _phrase(status)}\r\n{fields}\r\nAge: "
+        upstream = ", ".join(headers.getall("Cache-Status")) if "Cache-Status" in headers else ""
+        if upstream:
+            hit, miss = (
+                f"{upstream}, {part}".encode("utf-8", "surrogateescape") for part in self.ours
+            )
+        else:
+            hit, miss = self.ours_bytes
+        return Wire(head.encode("utf-8", "surrogateescape"), hit, miss)
 
     def finish_headers(
         self,
