@@ -45,6 +45,27 @@ async def test_a_tag_purge_refetches_what_carries_the_tag_and_keeps_the_rest(
     assert scripted.hits == {"/a": 2, "/b": 2, "/c": 1}
 
 
+async def test_a_tag_purge_reaches_what_a_miss_stored_that_no_request_has_used_yet(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession, token: str
+) -> None:
+    """A miss stores its response before making its entry (made at its first use):
+    a purge in between still drops it, and what it did not cover is a hit."""
+    edge = await start_edge(scripted.url)
+    tagged(scripted, "/first", "other")
+    tagged(scripted, "/a", "pins")
+    tagged(scripted, "/b", "boards")
+    for path in ("/first", "/a", "/b"):
+        assert not (await send(client, edge.url + path)).hit
+
+    status, answer = await purge(client, edge.admin_url, {"tags": ["pins"]})
+
+    assert status == 200 and answer["purged"] == 1
+    again = await send(client, edge.url + "/a")
+    assert not again.hit and again.body == b"body of /a"
+    assert (await send(client, edge.url + "/b")).hit
+    assert scripted.hits == {"/first": 1, "/a": 2, "/b": 1}
+
+
 async def test_tags_never_reach_clients(
     scripted: Scripted, edge: RunningEdge, client: aiohttp.ClientSession
 ) -> None:

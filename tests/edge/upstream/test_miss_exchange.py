@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from edge_support import send
+from edge_support import comparable, send
 from recorder import Received, RecordingOrigin, response
 
 NODE = "pinedge-test"
@@ -299,3 +299,35 @@ async def test_a_head_that_arrives_in_pieces_is_read_whole_and_stored(
     again = await send(client, edge.url + "/in-pieces")
     assert (reply.status, reply.body, again.body) == (200, b"/in-pieces", b"/in-pieces")
     assert "hit" in again.headers["Cache-Status"]
+
+
+async def test_the_first_hit_on_what_a_miss_stored_sends_what_the_miss_sent(
+    client, start_edge, recording
+):
+    """The miss path stores without making the response's entry; the first hit
+    makes it, and sends the fields the miss sent (but our Cache-Status entry and
+    Age), with the freshness the origin gave and the tags kept from clients."""
+    fields = {
+        **STORABLE,
+        "ETag": '"b-1"',
+        "Last-Modified": "Sat, 05 Dec 2026 10:00:00 GMT",
+        "Content-Type": "application/octet-stream",
+        "Surrogate-Key": "pins boards",
+        "X-Origin": "one",
+    }
+    origin = await recording(by_target({"/b": response(body=b"bee", headers=fields)}))
+    edge = await start_edge(origin.url)
+    await send(client, edge.url + "/a")  # after it, the connection is kept
+    miss = await send(client, edge.url + "/b")
+    hit = await send(client, edge.url + "/b")
+    assert miss.cache == {"fwd": "miss", "stored": True}
+    assert hit.hit and hit.body == miss.body == b"bee"
+    assert 55 <= hit.ttl <= 60 and hit.headers["Age"] in ("0", "1")
+
+    def shown(reply):
+        return {field for field in comparable(reply.headers) if field[0] != "cache-status"}
+
+    assert shown(hit) == shown(miss)
+    assert ("etag", '"b-1"') in shown(hit) and ("x-origin", "one") in shown(hit)
+    assert "Surrogate-Key" not in hit.headers and "Surrogate-Key" not in miss.headers
+    assert origin.targets() == ["/a", "/b"]
