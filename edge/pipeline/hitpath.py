@@ -100,7 +100,8 @@ class HitPath:
         if found is None:
             return None
         key, params, site, _ = found
-        for entry in self.store.variants(key):
+        store = self.store
+        for entry in store.variants(key) or store.reread(key):
             if entry.vary_names:
                 if isinstance(headers, list):
                     headers = fields_of(headers)

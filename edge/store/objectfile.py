@@ -298,7 +298,7 @@ def read_meta(path: Path | str) -> Meta | None:
     return _meta(magic, meta_bytes, offset, body_length, body_crc)
 
 
-def read(path: Path) -> tuple[Meta, bytes] | None:
+def read(path: Path | str) -> tuple[Meta, bytes] | None:
     """The file's meta and body if it is whole and both checksums hold; else None.
     One file opened, so the two are of the same version even if it is written
     over meanwhile; a small file is read in one call."""
