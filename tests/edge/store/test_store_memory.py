@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from edge_support import Scripted, StartEdge
+from edge_support import Scripted, StartEdge, send
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.owner import StoreOwner
@@ -72,7 +72,42 @@ async def test_a_worker_keeps_what_hot_memory_allows_and_no_more(
     store = edge.server.store
     assert len(store.local) == LOCAL_KEYS_MIN
     assert 0 < store.local_size <= 1024 * 1024
-    held = sum(len(entry.body) for local in store.local.values() for entry in local.entries or ())
+    held = sum(
+        sum(len(entry.body) for entry in local.entries or ())
+        + (len(local.unbuilt.body) if local.unbuilt is not None else 0)
+        for local in store.local.values()
+    )
+    assert held > 0
     assert held < store.local_size, "the budget counts more than the bodies"
     async with client.get(f"{edge.url}/p?n=0") as response:
         assert await response.read() == body  # forgotten here, still stored
+
+
+async def test_a_response_let_go_of_from_memory_is_read_again_from_its_file_as_a_hit(
+    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+) -> None:
+    """A worker holds a few 20 KB responses in 64 KiB of hot memory; one it let go of
+    is read from its file again and is a hit, and one whose file was damaged
+    meanwhile is fetched again, never served."""
+    edge = await start_edge(scripted.url, hot_memory="64KiB")
+    paths = [f"/r/{n}" for n in range(8)]
+    for path in paths:
+        scripted.reply(path, path.encode() * 4000, headers={"Cache-Control": "max-age=600"})
+        assert not (await send(client, edge.url + path)).hit
+    store = edge.server.store
+    let_go = [path for path in paths if not store.variants(f"http://127.0.0.1{path}")]
+    assert len(let_go) >= 4, "64 KiB holds at most three of them"
+    assert paths[-1] not in let_go, "the last one stored is held"
+
+    again = await send(client, edge.url + let_go[0])
+    assert again.hit and again.body == let_go[0].encode() * 4000
+
+    damaged_body = let_go[1].encode() * 4000
+    for stored in (store.root / "objects").glob("*/*"):
+        data = bytearray(stored.read_bytes())
+        if data.endswith(damaged_body):
+            data[-100] ^= 0xFF  # one flipped byte in the body
+            stored.write_bytes(bytes(data))
+    damaged = await send(client, edge.url + let_go[1])
+    assert not damaged.hit and damaged.body == damaged_body
+    assert scripted.hits[let_go[0]] == 1 and scripted.hits[let_go[1]] == 2
