@@ -26,6 +26,7 @@ Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 # Large bodies go out a slice at a time: a client that stops reading holds one slice.
 SLICE = 256 * 1024
 AGE = b"Age: "  # a Wire's head ends with it
+AGE_TEXT = AGE.decode()
 
 
 class Wire:
@@ -159,7 +160,7 @@ class Delivery:
         out = self.client_headers(headers, ("Age",))
         out["Content-Length"] = str(length)
         fields = "\r\n".join(map(": ".join, out.items()))
-        head = f"HTTP/1.1 {status} {reason or _phrase(status)}\r\n{fields}\r\nAge: "
+        head = f"HTTP/1.1 {status} {reason or _phrase(status)}\r\n{fields}\r\n{AGE_TEXT}"
         upstream = ", ".join(headers.getall("Cache-Status")) if "Cache-Status" in headers else ""
         if upstream:
             hit, miss = (

@@ -41,6 +41,18 @@ from pinedge.edge.store.objectfile import Meta, MetaFields, Stored
 log = logging.getLogger("pinedge.store")
 
 BuildEntry = Callable[[Meta, bytes], Entry]
+EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
+# Hits on bodies in this range go out by sendfile(2) from the stored file. Below it
+# a copy is cheaper than a second system call; above it, a measured loopback run
+# sent 1 MiB bodies faster from memory in one write than by sendfile.
+SENDFILE_RANGE = (16 * 1024, 256 * 1024)
+# What a worker's copies cost beside their bodies, counted against its budget so that
+# the budget is what the worker holds (measured: an in-memory response of eight
+# fields costs about 2.6 KiB more than its body; the metadata of one whose body is
+# not in memory, about 1.5 KiB).
+ENTRY_COST = 2048  # and twice its header bytes
+META_COST = 2048  # the budget over this is how many keys' metadata a worker keeps
+LOCAL_KEYS_MIN = 4096
 
 
 class Unbuilt(NamedTuple):
@@ -55,20 +67,6 @@ class Unbuilt(NamedTuple):
 
     def meta(self) -> Meta:
         return Meta(*self.values, len(self.body), self.body_crc, self.body_offset, vid=self.vid)
-
-
-EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written off the loop
-# Hits on bodies in this range go out by sendfile(2) from the stored file. Below it
-# a copy is cheaper than a second system call; above it, a measured loopback run
-# sent 1 MiB bodies faster from memory in one write than by sendfile.
-SENDFILE_RANGE = (16 * 1024, 256 * 1024)
-# What a worker's copies cost beside their bodies, counted against its budget so that
-# the budget is what the worker holds (measured: an in-memory response of eight
-# fields costs about 2.6 KiB more than its body; the metadata of one whose body is
-# not in memory, about 1.5 KiB).
-ENTRY_COST = 2048  # and twice its header bytes
-META_COST = 2048  # the budget over this is how many keys' metadata a worker keeps
-LOCAL_KEYS_MIN = 4096
 
 
 @dataclass(slots=True)
