@@ -348,10 +348,17 @@ class SharedStore:
         if local is None or local.entries is not None or local.unbuilt is not None:
             return []
         stored = local.stored
-        if not stored or not self._current(local):
+        if not stored:
             return []
+        # Read before the files, as load() reads them before it asks the owner, and
+        # the record checked against them: a change after this shows at the next
+        # hit (the slot's count) or below (a purge).
         counters = self.counters
         generation, purges = counters[local.slot], counters[PURGES]
+        if generation != local.generation and generation != local.before:
+            return []
+        if any(counters[slot] != count for slot, count in local.tag_generations):
+            return []
         entries: list[Entry] = []
         for item in stored:
             entry = None
