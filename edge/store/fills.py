@@ -43,7 +43,10 @@ LAST_POLL = 0.02
 class NodeFills:
     """This worker's side of the node's fills: the lock file at `path` and the
     shared `counters` (generations.py). A node's only worker (`alone`) takes no
-    locks: no other worker can be fetching what it fetches."""
+    locks and writes no outcomes: no other worker waits for what it fetches.
+    While a SIGHUP replaces workers, an old and a new one overlap for a moment;
+    if either is a lone worker they may both fetch a key, as two workers do when
+    a wait times out."""
 
     def __init__(self, path: Path, counters: memoryview, alone: bool = False) -> None:
         self.path = path
@@ -110,6 +113,9 @@ class NodeFills:
         if ours is None:
             return
         ours.set_result(outcome)
+        if self.alone:
+            self._let_go(slot_of(key))
+            return
         crc = checksum(key)
         slot = crc & (SLOTS - 1)
         counters = self.counters
