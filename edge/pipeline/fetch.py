@@ -312,8 +312,7 @@ class Fetcher:
         try:
             return entry if await self.store.put(entry) else None
         except OSError as exc:
-            self.metrics.not_stored.inc("store-error")
-            log.error("could not store %s: %s", key, exc)
+            self._not_stored(key, exc)
             return None
 
     def store_as_it_came(
@@ -330,10 +329,13 @@ class Fetcher:
                 key, head.status, head.reason, headers, body, times, tags_in(headers)
             )
         except OSError as exc:
-            self.metrics.not_stored.inc("store-error")
-            log.error("could not store %s: %s", key, exc)
+            self._not_stored(key, exc)
             return False, None
         return True, self.head_for(key, head, len(body))
+
+    def _not_stored(self, key: str, exc: OSError) -> None:
+        self.metrics.not_stored.inc("store-error")
+        log.error("could not store %s: %s", key, exc)
 
     def entry_from_file(self, meta: Meta, body: bytes) -> Entry:
         """An Entry for a stored file (another worker's, or from before a restart)."""

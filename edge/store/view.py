@@ -226,10 +226,7 @@ class SharedStore:
             # Other variants of the key may be stored: the next request asks for them.
             self._forget(entry.key)
             return True
-        if sent_from_file(meta.body_length):
-            # Opened at the first hit: a response nobody asks for again holds no
-            # descriptor and costs no open(2).
-            entry.file_at = (meta.body_offset, meta.file_size)
+        _open_at_first_hit(entry, meta)
         admission = objectfile.Admission.of(meta, entry.tags)
         self._admit_and_keep(admission, entry.tags, [entry], None)
         return True
@@ -399,8 +396,7 @@ class SharedStore:
         local.unbuilt = None
         meta = unbuilt.meta()
         entry = self.build(meta, unbuilt.body)
-        if sent_from_file(meta.body_length):
-            entry.file_at = (meta.body_offset, meta.file_size)
+        _open_at_first_hit(entry, meta)
         local.entries = [entry]
         return local.entries
 
@@ -490,6 +486,14 @@ def _unbuilt_cost(unbuilt: Unbuilt) -> int:
     """_memory_cost() of the entry an unbuilt response will make, its fields' bytes
     read as the file's meta (they and the key, packed)."""
     return len(unbuilt.body) + ENTRY_COST + 2 * unbuilt.body_offset
+
+
+def _open_at_first_hit(entry: Entry, meta: Meta) -> None:
+    """For a response this worker stored, where its file is for sendfile: opened at
+    the first hit, so that one nobody asks for again holds no descriptor and costs
+    no open(2)."""
+    if sent_from_file(meta.body_length):
+        entry.file_at = (meta.body_offset, meta.file_size)
 
 
 def sent_from_file(length: int) -> bool:
