@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from edge_support import Scripted, StartEdge, send
+from purge_support import TOKEN, purge
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.owner import StoreOwner
@@ -84,11 +85,15 @@ async def test_a_worker_keeps_what_hot_memory_allows_and_no_more(
 
 
 async def test_a_response_let_go_of_from_memory_is_read_again_from_its_file_as_a_hit(
-    scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
+    scripted: Scripted,
+    start_edge: StartEdge,
+    client: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A worker holds a few 20 KB responses in 64 KiB of hot memory; one it let go of
-    is read from its file again and is a hit, and one whose file was damaged
-    meanwhile is fetched again, never served."""
+    is read from its file again and is a hit, one whose file was damaged meanwhile
+    or that was purged meanwhile is fetched again, never served."""
+    monkeypatch.setenv("PINEDGE_ADMIN_TOKEN", TOKEN)
     edge = await start_edge(scripted.url, hot_memory="64KiB")
     paths = [f"/r/{n}" for n in range(8)]
     for path in paths:
@@ -99,8 +104,12 @@ async def test_a_response_let_go_of_from_memory_is_read_again_from_its_file_as_a
     assert len(let_go) >= 4, "64 KiB holds at most three of them"
     assert paths[-1] not in let_go, "the last one stored is held"
 
+    hit_path = edge.server.edge.hits
+    served_before = sum(hit_path.hits.values())
     again = await send(client, edge.url + let_go[0])
     assert again.hit and again.body == let_go[0].encode() * 4000
+    # With the hit path on, it read the file itself; without, Edge.handle did.
+    assert sum(hit_path.hits.values()) - served_before == int(edge.server.config.fast_path)
 
     damaged_body = let_go[1].encode() * 4000
     for stored in (store.root / "objects").glob("*/*"):
@@ -110,4 +119,8 @@ async def test_a_response_let_go_of_from_memory_is_read_again_from_its_file_as_a
             stored.write_bytes(bytes(data))
     damaged = await send(client, edge.url + let_go[1])
     assert not damaged.hit and damaged.body == damaged_body
-    assert scripted.hits[let_go[0]] == 1 and scripted.hits[let_go[1]] == 2
+
+    status, _ = await purge(client, edge.admin_url, {"urls": [let_go[2]]})
+    purged = await send(client, edge.url + let_go[2])
+    assert status == 200 and not purged.hit and purged.body == let_go[2].encode() * 4000
+    assert [scripted.hits[path] for path in let_go[:3]] == [1, 2, 2]

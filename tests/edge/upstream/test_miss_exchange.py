@@ -319,7 +319,11 @@ async def test_the_first_hit_on_what_a_miss_stored_sends_what_the_miss_sent(
     edge = await start_edge(origin.url)
     await send(client, edge.url + "/a")  # after it, the connection is kept
     miss = await send(client, edge.url + "/b")
+    held = edge.server.store.local["http://127.0.0.1/b"]
+    # With the miss path on, the entry waits for its first use; without, it was made.
+    assert (held.unbuilt is not None) == edge.server.config.fast_path
     hit = await send(client, edge.url + "/b")
+    assert held.unbuilt is None and held.entries is not None
     assert miss.cache == {"fwd": "miss", "stored": True}
     assert hit.hit and hit.body == miss.body == b"bee"
     assert 55 <= hit.ttl <= 60 and hit.headers["Age"] in ("0", "1")
