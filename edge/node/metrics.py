@@ -9,6 +9,8 @@ from pinedge.edge.node.clients import ClientTable
 from pinedge.edge.store.owner import StoreOwner
 from pinedge.edge.upstream.routes import Target
 
+# The `class` label of a status, for every status aiohttp reads (three digits).
+STATUS_CLASS = {code: f"{code // 100}xx" for code in range(100, 1000)}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 

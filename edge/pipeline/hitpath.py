@@ -17,7 +17,7 @@ from multidict import CIMultiDictProxy
 
 from pinedge.edge.http.key import primary_key
 from pinedge.edge.http.vary import secondary_key
-from pinedge.edge.node.metrics import EdgeMetrics
+from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
 from pinedge.edge.node.ratelimit import REQUESTS, RateLimiter
 from pinedge.edge.pipeline.deliver import FileBody
 from pinedge.edge.pipeline.errors import EdgeError
@@ -32,7 +32,6 @@ from pinedge.edge.variants.derive import Variants, derived_key
 # bytes each; when full it starts again: the URLs that repeat are soon back.
 FAST_KEYS_MAX = 8192
 FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
-FAST_CLASS = {code: f"{code // 100}xx" for code in range(100, 600)}
 FRESH = Verdict.FRESH
 
 # key, image parameters, site, and the route (the miss path's, for a key not stored)
@@ -190,7 +189,7 @@ class HitPath:
         """Fold the hit path's plain counters into the metrics (run when scraped)."""
         hits, self.hits = self.hits, {}
         for code, count in hits.items():
-            self.metrics.requests.inc("hit", FAST_CLASS[code], amount=count)
+            self.metrics.requests.inc("hit", STATUS_CLASS[code], amount=count)
         if self.bytes:
             self.metrics.response_bytes.inc("hit", amount=self.bytes)
             self.bytes = 0

@@ -22,13 +22,13 @@ from typing import Any, NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from pinedge.edge.node.metrics import EdgeMetrics
+from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
 from pinedge.edge.node.ratelimit import RateLimiter
 from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome, Role
 from pinedge.edge.pipeline.deliver import SLICE, FileBody
 from pinedge.edge.pipeline.errors import UpstreamError
 from pinedge.edge.pipeline.fetch import Fetcher
-from pinedge.edge.pipeline.hitpath import FAST_CLASS, UNKNOWN, Buffers, HitPath
+from pinedge.edge.pipeline.hitpath import UNKNOWN, Buffers, HitPath
 from pinedge.edge.pipeline.outgoing import head_of, interim_writer, response_head
 from pinedge.edge.pipeline.reader import fields_of, plain_request
 from pinedge.edge.pipeline.steps import Steps
@@ -185,7 +185,7 @@ class MissPath:
             return answer.buffers if isinstance(answer, Answer) else answer
         elif isinstance(answer, Answer):
             metrics = self.metrics
-            metrics.requests.inc("miss", FAST_CLASS[answer.status])
+            metrics.requests.inc("miss", STATUS_CLASS[answer.status])
             metrics.response_bytes.inc("miss", amount=answer.body_length)
             metrics.request_duration.observe(time.monotonic() - request.started, "miss")
             return answer.buffers

@@ -11,7 +11,7 @@ from typing import Protocol
 from multidict import CIMultiDict
 
 from pinedge.edge.node.config import SiteConfig
-from pinedge.edge.node.metrics import EdgeMetrics
+from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
 from pinedge.edge.pipeline.errors import EdgeError, UpstreamError
 from pinedge.edge.upstream.client import Interim, Upstream, UpstreamResponse
 from pinedge.edge.upstream.routes import BreakerState, Target, Upstreams
@@ -27,7 +27,6 @@ RETRYABLE = frozenset(
 # Answers that say an upstream is failing: they count against an origin's breaker
 # (a shield's relay its origin's), and a stored response may be served instead.
 FAILING_STATUSES = frozenset({500, 502, 503, 504})
-STATUS_CLASS = {code: f"{code // 100}xx" for code in range(100, 1000)}
 
 
 class RequestBody(Protocol):
