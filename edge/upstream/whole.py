@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from pinedge.edge.http.tokens import TOKEN
+
 # Told a whole response's head, (status, reason, fields, body length): what the
 # exchange's waiter gets with the body, or None to read it with the parser instead.
 Accept = Callable[[int, str, list[tuple[str, str]], int], object | None]
@@ -21,7 +23,6 @@ Accept = Callable[[int, str, list[tuple[str, str]], int], object | None]
 # Whole: (status, reason, fields, body, bytes after the response?, close after it?)
 Whole = tuple[int, str, list[tuple[str, str]], bytes, bool, bool]
 
-TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # No control character in a head but CR LF ending each line and HTAB in values.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
