@@ -280,10 +280,9 @@ class Fetcher:
         fill.finish()
         if storing:
             body = b"".join(cast("list[bytes]", fill.chunks))  # kept whole while storing
-            entry = await self.store_response(
+            fill.stored = await self.store_response(
                 plan.key, plan.request_headers, head, body, request_time
             )
-            fill.stored = entry is not None
         self.once.release(fill)
 
     async def store_response(
@@ -293,11 +292,11 @@ class Fetcher:
         head: Head,
         body: bytes,
         request_time: float,
-    ) -> Entry | None:
-        """Store a response whose body came whole: the entry stored, or None."""
+    ) -> bool:
+        """Store a response whose body came whole: whether it was stored."""
         names = vary_names(head.headers)
         if names is None:
-            return None
+            return False
         directives, _ = response_directives(head.headers, self.settings.targeted_fields)
         private = fields_not_to_store(directives)
         headers = head.headers
@@ -310,10 +309,10 @@ class Fetcher:
         )
         self.prepare(entry)
         try:
-            return entry if await self.store.put(entry) else None
+            return await self.store.put(entry)
         except OSError as exc:
             self._not_stored(key, exc)
-            return None
+            return False
 
     def store_as_it_came(
         self, key: str, head: Head, body: bytes, request_time: float
