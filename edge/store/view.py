@@ -352,9 +352,7 @@ class SharedStore:
         # hit (the slot's count) or below (a purge).
         counters = self.counters
         generation, purges = counters[local.slot], counters[PURGES]
-        if generation != local.generation and generation != local.before:
-            return []
-        if any(counters[slot] != count for slot, count in local.tag_generations):
+        if not self._current(local, generation):
             return []
         entries: list[Entry] = []
         for item in stored:
@@ -373,12 +371,15 @@ class SharedStore:
         self._remember(key, LocalKey(local.slot, generation, stored, entries, 0, tag_generations))
         return entries
 
-    def _current(self, local: LocalKey) -> bool:
+    def _current(self, local: LocalKey, generation: int | None = None) -> bool:
+        """Whether `local` is still what is stored: its slot's count (`generation`, when
+        the caller has read it) and its tags' counts are the ones it was kept with."""
         counters = self.counters
-        generation = counters[local.slot]
+        if generation is None:
+            generation = counters[local.slot]
         if generation != local.generation and generation != local.before:
             return False
-        return all(counters[slot] == generation for slot, generation in local.tag_generations)
+        return all(counters[slot] == count for slot, count in local.tag_generations)
 
     def _tag_generations(self, entries: list[Entry]) -> tuple[tuple[int, int], ...]:
         return self._tag_slots({tag for entry in entries for tag in entry.tags})
