@@ -25,7 +25,7 @@ from pathlib import Path
 import misspath
 from harness import session
 from harness.errors import BenchError
-from harness.machine import TICK, code_state, neighbours, proc_stat
+from harness.machine import TICK, code_state, neighbours, user_system_ticks
 from harness.report import Report, run_line
 from harness.stats import median
 
@@ -47,11 +47,6 @@ def git(*argv: str) -> str:
 
 def checkout(revision: str) -> None:
     git("checkout", revision, "--", "edge")
-
-
-def ticks(pid: int) -> tuple[int, int]:
-    fields = proc_stat(pid)
-    return (int(fields[11]), int(fields[12])) if fields is not None else (0, 0)
 
 
 def one_run(lab: misspath.Lab, tmp: Path, scenario: str, revision: str, index: int) -> Run:
@@ -76,9 +71,9 @@ def one_run(lab: misspath.Lab, tmp: Path, scenario: str, revision: str, index: i
         else:
             script = misspath.lua(tmp, "miss", misspath.MISS_LUA)
         roles = proxy.processes()
-        before = {role: ticks(pid) for role, pid in roles.items()}
+        before = {role: user_system_ticks(pid) for role, pid in roles.items()}
         result = misspath.measure(lab, proxy, script, lab.args.duration)
-        after = {role: ticks(pid) for role, pid in roles.items()}
+        after = {role: user_system_ticks(pid) for role, pid in roles.items()}
     finally:
         proxy.stop()
     per = 1e6 / TICK / max(result.requests, 1)

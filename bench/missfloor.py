@@ -38,7 +38,7 @@ import misspath
 import uvloop
 from harness import session
 from harness.errors import BenchError
-from harness.machine import TICK, code_state, neighbours, proc_stat
+from harness.machine import TICK, code_state, neighbours, user_system_ticks
 from harness.nginx import origin_requests
 from harness.report import Report, run_line
 from harness.servers import Server, free_ports, wait_http
@@ -158,12 +158,9 @@ class Run:
 
 
 def ticks(pids: list[int]) -> tuple[int, int]:
-    user = system = 0
-    for pid in pids:
-        fields = proc_stat(pid)
-        if fields is not None:
-            user, system = user + int(fields[11]), system + int(fields[12])
-    return user, system
+    """The user and system ticks of these processes, added up."""
+    each = [user_system_ticks(pid) for pid in pids]
+    return sum(user for user, _ in each), sum(system for _, system in each)
 
 
 def start_relay(lab: misspath.Lab, tmp: Path, name: str, store: str) -> tuple[Server, int]:

@@ -73,6 +73,13 @@ def proc_ticks(pid: int) -> int:
     return sum(int(v) for v in fields[11:15]) if fields else 0
 
 
+def user_system_ticks(pid: int) -> tuple[int, int]:
+    """A process's user and system time (utime, stime) in clock ticks; (0, 0) once
+    it is gone."""
+    fields = proc_stat(pid)
+    return (int(fields[11]), int(fields[12])) if fields is not None else (0, 0)
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of these processes (all their threads)."""
     total = 0
