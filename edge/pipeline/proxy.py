@@ -23,7 +23,7 @@ from pinedge.edge.http.status import Fwd
 from pinedge.edge.http.storable import fields_needing_validation
 from pinedge.edge.node.clients import ClientTable
 from pinedge.edge.node.config import EdgeConfig
-from pinedge.edge.node.metrics import EdgeMetrics
+from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
 from pinedge.edge.node.ratelimit import QUIET, REQUESTS, RateLimiter
 from pinedge.edge.pipeline.collapse import Head, Once
 from pinedge.edge.pipeline.deliver import SLICE, Delivery, Wire, error_bytes, send_sliced
@@ -208,7 +208,7 @@ class Edge:
             # aiohttp's C parser hands a chunked body's last trailer field to the next
             # request's head: nothing more is read from this connection.
             response.force_close()
-        self.metrics.requests.inc(label, f"{response.status // 100}xx")
+        self.metrics.requests.inc(label, STATUS_CLASS[response.status])
         self.metrics.request_duration.observe(time.monotonic() - started, label)
         body = getattr(response, "body", None)
         if isinstance(body, bytes | bytearray):
@@ -243,4 +243,4 @@ class Edge:
 
     def count_parse_error(self, status: int) -> None:
         """A request the parser refused is still a request answered (with an error)."""
-        self.metrics.requests.inc("error", f"{status // 100}xx")
+        self.metrics.requests.inc("error", STATUS_CLASS[status])
