@@ -2,7 +2,8 @@
 or more git revisions, alternating run by run, so that a change is measured
 within the same minutes of a shared, noisy machine.
 
-    .venv/bin/python bench/abnode.py REV,REV[,...] [--scenario miss|mix] [--rounds 3]
+    .venv/bin/python bench/abnode.py REV,REV[,...] [--scenario miss|mix|zipf] [--rounds 3]
+        [--miss-share 0.05]
 
 Before each run the node's code (`edge/`) is checked out at that run's revision;
 the checkout is put back at HEAD when the script ends, however it ends. It
@@ -49,14 +50,21 @@ def checkout(revision: str) -> None:
     git("checkout", revision, "--", "edge")
 
 
-def one_run(lab: misspath.Lab, tmp: Path, scenario: str, revision: str, index: int) -> Run:
+def one_run(
+    lab: misspath.Lab, tmp: Path, scenario: str, revision: str, index: int, share: float
+) -> Run:
     checkout(revision)
     proxy = lab.start("pinedge")
     try:
         if scenario == "mix":
             misspath.warm(proxy, misspath.WARM_URLS)
             script = misspath.lua(
-                tmp, "mix", misspath.MIX_LUA, seed=1000 + index, warm=misspath.WARM_URLS, share=0.05
+                tmp,
+                "mix",
+                misspath.MIX_LUA,
+                seed=1000 + index,
+                warm=misspath.WARM_URLS,
+                share=share,
             )
         elif scenario == "zipf":
             args = lab.args
@@ -114,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("revisions", help="git revisions, comma-separated")
     parser.add_argument("--scenario", choices=("miss", "mix", "zipf"), default="miss")
+    parser.add_argument(
+        "--miss-share", type=float, default=0.05, help="mix: the share of new URLs (0.05)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs per revision (3)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run (8)")
     parser.add_argument("--md", metavar="FILE", help="also write the report to FILE")
@@ -132,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         lab = misspath.Lab(lab_args, tmp, tmp)  # the second: nginx's cache, unused here
         report.add(
             run_line("abnode.py", argv)
-            + f": {args.scenario}, {args.rounds} run(s) per revision of {args.duration:g} s, "
+            + f": {args.scenario}"
+            + (f" ({args.miss_share:.0%} new URLs)" if args.scenario == "mix" else "")
+            + f", {args.rounds} run(s) per revision of {args.duration:g} s, "
             f"alternating; main at {code_state()}. {neighbours()}",
             "",
         )
@@ -141,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(args.rounds):
                 order = revisions if index % 2 == 0 else revisions[::-1]
                 for revision in order:
-                    run = one_run(lab, tmp, args.scenario, revision, index)
+                    run = one_run(lab, tmp, args.scenario, revision, index, args.miss_share)
                     runs.append(run)
                     worker = run.cpu_us.get("worker", (0.0, 0.0))
                     print(
