@@ -318,9 +318,10 @@ class Fetcher:
         self, key: str, head: Head, body: bytes, request_time: float
     ) -> tuple[bool, Wire | None]:
         """Store a whole response that stored_as_it_came() took (no Vary, no field
-        withheld, a body the loop writes), leaving its entry to be made when a
-        request first uses it: whether it was stored, and the hit path's head for
-        it (None where the hit path would not send it as it is)."""
+        withheld, a body the loop writes) without making its entry: the first
+        request that asks for it again reads it back. Whether it was stored, and
+        the hit path's head for it (None where the hit path would not send it as
+        it is)."""
         headers = head.headers
         times = (request_time, head.response_time)
         try:

@@ -4,10 +4,13 @@ Objects live in files (objectfile.py) under one directory — shared memory or
 --cache-dir — so every worker reads the same pages from the OS page cache and
 they survive a worker's restart. The owner (owner.py) indexes them (index.py).
 Each worker keeps, within its `local_budget`, recently used responses in memory
-for the hit path, and the metadata of more keys it has used. Generation counters
-shared with the owner (generations.py), one per key slot and one per tag slot,
-tell it on every hit whether its copy is still the stored one and not purged by
-a tag.
+for the hit path, and the metadata of more keys it has used or stored. A response
+a worker stores on a miss takes none of that memory until a request asks for it
+again: most never are asked for (every new URL of a mostly-hit mix, most of a long
+tail), and the first that is reads the small file back on the hit path (reread).
+Generation counters shared with the owner (generations.py), one per key slot and
+one per tag slot, tell it on every hit whether its copy is still the stored one
+and not purged by a tag.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 from multidict import CIMultiDictProxy
 
@@ -55,35 +57,18 @@ META_COST = 2048  # the budget over this is how many keys' metadata a worker kee
 LOCAL_KEYS_MIN = 4096
 
 
-class Unbuilt(NamedTuple):
-    """A stored file's parts, for its Meta when one is needed: the fields written,
-    the body's offset and CRC-32, the variant id, and the body."""
-
-    values: MetaFields
-    body_offset: int
-    body_crc: int
-    vid: str
-    body: bytes
-
-    def meta(self) -> Meta:
-        return Meta(*self.values, len(self.body), self.body_crc, self.body_offset, vid=self.vid)
-
-
 @dataclass(slots=True)
 class LocalKey:
     slot: int
     generation: int
     stored: list[Stored]
-    entries: list[Entry] | None  # None once the bodies were dropped from memory
+    # None: no body in memory (let go of, or stored here and not asked for since)
+    entries: list[Entry] | None
     size: int
     tag_generations: tuple[tuple[int, int], ...] = ()  # (tag slot, generation) of its tags
     # For a response this worker stored: the slot's generation before the owner
     # indexed it, as current as `generation` until then. Otherwise `generation`.
     before: int = -1
-    # A response this worker stored that no request has used since, made into its
-    # entry when a request first asks (most stored responses are never asked for
-    # again).
-    unbuilt: Unbuilt | None = None
 
 
 class SharedStore:
@@ -132,7 +117,7 @@ class SharedStore:
         if local is None:
             return []
         entries = local.entries
-        if entries is None and local.unbuilt is None:
+        if entries is None:
             return []
         counters = self.counters  # _current(), inline: this runs on every hit
         generation = counters[local.slot]
@@ -143,7 +128,7 @@ class SharedStore:
             if counters[slot] != generation:
                 self._forget(key)
                 return []
-        return self._built(local) if entries is None else entries
+        return entries
 
     def absent(self, key: str) -> bool:
         """Whether nothing is stored under `key`, as this worker can tell without
@@ -228,7 +213,7 @@ class SharedStore:
             return True
         _open_at_first_hit(entry, meta)
         admission = objectfile.Admission.of(meta, entry.tags)
-        self._admit_and_keep(admission, entry.tags, [entry], None)
+        self._admit_and_keep(admission, entry.tags, [entry])
         return True
 
     def put_as_it_came(
@@ -241,27 +226,29 @@ class SharedStore:
         times: tuple[float, float],
         tags: frozenset[str],
     ) -> None:
-        """put() for a response without Vary, stored with every field it came with,
-        before its entry is made: that is made when a request first uses it. Its
-        body is at most EXECUTOR_THRESHOLD bytes (written here, on the loop)."""
-        values = (key, (), (), status, reason, tuple(headers.items()), times[0], times[1])
+        """put() for a response without Vary, stored with every field it came with
+        and no entry made: none is kept in memory until a request asks for it again
+        and reread() reads its file. Its body is at most EXECUTOR_THRESHOLD bytes
+        (written here, on the loop)."""
+        fields = tuple(headers.items())
+        values: MetaFields = (key, (), (), status, reason, fields, times[0], times[1])
         vid = objectfile.variant_id(key, (), ())
-        offset, body_crc = objectfile.write_values(self.root, vid, values, body)
+        offset, _ = objectfile.write_values(self.root, vid, values, body)
         size = objectfile.allocated(offset + len(body))
         admission = objectfile.Admission(key, vid, tuple(tags), times[0], times[1], size)
-        self._admit_and_keep(admission, tags, None, Unbuilt(values, offset, body_crc, vid, body))
+        self._admit_and_keep(admission, tags, None)
 
     def _admit_and_keep(
         self,
         admission: objectfile.Admission,
         tags: frozenset[str],
         entries: list[Entry] | None,
-        unbuilt: Unbuilt | None,
     ) -> None:
-        """Tell the owner of a file written for a key's one variant, and keep it for
-        the hit path. The owner bumps the key's slot once when it indexes it as it
-        came; any other count (a purge since the request, another worker's store)
-        sends the next request to the owner."""
+        """Tell the owner of a file written for a key's one variant, and keep its
+        record (and `entries`, when given) for the hit path. The owner bumps the
+        key's slot once when it indexes it as it came; any other count (a purge
+        since the request, another worker's store) sends the next request to the
+        owner."""
         counters = self.counters
         key = admission.key
         slot = slot_of(key)
@@ -270,7 +257,7 @@ class SharedStore:
         self.link.admit(admission)
         expected = (generation + 1) & 0xFFFFFFFF
         stored = [Stored(admission.vid, admission.allocated, admission.response_time, None)]
-        local = LocalKey(slot, expected, stored, entries, 0, tag_generations, generation, unbuilt)
+        local = LocalKey(slot, expected, stored, entries, 0, tag_generations, generation)
         self._remember(key, local)
 
     async def remove(self, key: str) -> int:
@@ -342,7 +329,7 @@ class SharedStore:
         small enough to read on the loop; [] wherever load() has more to do (ask the
         owner, read on a thread, report a damaged file, find a newer version)."""
         local = self.local.get(key)
-        if local is None or local.entries is not None or local.unbuilt is not None:
+        if local is None or local.entries is not None:
             return []
         stored = local.stored
         if not stored:
@@ -390,35 +377,33 @@ class SharedStore:
         counters = self.counters
         return tuple((slot, counters[slot]) for slot in sorted({tag_slot(tag) for tag in tags}))
 
-    def _built(self, local: LocalKey) -> list[Entry]:
-        """The entry of a response this worker stored, made at its first use."""
-        unbuilt = local.unbuilt
-        assert unbuilt is not None  # the caller checked
-        local.unbuilt = None
-        meta = unbuilt.meta()
-        entry = self.build(meta, unbuilt.body)
-        _open_at_first_hit(entry, meta)
-        local.entries = [entry]
-        return local.entries
-
     def _remember(self, key: str, local: LocalKey) -> None:
         self._forget(key)
-        if local.unbuilt is not None:
-            size = _unbuilt_cost(local.unbuilt)
-        else:
-            size = sum(_memory_cost(entry) for entry in local.entries or ())
         self.local[key] = local
-        if size <= self.local_budget:
-            local.size = size
-            self.local_size += size
-            self.resident[key] = None
-        else:
+        if local.entries is not None:
+            self._hold(key, local)
+        while len(self.local) > self.local_keys_max:
+            self._forget(next(iter(self.local)))
+
+    def _hold(self, key: str, local: LocalKey) -> None:
+        """Count `local`'s bodies against the budget, letting go of others' (or its
+        own, when they alone are over it)."""
+        assert local.entries is not None  # the caller checked
+        size = sum(_memory_cost(entry) for entry in local.entries)
+        if size > self.local_budget:
             _close_files(local.entries)
-            local.entries = local.unbuilt = None
-        while self.local_size > self.local_budget and self.resident:
+            local.entries = None
+            return
+        local.size = size
+        self.local_size += size
+        self.resident[key] = None
+        while self.local_size > self.local_budget and len(self.resident) > 1:
             oldest, _ = self.resident.popitem(last=False)
             victim = self.local[oldest]
-            if victim.entries and any(e.used for e in victim.entries) and oldest != key:
+            if oldest == key:  # what a request is about to use stays
+                self.resident[oldest] = None
+                continue
+            if victim.entries and any(e.used for e in victim.entries):
                 # Used since it came in or was last passed over: a second chance (CLOCK),
                 # so hot bodies stay without reordering anything on the hit path.
                 for entry in victim.entries:
@@ -427,9 +412,7 @@ class SharedStore:
                 continue
             self.local_size -= victim.size
             _close_files(victim.entries)
-            victim.entries, victim.unbuilt, victim.size = None, None, 0
-        while len(self.local) > self.local_keys_max:
-            self._forget(next(iter(self.local)))
+            victim.entries, victim.size = None, 0
 
     def _forget(self, key: str) -> None:
         local = self.local.pop(key, None)
@@ -481,12 +464,6 @@ def _memory_cost(entry: Entry) -> int:
     prepared heads that go with it."""
     fields = sum(len(name) + len(value) for name, value in entry.headers.items())
     return len(entry.body) + ENTRY_COST + 2 * fields
-
-
-def _unbuilt_cost(unbuilt: Unbuilt) -> int:
-    """_memory_cost() of the entry an unbuilt response will make, its fields' bytes
-    read as the file's meta (they and the key, packed)."""
-    return len(unbuilt.body) + ENTRY_COST + 2 * unbuilt.body_offset
 
 
 def _open_at_first_hit(entry: Entry, meta: Meta) -> None:
