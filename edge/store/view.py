@@ -90,8 +90,9 @@ class SharedStore:
         self.local_keys_max = max(LOCAL_KEYS_MIN, local_budget // META_COST)
         self.local_size = 0
         self.build = build
-        self.local: OrderedDict[str, LocalKey] = OrderedDict()
+        self.local: dict[str, LocalKey] = {}
         self.resident: OrderedDict[str, None] = OrderedDict()  # keys with bodies in memory
+        self.bare: OrderedDict[str, None] = OrderedDict()  # the other keys, metadata only
         self.pending_hits: dict[str, int] = {}
         self.flusher: asyncio.Task[None] | None = None
         self.fills = NodeFills(root / "fills.lock", self.counters, alone)
@@ -382,8 +383,13 @@ class SharedStore:
         self.local[key] = local
         if local.entries is not None:
             self._hold(key, local)
-        while len(self.local) > self.local_keys_max:
-            self._forget(next(iter(self.local)))
+        else:
+            self.bare[key] = None
+        # Counted apart from the keys with bodies, so that a flood of new keys (a
+        # miss keeps no body) does not push out the hot ones.
+        bare = self.bare
+        while len(bare) > self.local_keys_max:
+            self._forget(next(iter(bare)))
 
     def _hold(self, key: str, local: LocalKey) -> None:
         """Count `local`'s bodies against the budget, letting go of others' (or its
@@ -393,6 +399,7 @@ class SharedStore:
         if size > self.local_budget:
             _close_files(local.entries)
             local.entries = None
+            self.bare[key] = None
             return
         local.size = size
         self.local_size += size
@@ -413,12 +420,14 @@ class SharedStore:
             self.local_size -= victim.size
             _close_files(victim.entries)
             victim.entries, victim.size = None, 0
+            self.bare[oldest] = None
 
     def _forget(self, key: str) -> None:
         local = self.local.pop(key, None)
         if local is not None:
             self.local_size -= local.size
             self.resident.pop(key, None)
+            self.bare.pop(key, None)
             _close_files(local.entries)
 
     def sendable(self, entry: Entry) -> tuple[int, int] | None:
