@@ -226,3 +226,25 @@ async def test_a_node_keeps_what_was_fetched_again_right_after_its_tag_was_purge
                 assert (await send(fresh, node.url + paths[0])).hit
             assert not (await send(fresh, node.url + paths[5])).hit
     assert scripted.hits[paths[0]] == 2 and scripted.hits[paths[5]] == 2
+
+
+@pytest.mark.slow
+async def test_on_a_node_of_one_worker_a_tag_purge_right_after_its_misses_covers_them_all(
+    scripted: Scripted, client: aiohttp.ClientSession, monkeypatch
+) -> None:
+    """A node's only worker tells the owner what it stored a few milliseconds late,
+    together with what it stores meanwhile: a purge that comes in between still
+    covers every response fetched before it, counted or not."""
+    monkeypatch.setenv("PINEDGE_ADMIN_TOKEN", TOKEN)
+    paths = [f"/q/{index}" for index in range(20)]
+    for path in paths:
+        tagged(scripted, path, "pins")
+    async with running_node(client, scripted.url) as node:
+        for path in paths:
+            assert (await send(client, node.url + path)).cache.get("stored")
+        status, answer = await purge(client, node.admin, {"tags": ["pins"]})
+        assert status == 200 and answer["purged"] <= len(paths)
+        for path in paths:
+            again = await send(client, node.url + path)
+            assert not again.hit and again.cache.get("fwd") == "miss", path
+    assert all(scripted.hits[path] == 2 for path in paths)
