@@ -42,6 +42,9 @@ class Head:
     response_time: float
 
 
+NO_FIELDS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
 class Fill:
     """One upstream fetch that several clients may read while it arrives."""
 
@@ -55,7 +58,7 @@ class Fill:
         self.node_lock = False  # this fill holds the node-wide fetch of its key
         self.stored = False
         self.came_whole = False  # the body had all arrived when the head was read
-        self.request_headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self.request_headers: CIMultiDictProxy[str] = NO_FIELDS
         self.followers = 0
         self.chunks: list[bytes | None] = []  # None: read by every reader, let go
         self.received = 0
@@ -65,12 +68,14 @@ class Fill:
         self.oversized = False
         self.held = 0
         self.positions: dict[object, int] = {}
-        self._consumed = asyncio.Event()
         self.done = False
         self.body_error: BaseException | None = None
-        self._settled = asyncio.Event()
-        self.released = asyncio.Event()  # set once the leader is done (and stored what it would)
-        self._progress = asyncio.Event()
+        self.released = False  # the leader is done (and stored what it would)
+        # Made when something first waits: most fills have nobody waiting on them.
+        self._consumed: asyncio.Event | None = None
+        self._settled: asyncio.Event | None = None
+        self._released: asyncio.Event | None = None
+        self._progress: asyncio.Event | None = None
 
     def node_outcome(self) -> FillVerdict:
         """What waiting workers are told when this fill ends."""
@@ -93,12 +98,17 @@ class Fill:
         if self.outcome is not None:
             return
         self.outcome, self.head, self.entry, self.error = outcome, head, entry, error
-        self._settled.set()
+        if self._settled is not None:
+            self._settled.set()
         if outcome is not Outcome.STREAM:
             self.finish()
 
     async def wait(self, timeout: float) -> Outcome | None:
         """The outcome, or None if it did not come within `timeout` seconds."""
+        if self.outcome is not None:
+            return self.outcome
+        if self._settled is None:
+            self._settled = asyncio.Event()
         try:
             await asyncio.wait_for(self._settled.wait(), timeout)
         except TimeoutError:
@@ -125,8 +135,8 @@ class Fill:
     async def until_read(self, window: int) -> None:
         """Wait while more than `window` bytes wait for the slowest reader."""
         while self.positions and self.held > window:
-            self._consumed.clear()
-            await self._consumed.wait()
+            consumed = self._consumed = asyncio.Event()
+            await consumed.wait()
             self.let_go()
 
     def hold_start(self) -> None:
@@ -137,7 +147,7 @@ class Fill:
 
     def release_start(self) -> None:
         if self.positions.pop(HANDED_OVER, None) is not None:
-            self._consumed.set()
+            self._read()
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
@@ -163,19 +173,40 @@ class Fill:
                     yield chunk
                     index += 1
                     self.positions[reader] = index
-                    self._consumed.set()
+                    self._read()
                 if self.done:
                     if self.body_error is not None:
                         raise self.body_error
                     return
+                if self._progress is None:
+                    self._progress = asyncio.Event()
                 await self._progress.wait()
         finally:
             del self.positions[reader]
-            self._consumed.set()
+            self._read()
+
+    async def wait_released(self) -> None:
+        """Until the leader is done with this fill (and stored what it would)."""
+        if not self.released:
+            if self._released is None:
+                self._released = asyncio.Event()
+            await self._released.wait()
+
+    def release(self) -> None:
+        self.released = True
+        if self._released is not None:
+            self._released.set()
 
     def _wake(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
+        """Tell the readers waiting for more that something came (a chunk, the end)."""
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.set()
+
+    def _read(self) -> None:
+        """Tell until_read() that a reader moved on."""
+        if self._consumed is not None:
+            self._consumed.set()
 
 
 class TruncatedFill(Exception):
@@ -214,7 +245,7 @@ class CollapseTable:
         fill.finish()
         if self._fills.get(fill.key) is fill:
             del self._fills[fill.key]
-        fill.released.set()
+        fill.release()
         if self.on_release is not None:
             self.on_release(fill)
 

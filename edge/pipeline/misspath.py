@@ -382,7 +382,7 @@ class MissPath:
             fill.hold_start()
             handover.holding = True
             return handover
-        await fill.released.wait()
+        await fill.wait_released()
         entries = self.store.variants(key) if fill.stored else []
         if len(entries) != 1:
             return handover

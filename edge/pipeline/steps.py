@@ -258,7 +258,7 @@ class Steps:
                     pass
             except BROKEN_BODY:
                 return self.refetch(tx)
-            await fill.released.wait()
+            await fill.wait_released()
             entry, _ = await self.find(plan.key, request.headers)
             if entry is not None:
                 tx.entry, tx.now = entry, time.time()
