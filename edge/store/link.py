@@ -5,9 +5,9 @@ A message is an array `[op, id, *arguments]`; `id` is 0 when no answer is wanted
 and an answer is `[id, ok, result]`. What either side sends within one turn of its
 event loop goes out in one write; a node's only worker holds what it tells (asks
 no answer to) up to TELL_HOLD, so that each wake-up of the owner, on the same
-cores, takes the admissions of several turns. A miss asks nothing: a new key's presence slot
-(generations.py) says it is not stored, workers collapse fetches among themselves
-(fills.py), and the admission is told, not asked."""
+cores, takes the admissions of several turns. A miss asks nothing: a new key's
+presence slot (generations.py) says it is not stored, workers collapse fetches
+among themselves (fills.py), and the admission is told, not asked."""
 
 from __future__ import annotations
 
