@@ -1,0 +1,95 @@
+"""The store link between a worker and the owner (link.py), over a real Unix socket:
+what a worker tells arrives, in order, whether it goes at once or is held."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.link import OwnerServer, RemoteLink
+from pinedge.edge.store.owner import StoreOwner
+
+
+@pytest.fixture
+async def owner(tmp_path: Path) -> AsyncIterator[StoreOwner]:
+    (tmp_path / "store" / "tmp").mkdir(parents=True)  # as the loader leaves it
+    store = StoreOwner(tmp_path / "store", budget=1 << 30)
+    yield store
+    store.close(keep_files=False)
+
+
+async def linked(owner: StoreOwner, tmp_path: Path, eager: bool) -> tuple[OwnerServer, RemoteLink]:
+    server = OwnerServer(owner, tmp_path / "owner.sock")
+    await server.start()
+    link = RemoteLink(server.path, eager=eager)
+    await link.connect()
+    return server, link
+
+
+def written(owner: StoreOwner, key: str) -> objectfile.Admission:
+    """A response of `key` written to its file, as a worker writes it before telling."""
+    now = time.time()
+    fields = {
+        "key": key,
+        "vary_names": (),
+        "vary_values": (),
+        "status": 200,
+        "reason": "OK",
+        "headers": (("Cache-Control", "max-age=600"),),
+        "request_time": now,
+        "response_time": now,
+    }
+    return objectfile.Admission.of(objectfile.write(owner.root, fields, b"body of " + key.encode()))
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "lone-worker"])
+async def test_a_lookup_right_after_admissions_finds_them(
+    owner: StoreOwner, tmp_path: Path, eager: bool
+) -> None:
+    """A node's only worker holds what it tells the owner for a few milliseconds;
+    a question it asks goes out at the end of the loop turn, after them."""
+    server, link = await linked(owner, tmp_path, eager)
+    try:
+        keys = [f"http://example.test/{index}" for index in range(5)]
+        for key in keys:
+            link.admit(written(owner, key))
+        found = await link.lookup(keys[-1])
+        assert [stored.vid for stored in found] == [objectfile.variant_id(keys[-1], (), ())]
+        assert len(owner.index.records) == 5
+    finally:
+        await link.close()
+        await server.close()
+
+
+async def test_what_a_lone_worker_holds_reaches_the_owner_on_its_own(
+    owner: StoreOwner, tmp_path: Path
+) -> None:
+    """Held admissions go out without anything else sent after them."""
+    server, link = await linked(owner, tmp_path, eager=False)
+    try:
+        link.admit(written(owner, "http://example.test/held"))
+        async with asyncio.timeout(5):
+            while not owner.index.lookup("http://example.test/held"):
+                await asyncio.sleep(0.001)
+    finally:
+        await link.close()
+        await server.close()
+
+
+async def test_what_a_lone_worker_holds_is_sent_when_it_closes(
+    owner: StoreOwner, tmp_path: Path
+) -> None:
+    server, link = await linked(owner, tmp_path, eager=False)
+    try:
+        link.admit(written(owner, "http://example.test/last"))
+        await link.close()
+        async with asyncio.timeout(5):
+            while not owner.index.lookup("http://example.test/last"):
+                await asyncio.sleep(0.001)
+    finally:
+        await server.close()
