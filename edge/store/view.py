@@ -381,9 +381,9 @@ class SharedStore:
     def _remember(self, key: str, local: LocalKey) -> None:
         self._forget(key)
         self.local[key] = local
-        if local.entries is not None:
+        if local.entries:
             self._hold(key, local)
-        else:
+        else:  # no body in memory, or known not to be stored
             self.bare[key] = None
         # Counted apart from the keys with bodies, so that a flood of new keys (a
         # miss keeps no body) does not push out the hot ones.
@@ -394,7 +394,7 @@ class SharedStore:
     def _hold(self, key: str, local: LocalKey) -> None:
         """Count `local`'s bodies against the budget, letting go of others' (or its
         own, when they alone are over it)."""
-        assert local.entries is not None  # the caller checked
+        assert local.entries  # the caller checked
         size = sum(_memory_cost(entry) for entry in local.entries)
         if size > self.local_budget:
             _close_files(local.entries)

@@ -1,5 +1,6 @@
 """The store link between a worker and the owner (link.py), over a real Unix socket:
-what a worker tells arrives, in order, whether it goes at once or is held."""
+what a worker tells arrives, in order, whether it goes at once or is held; and a
+worker's view of the store (view.py) over it, as a node's only worker has it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinedge.edge.store import objectfile
+from pinedge.edge.store.entry import Entry, FreshnessSettings
 from pinedge.edge.store.link import OwnerServer, RemoteLink
+from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.owner import StoreOwner
+from pinedge.edge.store.view import LOCAL_KEYS_MIN, SharedStore
 
 
 @pytest.fixture
@@ -92,4 +97,30 @@ async def test_what_a_lone_worker_holds_is_sent_when_it_closes(
             while not owner.index.lookup("http://example.test/last"):
                 await asyncio.sleep(0.001)
     finally:
+        await server.close()
+
+
+def build_entry(meta: Meta, body: bytes) -> Entry:
+    """An entry for a stored file, as a worker makes one (without a prepared head)."""
+    headers = CIMultiDictProxy(CIMultiDict(meta.headers))
+    settings = FreshnessSettings(("CDN-Cache-Control",), 0.1, 86400.0)
+    times = (meta.request_time, meta.response_time)
+    vary = (meta.vary_names, meta.vary_values)
+    return Entry.build(meta.key, vary, meta.status, meta.reason, headers, body, times, settings)
+
+
+async def test_keys_found_not_stored_are_remembered_within_the_bound(
+    owner: StoreOwner, tmp_path: Path
+) -> None:
+    """A key the owner says is not stored is remembered (no question next time), with
+    the keys that hold no body, and no more of them than the bound."""
+    server, link = await linked(owner, tmp_path, eager=False)
+    store = SharedStore(owner.root, link, owner.generations, 1 << 20, build_entry, alone=True)
+    try:
+        for index in range(LOCAL_KEYS_MIN + 100):
+            assert await store.load(f"http://example.test/none/{index}", told_stored=True) == []
+        assert len(store.local) == len(store.bare) == LOCAL_KEYS_MIN
+        assert not store.resident and store.local_size == 0
+    finally:
+        await link.close()
         await server.close()
