@@ -154,7 +154,8 @@ class SharedStore:
         generation = counters[slot]
         purges = counters[PURGES]
         local = self.local.get(key)
-        stored = local.stored if local is not None and self._current(local) else None
+        kept = local if local is not None and self._current(local) else None
+        stored = kept.stored if kept is not None else None
         if stored is None and not told_stored and self._unstored(presence):
             return []  # no stored key hashes here: not stored, and nobody asked
         for asked in range(2):
@@ -179,7 +180,13 @@ class SharedStore:
             self._forget(key)
             _close_files(entries)
             return entries
-        self._remember(key, LocalKey(slot, generation, stored, entries, 0, tag_generations))  # type: ignore[arg-type]  # the owner's answer
+        before = -1
+        if kept is not None and stored is kept.stored:
+            # Read from the record this worker kept: its counts, which hold until the
+            # owner has indexed what this worker stored (it may not have yet).
+            generation, before = kept.generation, kept.before
+        local = LocalKey(slot, generation, stored, entries, 0, tag_generations, before)  # type: ignore[arg-type]  # the owner's answer
+        self._remember(key, local)
         return entries
 
     def hit(self, entry: Entry) -> None:
@@ -356,7 +363,10 @@ class SharedStore:
             _close_files(entries)
             return []
         tag_generations = self._tag_generations(entries)
-        self._remember(key, LocalKey(local.slot, generation, stored, entries, 0, tag_generations))
+        # The record's counts, not the slot's now: what this worker stored may not be
+        # indexed yet, and its record holds until it is.
+        slot, kept, before = local.slot, local.generation, local.before
+        self._remember(key, LocalKey(slot, kept, stored, entries, 0, tag_generations, before))
         return entries
 
     def _current(self, local: LocalKey, generation: int | None = None) -> bool:

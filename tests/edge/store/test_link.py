@@ -109,6 +109,30 @@ def build_entry(meta: Meta, body: bytes) -> Entry:
     return Entry.build(meta.key, vary, meta.status, meta.reason, headers, body, times, settings)
 
 
+async def test_a_copy_read_back_before_the_owner_indexed_it_stays_once_it_has(
+    owner: StoreOwner, tmp_path: Path
+) -> None:
+    """A lone worker's store and the first hit on it, both within the hold: the copy
+    that hit read back is still current once the held admission is indexed, not
+    dropped and read again through the owner."""
+    server, link = await linked(owner, tmp_path, eager=False)
+    store = SharedStore(owner.root, link, owner.generations, 1 << 20, build_entry, alone=True)
+    key = "http://example.test/soon-asked"
+    try:
+        now = time.time()
+        headers = CIMultiDictProxy(CIMultiDict({"Cache-Control": "max-age=600"}))
+        store.put_as_it_came(key, 200, "OK", headers, b"body", (now, now), frozenset())
+        assert not owner.index.lookup(key), "the admission is held"
+        assert [entry.body for entry in store.reread(key)] == [b"body"]
+        async with asyncio.timeout(5):
+            while not owner.index.lookup(key):
+                await asyncio.sleep(0.001)
+        assert [entry.body for entry in store.variants(key)] == [b"body"]
+    finally:
+        await link.close()
+        await server.close()
+
+
 async def test_keys_found_not_stored_are_remembered_within_the_bound(
     owner: StoreOwner, tmp_path: Path
 ) -> None:
