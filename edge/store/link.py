@@ -46,7 +46,7 @@ class Op(IntEnum):
 
 class OwnerLink(Protocol):
     async def lookup(self, key: str) -> list[Stored]: ...
-    def admit(self, admission: Admission) -> None: ...
+    def admit(self, admission: Admission, soon: bool = False) -> None: ...
     def flush(self) -> None: ...
     async def remove_key(self, key: str) -> int: ...
     def hits(self, variant_ids: list[str]) -> None: ...
@@ -76,7 +76,7 @@ class LocalLink:
     async def lookup(self, key: str) -> list[Stored]:
         return self.owner.lookup(key)
 
-    def admit(self, admission: Admission) -> None:
+    def admit(self, admission: Admission, soon: bool = False) -> None:
         self.owner.admit(admission)
 
     def flush(self) -> None:
@@ -114,18 +114,19 @@ class _Batching(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a Unix stream socket's
 
-    def _send(self, message: tuple[Any, ...] | list[Any], answered: bool = False) -> None:
-        """Queue `message`; `answered`: something waits for its answer, so it goes
-        out at the end of this loop turn, with what was held before it."""
+    def _send(self, message: tuple[Any, ...] | list[Any], soon: bool = False) -> None:
+        """Queue `message`; `soon`: it goes out at the end of this loop turn even
+        where messages are held (something waits for its answer, or will ask
+        after it), with what was held before it."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError("the store link is closed")
         self.outgoing.append(self.packer.pack(message))
-        if self.flushing is not None and not (answered and self.held):
+        if self.flushing is not None and not (soon and self.held):
             return  # a write is to come, soon enough for this message
         if self.flushing is not None:
             self.flushing.cancel()
         loop = asyncio.get_running_loop()
-        self.held = bool(self.hold) and not answered
+        self.held = bool(self.hold) and not soon
         if self.held:
             self.flushing = loop.call_later(self.hold, self._flush)
         else:
@@ -256,18 +257,18 @@ class RemoteLink(_Batching):
         if self.on_lost is not None:
             self.on_lost()
 
-    def _tell(self, *message: Any) -> None:
+    def _tell(self, *message: Any, soon: bool = False) -> None:
         """Send without waiting for an answer; once the owner has gone away there is
         no one to tell."""
         with contextlib.suppress(ConnectionError):
-            self._send(message)
+            self._send(message, soon)
 
     async def _call(self, op: Op, *arguments: Any) -> Any:
         ident = next(self.counter)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[ident] = future
         try:
-            self._send((op, ident, *arguments), answered=True)
+            self._send((op, ident, *arguments), soon=True)
         except ConnectionError:
             del self.pending[ident]
             raise
@@ -280,8 +281,10 @@ class RemoteLink(_Batching):
     async def lookup(self, key: str) -> list[Stored]:
         return [Stored(*item) for item in await self._call(Op.LOOKUP, key)]
 
-    def admit(self, admission: Admission) -> None:
-        self._tell(Op.ADMIT, 0, admission)
+    def admit(self, admission: Admission, soon: bool = False) -> None:
+        """Tell the owner of a stored file; `soon`: at the end of this loop turn even
+        on a link that holds what it tells (nothing of it is kept in the worker)."""
+        self._tell(Op.ADMIT, 0, admission, soon=soon)
 
     def flush(self) -> None:
         """Send now what waits for the end of this loop turn."""

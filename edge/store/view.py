@@ -215,7 +215,9 @@ class SharedStore:
         else:
             meta = objectfile.write(self.root, fields, entry.body, entry.vid)
         if entry.vary_names:
-            self.link.admit(objectfile.Admission.of(meta, entry.tags))
+            # No record of it is kept here, so the next request asks the owner: told
+            # at the end of this loop turn, not held.
+            self.link.admit(objectfile.Admission.of(meta, entry.tags), soon=True)
             # Other variants of the key may be stored: the next request asks for them.
             self._forget(entry.key)
             return True

@@ -184,6 +184,25 @@ async def test_a_corrupted_store_file_fails_its_checksum_and_is_never_served(
 
 
 @pytest.mark.slow
+async def test_a_one_worker_node_finds_a_vary_response_it_just_stored(
+    scripted: Scripted, client: aiohttp.ClientSession
+) -> None:
+    """The only worker holds what it tells the owner for a few milliseconds, but not
+    the admission of a response with Vary, of which it keeps no record of its own:
+    the request right after the one that stored it is a hit."""
+    paths = [f"/vary/{index}" for index in range(5)]
+    for path in paths:
+        headers = {"Cache-Control": "max-age=600", "Vary": "Accept-Encoding"}
+        scripted.reply(path, path.encode(), headers=headers)
+    async with running_node(client, scripted.url) as node:
+        for path in paths:
+            assert (await send(client, node.url + path)).cache.get("stored")
+            again = await send(client, node.url + path)
+            assert again.hit and again.body == path.encode(), path
+    assert all(scripted.hits[path] == 1 for path in paths)
+
+
+@pytest.mark.slow
 async def test_two_workers_collapse_two_hundred_concurrent_misses_into_one_origin_request(
     scripted: Scripted, client: aiohttp.ClientSession
 ) -> None:
