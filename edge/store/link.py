@@ -141,6 +141,9 @@ class _Batching(asyncio.Protocol):
         outgoing, self.outgoing = self.outgoing, []
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(outgoing))
+        else:
+            # Admissions lost here leave their files unindexed until the node restarts.
+            log.warning("the store link closed with %d message(s) unsent", len(outgoing))
 
 
 class _OwnerSide(_Batching):
