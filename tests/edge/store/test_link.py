@@ -5,12 +5,14 @@ worker's view of the store (view.py) over it, as a node's only worker has it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
+from purge_support import fields
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.entry import Entry, FreshnessSettings
@@ -28,28 +30,31 @@ async def owner(tmp_path: Path) -> AsyncIterator[StoreOwner]:
     store.close(keep_files=False)
 
 
-async def linked(owner: StoreOwner, tmp_path: Path, eager: bool) -> tuple[OwnerServer, RemoteLink]:
+@contextlib.asynccontextmanager
+async def linked(owner: StoreOwner, tmp_path: Path, eager: bool) -> AsyncIterator[RemoteLink]:
+    """A worker's link to `owner` over a Unix socket, closed (both ends) after."""
     server = OwnerServer(owner, tmp_path / "owner.sock")
     await server.start()
     link = RemoteLink(server.path, eager=eager)
-    await link.connect()
-    return server, link
+    try:
+        await link.connect()
+        yield link
+    finally:
+        await link.close()
+        await server.close()
 
 
 def written(owner: StoreOwner, key: str) -> objectfile.Admission:
     """A response of `key` written to its file, as a worker writes it before telling."""
-    now = time.time()
-    fields = {
-        "key": key,
-        "vary_names": (),
-        "vary_values": (),
-        "status": 200,
-        "reason": "OK",
-        "headers": (("Cache-Control", "max-age=600"),),
-        "request_time": now,
-        "response_time": now,
-    }
-    return objectfile.Admission.of(objectfile.write(owner.root, fields, b"body of " + key.encode()))
+    meta = objectfile.write(owner.root, fields(key, "any"), b"body of " + key.encode())
+    return objectfile.Admission.of(meta)
+
+
+async def indexed(owner: StoreOwner, key: str) -> None:
+    """Until the owner has indexed `key` (what a link held goes out on its own)."""
+    async with asyncio.timeout(5):
+        while not owner.index.lookup(key):
+            await asyncio.sleep(0.001)
 
 
 @pytest.mark.parametrize("eager", [True, False], ids=["eager", "lone-worker"])
@@ -58,46 +63,31 @@ async def test_a_lookup_right_after_admissions_finds_them(
 ) -> None:
     """A node's only worker holds what it tells the owner for a few milliseconds;
     a question it asks goes out at the end of the loop turn, after them."""
-    server, link = await linked(owner, tmp_path, eager)
-    try:
+    async with linked(owner, tmp_path, eager) as link:
         keys = [f"http://example.test/{index}" for index in range(5)]
         for key in keys:
             link.admit(written(owner, key))
         found = await link.lookup(keys[-1])
         assert [stored.vid for stored in found] == [objectfile.variant_id(keys[-1], (), ())]
         assert len(owner.index.records) == 5
-    finally:
-        await link.close()
-        await server.close()
 
 
 async def test_what_a_lone_worker_holds_reaches_the_owner_on_its_own(
     owner: StoreOwner, tmp_path: Path
 ) -> None:
     """Held admissions go out without anything else sent after them."""
-    server, link = await linked(owner, tmp_path, eager=False)
-    try:
+    async with linked(owner, tmp_path, eager=False) as link:
         link.admit(written(owner, "http://example.test/held"))
-        async with asyncio.timeout(5):
-            while not owner.index.lookup("http://example.test/held"):
-                await asyncio.sleep(0.001)
-    finally:
-        await link.close()
-        await server.close()
+        await indexed(owner, "http://example.test/held")
 
 
 async def test_what_a_lone_worker_holds_is_sent_when_it_closes(
     owner: StoreOwner, tmp_path: Path
 ) -> None:
-    server, link = await linked(owner, tmp_path, eager=False)
-    try:
+    async with linked(owner, tmp_path, eager=False) as link:
         link.admit(written(owner, "http://example.test/last"))
         await link.close()
-        async with asyncio.timeout(5):
-            while not owner.index.lookup("http://example.test/last"):
-                await asyncio.sleep(0.001)
-    finally:
-        await server.close()
+        await indexed(owner, "http://example.test/last")
 
 
 def build_entry(meta: Meta, body: bytes) -> Entry:
@@ -109,28 +99,27 @@ def build_entry(meta: Meta, body: bytes) -> Entry:
     return Entry.build(meta.key, vary, meta.status, meta.reason, headers, body, times, settings)
 
 
+def lone_store(owner: StoreOwner, link: RemoteLink) -> SharedStore:
+    """A node's only worker's view of the store, 1 MiB of hot memory."""
+    return SharedStore(owner.root, link, owner.generations, 1 << 20, build_entry, alone=True)
+
+
 async def test_a_copy_read_back_before_the_owner_indexed_it_stays_once_it_has(
     owner: StoreOwner, tmp_path: Path
 ) -> None:
     """A lone worker's store and the first hit on it, both within the hold: the copy
     that hit read back is still current once the held admission is indexed, not
     dropped and read again through the owner."""
-    server, link = await linked(owner, tmp_path, eager=False)
-    store = SharedStore(owner.root, link, owner.generations, 1 << 20, build_entry, alone=True)
     key = "http://example.test/soon-asked"
-    try:
+    async with linked(owner, tmp_path, eager=False) as link:
+        store = lone_store(owner, link)
         now = time.time()
         headers = CIMultiDictProxy(CIMultiDict({"Cache-Control": "max-age=600"}))
         store.put_as_it_came(key, 200, "OK", headers, b"body", (now, now), frozenset())
         assert not owner.index.lookup(key), "the admission is held"
         assert [entry.body for entry in store.reread(key)] == [b"body"]
-        async with asyncio.timeout(5):
-            while not owner.index.lookup(key):
-                await asyncio.sleep(0.001)
+        await indexed(owner, key)
         assert [entry.body for entry in store.variants(key)] == [b"body"]
-    finally:
-        await link.close()
-        await server.close()
 
 
 async def test_keys_found_not_stored_are_remembered_within_the_bound(
@@ -138,13 +127,9 @@ async def test_keys_found_not_stored_are_remembered_within_the_bound(
 ) -> None:
     """A key the owner says is not stored is remembered (no question next time), with
     the keys that hold no body, and no more of them than the bound."""
-    server, link = await linked(owner, tmp_path, eager=False)
-    store = SharedStore(owner.root, link, owner.generations, 1 << 20, build_entry, alone=True)
-    try:
+    async with linked(owner, tmp_path, eager=False) as link:
+        store = lone_store(owner, link)
         for index in range(LOCAL_KEYS_MIN + 100):
             assert await store.load(f"http://example.test/none/{index}", told_stored=True) == []
         assert len(store.local) == len(store.bare) == LOCAL_KEYS_MIN
         assert not store.resident and store.local_size == 0
-    finally:
-        await link.close()
-        await server.close()
