@@ -11,6 +11,7 @@ import socket
 import aiohttp
 import pytest
 from edge_support import (
+    NAME,
     VARIED_FIELDS,
     RunningEdge,
     Scripted,
@@ -39,6 +40,65 @@ async def test_a_hit_has_the_same_headers_on_the_hit_path_and_the_general_path(
         assert reply.hit and reply.body == b"body"
         seen.append(comparable(reply.headers))
     assert seen[0] == seen[1]
+
+
+ORIGIN_HEADS = {
+    "via-from-upstreams": (
+        b"body",
+        [("Cache-Control", "max-age=60"), ("Via", "1.1 a"), ("X-Mid", "m"), ("Via", "1.0 b")],
+    ),
+    "nominated-by-connection": (
+        b"body",
+        [
+            ("Cache-Control", "max-age=60"),
+            ("Connection", "X-Hop, Via"),
+            ("X-Hop", "h"),
+            ("Via", "1.1 a"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-End", "kept"),
+        ],
+    ),
+    "small-page": (b"<p>pin</p>", [("Cache-Control", "max-age=60"), ("Content-Type", "text/html")]),
+    "page-with-its-accept-ch": (
+        b"<p>pin</p>",
+        [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Accept-CH", "Sec-CH-DPR"),
+            ("Cache-Control", "max-age=60"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "fields"), ORIGIN_HEADS.values(), ids=ORIGIN_HEADS.keys())
+async def test_the_prepared_head_has_the_general_paths_fields_on_the_miss_and_the_hit(
+    scripted: Scripted,
+    start_edge: StartEdge,
+    client: aiohttp.ClientSession,
+    body: bytes,
+    fields: list[tuple[str, str]],
+) -> None:
+    """The head the miss and hit paths send (made once per stored response) leaves out,
+    folds and adds what the general path's does: hop-by-hop and nominated fields
+    out, upstream Via lines folded before ours, Accept-CH on pages without one."""
+    scripted.reply("/shaped", body, headers=fields)
+    fast = await start_edge(scripted.url, fast_path=True)
+    plain = await start_edge(scripted.url, fast_path=False)
+    seen = []
+    for edge in (fast, plain):
+        miss = await send(client, edge.url + "/shaped")
+        hit = await send(client, edge.url + "/shaped")
+        assert hit.hit and miss.body == hit.body == body
+        seen.append((comparable(miss.headers), comparable(hit.headers)))
+        for reply in (miss, hit):
+            assert len(reply.headers.getall("Via")) == 1
+            assert "X-Hop" not in reply.headers and "Keep-Alive" not in reply.headers
+    assert seen[0] == seen[1]
+    via = dict(seen[0][1])["via"]
+    upstream = [value for name, value in fields if name == "Via"]
+    if "Connection" in dict(fields):
+        upstream = []
+    assert via == ", ".join([*upstream, f"1.1 {NAME}"])
 
 
 async def test_pipelined_requests_are_answered_in_order_across_hits_and_misses(
