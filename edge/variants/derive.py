@@ -133,6 +133,7 @@ class Variants:
         self.text_pool = TransformPool(threads=1, queue=config.image_queue)
         self.storing: dict[str, Entry] = {}  # made and sent, being written to the store
         self.fast_codings: dict[str, object] = {}
+        self.kinds_of_type: dict[str | None, str | None] = {}  # Content-Type -> kind
         self.fast_images: dict[tuple[Any, ...], object] = {}
 
     def close(self) -> None:
@@ -176,11 +177,15 @@ class Variants:
         if "Content-Encoding" in headers:
             return None
         content_type = headers.get("Content-Type")
-        if self.images and format_of_content_type(content_type) is not None:
-            return "image"
-        if self.compression and compressible(content_type):
-            return "text"
-        return None
+        kind = self.kinds_of_type.get(content_type, UNSET)
+        if kind is UNSET:
+            kind = None
+            if self.images and format_of_content_type(content_type) is not None:
+                kind = "image"
+            elif self.compression and compressible(content_type):
+                kind = "text"
+            self._remember(self.kinds_of_type, content_type, kind)
+        return cast("str | None", kind)  # UNSET was replaced above
 
     def fast_suffix(
         self,
