@@ -60,7 +60,7 @@ class Fetcher:
         sender: Callable[[], Sender],
         once: Once,
         prepare: Callable[[Entry], None],
-        head_for: Callable[[str, Head, int], Wire | None],
+        head_for: Callable[[str, Head, int, Directives], Wire | None],
         trusted: TrustedPeers,
         metrics: EdgeMetrics,
         run_in_background: Callable[[Coroutine[Any, Any, None]], None],
@@ -234,14 +234,17 @@ class Fetcher:
 
     def stored_as_it_came(
         self, head: Head, length: int, request_headers: CIMultiDictProxy[str]
-    ) -> bool:
-        """Whether a response with this head and a body of `length` bytes, the answer
-        to a request with these fields and nothing stored, is stored with every field
-        it came with (why_not_store says yes; no field is withheld)."""
+    ) -> Directives | None:
+        """The response's directives when a response with this head and a body of
+        `length` bytes, the answer to a request with these fields and nothing
+        stored, is stored with every field it came with (why_not_store says yes; no
+        field is withheld); else None."""
         directives, _ = response_directives(head.headers, self.settings.targeted_fields)
         if fields_not_to_store(directives):
-            return False
-        return self.why_not_store(head, length, request_headers, None, directives) is None
+            return None
+        if self.why_not_store(head, length, request_headers, None, directives) is not None:
+            return None
+        return directives
 
     async def fill_body(
         self,
@@ -315,7 +318,7 @@ class Fetcher:
             return False
 
     def store_as_it_came(
-        self, key: str, head: Head, body: bytes, request_time: float
+        self, key: str, head: Head, body: bytes, request_time: float, directives: Directives
     ) -> tuple[bool, Wire | None]:
         """Store a whole response that stored_as_it_came() took (no Vary, no field
         withheld, a body the loop writes) without making its entry: the first
@@ -331,7 +334,7 @@ class Fetcher:
         except OSError as exc:
             self._not_stored(key, exc)
             return False, None
-        return True, self.head_for(key, head, len(body))
+        return True, self.head_for(key, head, len(body), directives)
 
     def _not_stored(self, key: str, exc: OSError) -> None:
         self.metrics.not_stored.inc("store-error")

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from pinedge.edge.http.cachecontrol import Directives
 from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
 from pinedge.edge.node.ratelimit import RateLimiter
 from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome, Role
@@ -296,10 +297,10 @@ class MissPath:
                 passed = await self.fetcher.settle(fill, plan, result, response, request_time)
                 handed_on = fill.outcome is Outcome.STREAM  # fill_body releases it
             else:
-                upstream, body = result
+                (upstream, directives), body = result
                 sender.answered(site, target, 200, upstream.response_time - request_time)
                 handed_on = True  # _store_whole releases it
-                answer = self._store_whole(fill, plan, upstream, body, request_time)
+                answer = self._store_whole(fill, plan, upstream, directives, body, request_time)
                 if answer is not None:
                     return answer
                 passed = None
@@ -325,7 +326,13 @@ class MissPath:
         )
 
     def _store_whole(
-        self, fill: Fill, plan: FetchPlan, upstream: Head, body: bytes, request_time: float
+        self,
+        fill: Fill,
+        plan: FetchPlan,
+        upstream: Head,
+        directives: Directives,
+        body: bytes,
+        request_time: float,
     ) -> Answer | None:
         """Settle the fill with a whole response that _accept took and store it; the
         answer when it was stored and the hit path would serve it as it is."""
@@ -335,7 +342,9 @@ class MissPath:
         fill.feed(body)
         fill.finish()
         try:
-            stored, wire = self.fetcher.store_as_it_came(plan.key, upstream, body, request_time)
+            stored, wire = self.fetcher.store_as_it_came(
+                plan.key, upstream, body, request_time, directives
+            )
             fill.stored = stored
         finally:
             self.once.release(fill)  # after the store: what waits for the key finds it
@@ -350,17 +359,19 @@ class MissPath:
         reason: str,
         fields: list[tuple[str, str]],
         length: int,
-    ) -> Head | None:
-        """The head of a whole response this path stores and answers itself: a 200 of
-        at most MISS_BODY_MAX bytes, stored as it came (no Vary, no Age, nothing
-        withheld from later clients); None leaves it to the fill's general settling."""
+    ) -> tuple[Head, Directives] | None:
+        """The head of a whole response this path stores and answers itself, with its
+        directives: a 200 of at most MISS_BODY_MAX bytes, stored as it came (no Vary,
+        no Age, nothing withheld from later clients); None leaves it to the fill's
+        general settling."""
         if status != 200 or length > MISS_BODY_MAX:
             return None
         for name, _ in fields:
             if name.lower() in KEPT_BACK:
                 return None
         head = head_of(status, reason, CIMultiDict(fields), time.time())
-        return head if self.fetcher.stored_as_it_came(head, length, received) else None
+        directives = self.fetcher.stored_as_it_came(head, length, received)
+        return None if directives is None else (head, directives)
 
     async def _led(self, request: PlainGet, handover: Handover) -> Answer | Handover:
         """A fill this request got through Steps or whose response the general path

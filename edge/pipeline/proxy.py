@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
-from pinedge.edge.http.cachecontrol import response_directives
+from pinedge.edge.http.cachecontrol import Directives
 from pinedge.edge.http.forwarding import TrustedPeers
 from pinedge.edge.http.negotiate import ACCEPT_CH
 from pinedge.edge.http.status import Fwd
@@ -223,13 +223,13 @@ class Edge:
         entry.kind = self.variants.kind(entry)
         entry.wire = None if entry.kind is not None else self.delivery.wire(entry)
 
-    def head_for(self, key: str, head: Head, length: int) -> Wire | None:
+    def head_for(self, key: str, head: Head, length: int, directives: Directives) -> Wire | None:
         """prepare()'s hit-path head for a response stored as it came without Vary,
-        before its entry is made: None where prepare() would give its entry none."""
+        before its entry is made (`directives`: its response_directives()): None
+        where prepare() would give its entry none."""
         headers = head.headers
         if self.variants.kind_of(key, head.status, headers, (), length) is not None:
             return None
-        directives, _ = response_directives(headers, self.settings.targeted_fields)
         no_cache_fields = fields_needing_validation(directives)
         return self.delivery.wire_for(
             head.status, head.reason, headers, length, directives, no_cache_fields
