@@ -58,15 +58,17 @@ class NodeFills:
         self.held: dict[int, int] = {}
         # The keys this worker fetches, each with how its fetch ends, for another
         # of its requests that asks before the fill is released (the body is in,
-        # the response not yet stored).
-        self.leading: dict[str, asyncio.Future[FillVerdict]] = {}
+        # the response not yet stored); the future is made when one asks.
+        self.leading: dict[str, asyncio.Future[FillVerdict] | None] = {}
 
     async def acquire(self, key: str, timeout: float) -> FillVerdict:
         """LEAD if this worker should fetch `key` (release() it afterwards); otherwise,
         once the worker fetching it is done, how its fetch ended (STORED, PASS,
         ERROR), or TIMEOUT after `timeout` seconds."""
-        ours = self.leading.get(key)
-        if ours is not None:
+        if key in self.leading:
+            ours = self.leading[key]
+            if ours is None:
+                ours = self.leading[key] = asyncio.get_running_loop().create_future()
             try:
                 return await asyncio.wait_for(asyncio.shield(ours), timeout)
             except TimeoutError:
@@ -104,15 +106,16 @@ class NodeFills:
         return True
 
     def _lead(self, key: str) -> FillVerdict:
-        self.leading[key] = asyncio.get_running_loop().create_future()
+        self.leading[key] = None
         return FillVerdict.LEAD
 
     def release(self, key: str, outcome: FillVerdict) -> None:
         """How this worker's fetch of `key` ended, for the workers waiting for it."""
-        ours = self.leading.pop(key, None)
-        if ours is None:
+        if key not in self.leading:
             return
-        ours.set_result(outcome)
+        ours = self.leading.pop(key)
+        if ours is not None:
+            ours.set_result(outcome)
         if self.alone:
             self._let_go(slot_of(key))
             return
