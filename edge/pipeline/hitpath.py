@@ -22,7 +22,12 @@ from pinedge.edge.node.ratelimit import REQUESTS, RateLimiter
 from pinedge.edge.pipeline.deliver import FileBody
 from pinedge.edge.pipeline.errors import EdgeError
 from pinedge.edge.pipeline.judge import Verdict, judge
-from pinedge.edge.pipeline.reader import FAST_PATH_BLOCKERS, fields_of, plain_request
+from pinedge.edge.pipeline.reader import (
+    FAST_PATH_BLOCKERS,
+    PlainRequest,
+    fields_of,
+    plain_request,
+)
 from pinedge.edge.pipeline.transaction import Route
 from pinedge.edge.store.entry import Entry
 from pinedge.edge.store.view import SharedStore
@@ -63,6 +68,9 @@ class HitPath:
         self.refusal = refusal
         self.metrics = metrics
         self.keys: dict[tuple[bytes | None, str], Found | None] = {}
+        # The last buffer from_bytes() read, and what it read there: the miss path
+        # reads the same buffer next when the hit path does not answer it.
+        self.last_read: tuple[bytes, PlainRequest | None] = (b"", None)
         self.hits: dict[int, int] = {}
         self.bytes = 0
         metrics.registry.collectors.append(self.count)
@@ -86,10 +94,16 @@ class HitPath:
     def from_bytes(self, data: bytes, client: str | None) -> Buffers | None:
         """The answer to a buffer holding exactly one plain request (reader.py)."""
         request = plain_request(data)
+        self.last_read = (data, request)
         if request is None:
             return None
         head_only, host, target, fields = request
         return self.serve(head_only, host, target, fields, client)
+
+    def read(self, data: bytes) -> PlainRequest | None:
+        """plain_request(data), as from_bytes() read it when `data` was its last buffer."""
+        last, request = self.last_read
+        return request if last is data else plain_request(data)
 
     def serve(
         self, head_only: bool, host: bytes | None, target: str, headers: Fields, client: str | None

@@ -31,7 +31,7 @@ from pinedge.edge.pipeline.errors import UpstreamError
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import UNKNOWN, Buffers, HitPath
 from pinedge.edge.pipeline.outgoing import head_of, interim_writer, response_head
-from pinedge.edge.pipeline.reader import fields_of, plain_request
+from pinedge.edge.pipeline.reader import fields_of
 from pinedge.edge.pipeline.steps import Steps
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
 from pinedge.edge.store.entry import Entry
@@ -42,6 +42,7 @@ from pinedge.edge.upstream.routes import Target
 from pinedge.edge.upstream.sender import RETRYABLE
 
 MISS_BODY_MAX = SLICE  # larger bodies stream to the client as they arrive (general path)
+DURATIONS_MAX = 4096  # miss durations kept before they are folded into the metrics
 PREPARED_MAX = 1024  # upstream request shapes remembered (by client fields and peer)
 KEPT_BACK = frozenset({"vary", "age"})  # a response with these goes the general way
 
@@ -134,18 +135,38 @@ class MissPath:
         self.metrics = metrics
         self.inflight = 0
         self.prepared: dict[tuple[object, ...], Prepared] = {}
+        # Answers by status, their body bytes and durations, in plain variables
+        # until the metrics are read (count()).
+        self.answered: dict[int, int] = {}
+        self.bytes = 0
+        self.durations: list[float] = []
+        metrics.registry.collectors.append(self.count)
+
+    def count(self) -> None:
+        """Fold the miss path's plain counters into the metrics (run when they are read)."""
+        metrics = self.metrics
+        answered, self.answered = self.answered, {}
+        for status, count in answered.items():
+            metrics.requests.inc("miss", STATUS_CLASS[status], amount=count)
+        if self.bytes:
+            metrics.response_bytes.inc("miss", amount=self.bytes)
+            self.bytes = 0
+        durations, self.durations = self.durations, []
+        observe = metrics.request_duration.observe
+        for duration in durations:
+            observe(duration, "miss")
 
     def start(self, data: bytes, peer: str | None, transport_of: TransportOf) -> MissWork | None:
         """The work of answering `data` when it is one plain GET this path takes: no
         rate limits on its site, no image parameters, no Authorization, nothing
         stored under its key and no fetch of it under way in this worker."""
-        request = plain_request(data)
+        hits = self.hits
+        request = hits.read(data)
         if request is None:
             return None
         head_only, host, target, fields = request
         if head_only:
             return None
-        hits = self.hits
         found = hits.keys.get((host, target), UNKNOWN)
         if found is UNKNOWN:
             found = hits.find(host, target)
@@ -185,10 +206,13 @@ class MissPath:
                 answer.close()
             return answer.buffers if isinstance(answer, Answer) else answer
         elif isinstance(answer, Answer):
-            metrics = self.metrics
-            metrics.requests.inc("miss", STATUS_CLASS[answer.status])
-            metrics.response_bytes.inc("miss", amount=answer.body_length)
-            metrics.request_duration.observe(time.monotonic() - request.started, "miss")
+            answered = self.answered
+            answered[answer.status] = answered.get(answer.status, 0) + 1
+            self.bytes += answer.body_length
+            durations = self.durations
+            durations.append(time.monotonic() - request.started)
+            if len(durations) >= DURATIONS_MAX:
+                self.count()
             return answer.buffers
         return answer
 

@@ -36,7 +36,11 @@ PLAIN_REFUSED = FAST_PATH_BLOCKERS | {b"expect", b"upgrade", b"te"}
 NOT_WHOLE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
 
 
-def plain_request(data: bytes) -> tuple[bool, bytes, str, list[tuple[bytes, bytes]]] | None:
+# (HEAD?, Host, target, fields as read)
+PlainRequest = tuple[bool, bytes, str, list[tuple[bytes, bytes]]]
+
+
+def plain_request(data: bytes) -> PlainRequest | None:
     """(HEAD?, Host, target, fields) when `data` is exactly one bodiless GET/HEAD in
     plain HTTP/1.1 (visible ASCII, at most 15 fields, Host exactly once, none that
     changes how the request is answered, Connection only as keep-alive); None for
