@@ -16,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pinedge.edge.http import ranges
 from pinedge.edge.http.cachecontrol import Directives
 from pinedge.edge.http.freshness import parse_http_date
-from pinedge.edge.http.headers import HOP_BY_HOP, connection_nominated, with_via, without_hop_by_hop
+from pinedge.edge.http.headers import with_via, without_hop_by_hop
 from pinedge.edge.http.status import CacheStatus, append_entry
 from pinedge.edge.http.validation import evaluate_preconditions, not_modified_response_headers
 from pinedge.edge.store.entry import Entry
@@ -118,12 +118,6 @@ class Delivery:
         kept_for_edges = () if shield else (*TAG_FIELDS, *targeted_fields)
         self.private_fields = (*kept_for_edges, "Cache-Status")
         self.accept_ch = accept_ch
-        # What a prepared head leaves out of a stored response's fields: what
-        # client_headers() drops, and Age (a hit's own goes last).
-        self.not_prepared = frozenset(
-            name.lower() for name in (*HOP_BY_HOP, *self.private_fields, "Age")
-        )
-        self.via = f"1.1 {name}"
         # Our Cache-Status entry on a prepared hit (before its ttl) and on the miss
         # that stored it.
         self.ours = (f"{name}; hit; ttl=", f"{name}; fwd=miss; stored")
@@ -137,50 +131,6 @@ class Delivery:
         if self.accept_ch and out.get("Content-Type", "").startswith("text/html"):
             out.setdefault("Accept-CH", self.accept_ch)
         return out
-
-    def prepared_lines(self, headers: Headers, length: int) -> list[str]:
-        """The field lines of client_headers(headers, ("Age",)) with a Content-Length of
-        `length`, in the same order, made in one pass over `headers`: a prepared
-        head is made for every response a miss stores."""
-        dropped = self.not_prepared
-        if "Connection" in headers:
-            dropped = dropped | connection_nominated(headers)
-        lines: list[str] = []
-        vias: list[str] | None = None
-        via_at = length_at = -1
-        content_type: str | None = None
-        has_accept_ch = False
-        for name, value in headers.items():
-            lower = name.lower()
-            if lower in dropped:
-                continue
-            if lower == "via":  # folded into the first Via line, with ours
-                if vias is None:
-                    vias, via_at = [], len(lines)
-                    lines.append("")
-                vias.append(value)
-                continue
-            if lower == "content-length":  # the first one's place, ours
-                if length_at < 0:
-                    length_at = len(lines)
-                    lines.append("")
-                continue
-            if lower == "content-type" and content_type is None:
-                content_type = value
-            elif lower == "accept-ch":
-                has_accept_ch = True
-            lines.append(f"{name}: {value}")
-        if vias is None:
-            lines.append(f"Via: {self.via}")
-        else:
-            lines[via_at] = f"Via: {', '.join([*vias, self.via])}"
-        if self.accept_ch and not has_accept_ch and (content_type or "").startswith("text/html"):
-            lines.append(f"Accept-CH: {self.accept_ch}")
-        if length_at < 0:
-            lines.append(f"Content-Length: {length}")
-        else:
-            lines[length_at] = f"Content-Length: {length}"
-        return lines
 
     def wire(self, entry: Entry) -> Wire | None:
         """The bytes of a hit's response head, prepared once when the entry is stored,
@@ -207,7 +157,9 @@ class Delivery:
         """wire() for a stored response's parts, before (or without) its entry."""
         if no_cache_fields or directives.field_names("no-cache") is not None:
             return None
-        fields = "\r\n".join(self.prepared_lines(headers, length))
+        out = self.client_headers(headers, ("Age",))
+        out["Content-Length"] = str(length)
+        fields = "\r\n".join(map(": ".join, out.items()))
         head = f"HTTP/1.1 {status} {reason or _phrase(status)}\r\n{fields}\r\n{AGE_TEXT}"
         upstream = ", ".join(headers.getall("Cache-Status")) if "Cache-Status" in headers else ""
         if upstream:
