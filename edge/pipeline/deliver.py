@@ -7,6 +7,7 @@ from the stored representation, so they behave the same on a hit and a miss.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from http import HTTPStatus
 
@@ -16,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pinedge.edge.http import ranges
 from pinedge.edge.http.cachecontrol import Directives
 from pinedge.edge.http.freshness import parse_http_date
-from pinedge.edge.http.headers import with_via, without_hop_by_hop
+from pinedge.edge.http.headers import HOP_BY_HOP, with_via, without_hop_by_hop
 from pinedge.edge.http.status import CacheStatus, append_entry
 from pinedge.edge.http.validation import evaluate_preconditions, not_modified_response_headers
 from pinedge.edge.store.entry import Entry
@@ -27,6 +28,8 @@ Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 SLICE = 256 * 1024
 AGE = b"Age: "  # a Wire's head ends with it
 AGE_TEXT = AGE.decode()
+# A Connection line that nominates more than Keep-Alive (a hop-by-hop field anyway).
+NOMINATING = re.compile(r"(?i)\r\nConnection:[ \t]*+(?!keep-alive[ \t]*(?:\r\n|$))")
 
 
 class Wire:
@@ -122,6 +125,12 @@ class Delivery:
         # that stored it.
         self.ours = (f"{name}; hit; ttl=", f"{name}; fwd=miss; stored")
         self.ours_bytes = tuple(part.encode("utf-8", "surrogateescape") for part in self.ours)
+        # For relayed_head(): the lines client_headers() leaves out, and the fields
+        # that need more than that (folded with ours, or a Date to add).
+        dropped = "|".join(re.escape(name) for name in (*HOP_BY_HOP, *self.private_fields))
+        self.dropped_lines = re.compile(rf"(?i)\r\n(?:{dropped}):[^\r]*")
+        self.folded_lines = re.compile(r"(?i)\r\n(?:via|accept-ch|cache-status):")
+        self.date_line = re.compile(r"(?i)\r\ndate:")
 
     def client_headers(self, headers: Headers, also: tuple[str, ...] = ()) -> CIMultiDict[str]:
         """End-to-end fields for a client: no hop-by-hop, tags or targeted fields; on
@@ -131,6 +140,31 @@ class Delivery:
         if self.accept_ch and out.get("Content-Type", "").startswith("text/html"):
             out.setdefault("Accept-CH", self.accept_ch)
         return out
+
+    def relayed_head(self, status: int, reason: str, lines: str, content_type: str) -> bytes | None:
+        """A miss's answer head made from the field lines of a response stored as it
+        came (whole.py's, each after a CR LF), as Wire.miss_head() would give it:
+        those client_headers() keeps, in their order, then Via (and Accept-CH on a
+        page) and a miss's Cache-Status. None where the lines need more than lines
+        left out: a Via, Cache-Status or Accept-CH to fold or keep, a field
+        Connection nominates,
+        no Date (the pipeline adds one). The caller has checked that the hit path
+        would send the response as it is (no variants, no no-cache)."""
+        if (
+            self.folded_lines.search(lines)
+            or NOMINATING.search(lines)
+            or not self.date_line.search(lines)
+        ):
+            return None
+        kept = self.dropped_lines.sub("", lines)
+        accept_ch = ""
+        if self.accept_ch and content_type.startswith("text/html"):
+            accept_ch = f"\r\nAccept-CH: {self.accept_ch}"
+        head = (
+            f"HTTP/1.1 {status} {reason or _phrase(status)}{kept}\r\nVia: 1.1 {self.name}"
+            f"{accept_ch}\r\nCache-Status: {self.ours[1]}\r\n\r\n"
+        )
+        return head.encode("utf-8", "surrogateescape")
 
     def wire(self, entry: Entry) -> Wire | None:
         """The bytes of a hit's response head, prepared once when the entry is stored,

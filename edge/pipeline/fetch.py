@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
@@ -38,9 +38,6 @@ from pinedge.edge.store.view import SharedStore
 from pinedge.edge.upstream.client import Interim, UpstreamResponse, body_error
 from pinedge.edge.upstream.sender import FAILING_STATUSES, Sender
 
-if TYPE_CHECKING:
-    from pinedge.edge.pipeline.deliver import Wire
-
 log = logging.getLogger("pinedge.edge")
 
 CLIENT_VALIDATORS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
@@ -60,22 +57,22 @@ class Fetcher:
         sender: Callable[[], Sender],
         once: Once,
         prepare: Callable[[Entry], None],
-        head_for: Callable[[str, Head, int, Directives], Wire | None],
+        miss_head_for: Callable[[str, Head, int, Directives, str], bytes | None],
         trusted: TrustedPeers,
         metrics: EdgeMetrics,
         run_in_background: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         """`sender` gives the node's sender once it has started; `prepare` readies an
-        entry for serving (its variant kind and the hit path's head); `head_for` is
-        the hit path's head for a response stored as it came without Vary, before
-        its entry is made (a key, the head and the body's length)."""
+        entry for serving (its variant kind and the hit path's head); `miss_head_for`
+        is the head of the answer to a miss that stored a response as it came
+        without Vary, before its entry is made (Edge.miss_head_for)."""
         self.config = config
         self.settings = settings
         self.store = store
         self.sender = sender
         self.once = once
         self.prepare = prepare
-        self.head_for = head_for
+        self.miss_head_for = miss_head_for
         self.trusted = trusted
         self.metrics = metrics
         self.run_in_background = run_in_background
@@ -318,13 +315,20 @@ class Fetcher:
             return False
 
     def store_as_it_came(
-        self, key: str, head: Head, body: bytes, request_time: float, directives: Directives
-    ) -> tuple[bool, Wire | None]:
+        self,
+        key: str,
+        head: Head,
+        body: bytes,
+        request_time: float,
+        directives: Directives,
+        lines: str,
+    ) -> tuple[bool, bytes | None]:
         """Store a whole response that stored_as_it_came() took (no Vary, no field
         withheld, a body the loop writes) without making its entry: the first
         request that asks for it again reads it back. Whether it was stored, and
-        the hit path's head for it (None where the hit path would not send it as
-        it is)."""
+        the head of the miss's answer, the hit path's with a miss's Cache-Status
+        (None where the hit path would not send it as it is); `lines`: its field
+        lines as they came (whole.py's)."""
         headers = head.headers
         times = (request_time, head.response_time)
         try:
@@ -334,7 +338,7 @@ class Fetcher:
         except OSError as exc:
             self._not_stored(key, exc)
             return False, None
-        return True, self.head_for(key, head, len(body), directives)
+        return True, self.miss_head_for(key, head, len(body), directives, lines)
 
     def _not_stored(self, key: str, exc: OSError) -> None:
         self.metrics.not_stored.inc("store-error")

@@ -321,10 +321,12 @@ class MissPath:
                 passed = await self.fetcher.settle(fill, plan, result, response, request_time)
                 handed_on = fill.outcome is Outcome.STREAM  # fill_body releases it
             else:
-                (upstream, directives), body = result
+                (upstream, directives, lines), body = result
                 sender.answered(site, target, 200, upstream.response_time - request_time)
                 handed_on = True  # _store_whole releases it
-                answer = self._store_whole(fill, plan, upstream, directives, body, request_time)
+                answer = self._store_whole(
+                    fill, plan, upstream, directives, lines, body, request_time
+                )
                 if answer is not None:
                     return answer
                 passed = None
@@ -355,6 +357,7 @@ class MissPath:
         plan: FetchPlan,
         upstream: Head,
         directives: Directives,
+        lines: str,
         body: bytes,
         request_time: float,
     ) -> Answer | None:
@@ -366,15 +369,15 @@ class MissPath:
         fill.feed(body)
         fill.finish()
         try:
-            stored, wire = self.fetcher.store_as_it_came(
-                plan.key, upstream, body, request_time, directives
+            stored, head = self.fetcher.store_as_it_came(
+                plan.key, upstream, body, request_time, directives, lines
             )
             fill.stored = stored
         finally:
             self.once.release(fill)  # after the store: what waits for the key finds it
-        if wire is None:
+        if head is None:
             return None
-        return Answer([wire.miss_head(), body], upstream.status, len(body))
+        return Answer([head, body], upstream.status, len(body))
 
     def _accept(
         self,
@@ -383,11 +386,12 @@ class MissPath:
         reason: str,
         fields: list[tuple[str, str]],
         length: int,
-    ) -> tuple[Head, Directives] | None:
+        lines: str,
+    ) -> tuple[Head, Directives, str] | None:
         """The head of a whole response this path stores and answers itself, with its
-        directives: a 200 of at most MISS_BODY_MAX bytes, stored as it came (no Vary,
-        no Age, nothing withheld from later clients); None leaves it to the fill's
-        general settling."""
+        directives and its field lines: a 200 of at most MISS_BODY_MAX bytes, stored
+        as it came (no Vary, no Age, nothing withheld from later clients); None
+        leaves it to the fill's general settling."""
         if status != 200 or length > MISS_BODY_MAX:
             return None
         for name, _ in fields:
@@ -395,7 +399,7 @@ class MissPath:
                 return None
         head = head_of(status, reason, CIMultiDict(fields), time.time())
         directives = self.fetcher.stored_as_it_came(head, length, received)
-        return None if directives is None else (head, directives)
+        return None if directives is None else (head, directives, lines)
 
     async def _led(self, request: PlainGet, handover: Handover) -> Answer | Handover:
         """A fill this request got through Steps or whose response the general path

@@ -26,7 +26,7 @@ from pinedge.edge.node.config import EdgeConfig
 from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
 from pinedge.edge.node.ratelimit import QUIET, REQUESTS, RateLimiter
 from pinedge.edge.pipeline.collapse import Head, Once
-from pinedge.edge.pipeline.deliver import SLICE, Delivery, Wire, error_bytes, send_sliced
+from pinedge.edge.pipeline.deliver import SLICE, Delivery, error_bytes, send_sliced
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import HitPath
 from pinedge.edge.pipeline.misspath import MissPath
@@ -107,7 +107,7 @@ class Edge:
             self.started_sender,
             once,
             self.prepare,
-            self.head_for,
+            self.miss_head_for,
             self.trusted,
             self.metrics,
             self.run_in_background,
@@ -223,17 +223,30 @@ class Edge:
         entry.kind = self.variants.kind(entry)
         entry.wire = None if entry.kind is not None else self.delivery.wire(entry)
 
-    def head_for(self, key: str, head: Head, length: int, directives: Directives) -> Wire | None:
-        """prepare()'s hit-path head for a response stored as it came without Vary,
-        before its entry is made (`directives`: its response_directives()): None
-        where prepare() would give its entry none."""
+    def miss_head_for(
+        self, key: str, head: Head, length: int, directives: Directives, lines: str
+    ) -> bytes | None:
+        """The head of the answer to the miss that stored a response as it came without
+        Vary (`directives`: its response_directives(); `lines`: its field lines as
+        they came): the hit path's head (prepare()'s) with a miss's Cache-Status,
+        None where prepare() would give its entry none. Made from the lines where
+        leaving some out is all it takes (Delivery.relayed_head)."""
         headers = head.headers
         if self.variants.kind_of(key, head.status, headers, (), length) is not None:
             return None
         no_cache_fields = fields_needing_validation(directives)
-        return self.delivery.wire_for(
+        if no_cache_fields or directives.field_names("no-cache") is not None:
+            return None
+        delivery = self.delivery
+        relayed = delivery.relayed_head(
+            head.status, head.reason, lines, headers.get("Content-Type", "")
+        )
+        if relayed is not None:
+            return relayed
+        wire = delivery.wire_for(
             head.status, head.reason, headers, length, directives, no_cache_fields
         )
+        return None if wire is None else wire.miss_head()
 
     def refusal(self, site: str, wait: float) -> bytes:
         """The hit path's 429: the same answer the general path gives, the connection kept."""

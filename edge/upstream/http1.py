@@ -338,9 +338,9 @@ class Connection(asyncio.Protocol):
             return
         verdict = None
         if isinstance(found, tuple):
-            status, reason, fields, body, after, close = found
+            status, reason, fields, body, after, close, lines = found
             try:
-                verdict = accept(status, reason, fields, len(body))
+                verdict = accept(status, reason, fields, len(body), lines)
             except Exception:
                 log.exception("reading an upstream response head failed")
         if verdict is None:

@@ -16,12 +16,14 @@ from collections.abc import Callable
 
 from pinedge.edge.http.tokens import TOKEN
 
-# Told a whole response's head, (status, reason, fields, body length): what the
-# exchange's waiter gets with the body, or None to read it with the parser instead.
-Accept = Callable[[int, str, list[tuple[str, str]], int], object | None]
+# Told a whole response's head, (status, reason, fields, body length, field lines):
+# what the exchange's waiter gets with the body, or None to read it with the parser
+# instead.
+Accept = Callable[[int, str, list[tuple[str, str]], int, str], object | None]
 
-# Whole: (status, reason, fields, body, bytes after the response?, close after it?)
-Whole = tuple[int, str, list[tuple[str, str]], bytes, bool, bool]
+# Whole: (status, reason, fields, body, bytes after the response?, close after it?,
+# the head's field lines as they came, each after a CR LF)
+Whole = tuple[int, str, list[tuple[str, str]], bytes, bool, bool, str]
 
 # No control character in a head but CR LF ending each line and HTAB in values.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -71,4 +73,5 @@ def whole_response(buffer: bytes, max_line: int, max_fields: int) -> Whole | boo
     if length < 0 or len(buffer) < start + length:
         return False
     body = buffer[start : start + length]
-    return status, status_line[13:], fields, body, len(buffer) > start + length, close
+    after = len(buffer) > start + length
+    return status, status_line[13:], fields, body, after, close, head[len(status_line) :]

@@ -58,6 +58,15 @@ ORIGIN_HEADS = {
             ("X-End", "kept"),
         ],
     ),
+    "tags-and-hop-by-hop": (
+        b"body",
+        [
+            ("Cache-Control", "max-age=60"),
+            ("Surrogate-Key", "a b"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-End", "kept"),
+        ],
+    ),
     "small-page": (b"<p>pin</p>", [("Cache-Control", "max-age=60"), ("Content-Type", "text/html")]),
     "page-with-its-accept-ch": (
         b"<p>pin</p>",
@@ -82,10 +91,13 @@ async def test_the_prepared_head_has_the_general_paths_fields_on_the_miss_and_th
     folds and adds what the general path's does: hop-by-hop and nominated fields
     out, upstream Via lines folded before ours, Accept-CH on pages without one."""
     scripted.reply("/shaped", body, headers=fields)
+    scripted.reply("/first", b"first", headers={"Cache-Control": "max-age=60"})
     fast = await start_edge(scripted.url, fast_path=True)
     plain = await start_edge(scripted.url, fast_path=False)
     seen = []
     for edge in (fast, plain):
+        # The miss path sends a miss on a kept upstream connection: the first made one.
+        await send(client, edge.url + "/first")
         miss = await send(client, edge.url + "/shaped")
         hit = await send(client, edge.url + "/shaped")
         assert hit.hit and miss.body == hit.body == body

@@ -82,9 +82,11 @@ async def aiohttp_reads(data: bytes) -> tuple[int, str, list[tuple[str, str]], b
 async def test_a_plain_response_is_read_as_aiohttp_reads_it(data: bytes):
     found = whole_response(data, MAX_LINE, MAX_FIELDS)
     assert isinstance(found, tuple)
-    status, reason, fields, body, after, close = found
+    status, reason, fields, body, after, close, lines = found
     assert (status, reason, fields, body) == await aiohttp_reads(data)
     assert (after, close) == (False, False)
+    head = data[: data.index(b"\r\n\r\n")].decode()
+    assert lines == head[head.index("\r\n") :] if "\r\n" in head else lines == ""
 
 
 @pytest.mark.parametrize("data", LEFT_TO_THE_PARSER)
@@ -102,7 +104,8 @@ def test_what_follows_the_response_and_a_close_are_told():
     data = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nokHTTP/1.1"
     found = whole_response(data, MAX_LINE, MAX_FIELDS)
     assert isinstance(found, tuple)
-    assert found[3:] == (b"ok", True, True)
+    assert found[3:6] == (b"ok", True, True)
+    assert found[6] == "\r\nConnection: close\r\nContent-Length: 2"
 
 
 def test_more_fields_than_allowed_are_left_to_the_parser():
