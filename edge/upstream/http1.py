@@ -519,7 +519,11 @@ class Connection(asyncio.Protocol):
 
     def end(self, reusable: bool) -> None:
         """The request is over: back to the pool, or closed."""
-        self.stop_watch()
+        if not reusable:
+            self.stop_watch()
+        # A kept connection keeps its timer: the next request's deadlines come after
+        # it, so arm() makes no new one, and on_watch() re-arms for what is under
+        # way when it fires (nothing, on an idle connection).
         payload = self.payload
         if payload is not None and not payload.is_eof() and payload.exception() is None:
             payload.set_exception(ClientConnectionError("Connection closed"))  # as aiohttp's
