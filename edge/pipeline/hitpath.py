@@ -70,7 +70,8 @@ class HitPath:
         self.keys: dict[tuple[bytes | None, str], Found | None] = {}
         # The last buffer from_bytes() read, and what it read there: the miss path
         # reads the same buffer next when the hit path does not answer it.
-        self.last_read: tuple[bytes, PlainRequest | None] = (b"", None)
+        self.last_data = b""
+        self.last_request: PlainRequest | None = None
         self.hits: dict[int, int] = {}
         self.bytes = 0
         metrics.registry.collectors.append(self.count)
@@ -94,7 +95,7 @@ class HitPath:
     def from_bytes(self, data: bytes, client: str | None) -> Buffers | None:
         """The answer to a buffer holding exactly one plain request (reader.py)."""
         request = plain_request(data)
-        self.last_read = (data, request)
+        self.last_data, self.last_request = data, request
         if request is None:
             return None
         head_only, host, target, fields = request
@@ -102,8 +103,7 @@ class HitPath:
 
     def read(self, data: bytes) -> PlainRequest | None:
         """plain_request(data), as from_bytes() read it when `data` was its last buffer."""
-        last, request = self.last_read
-        return request if last is data else plain_request(data)
+        return self.last_request if self.last_data is data else plain_request(data)
 
     def serve(
         self, head_only: bool, host: bytes | None, target: str, headers: Fields, client: str | None
