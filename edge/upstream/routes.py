@@ -64,6 +64,8 @@ class Breaker:
         return True
 
     def succeeded(self) -> None:
+        if self.state is BreakerState.CLOSED and self.health.streak > 0:
+            return  # closed, and the last answer a success: another changes nothing
         self.health.record(True)
         self.state = BreakerState.CLOSED
         self.trial = False
@@ -90,14 +92,12 @@ class Target:
     weight: int = 1
     backup: bool = False
     host: str = field(init=False)  # the Host an origin expects
+    label: str = field(init=False)  # how metrics and Cache-Status name it: kind and URL
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
         self.host = URL(self.url).raw_authority or ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.url}"
+        self.label = f"{self.kind} {self.url}"
 
 
 def rendezvous(targets: list[Target], key: str) -> list[Target]:
