@@ -146,10 +146,10 @@ class Delivery:
         came (whole.py's, each after a CR LF), as Wire.miss_head() would give it:
         those client_headers() keeps, in their order, then Via (and Accept-CH on a
         page) and a miss's Cache-Status. None where the lines need more than lines
-        left out: a Via, Cache-Status or Accept-CH to fold or keep, a field
-        Connection nominates,
-        no Date (the pipeline adds one). The caller has checked that the hit path
-        would send the response as it is (no variants, no no-cache)."""
+        left out: a Via, Cache-Status or Accept-CH to fold or keep, a field that
+        Connection nominates, no Date (the pipeline adds one). The caller has
+        checked that the hit path would send the response as it is (no variants,
+        no no-cache)."""
         if (
             self.folded_lines.search(lines)
             or NOMINATING.search(lines)
