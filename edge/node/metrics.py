@@ -171,6 +171,14 @@ class EdgeMetrics:
 
         self.registry.collectors.append(read)
 
+    def add_answers(self, cache: str, by_status: dict[int, int], body_bytes: int) -> None:
+        """Answers a fast path counted in plain variables: how many of each status,
+        and their body bytes, under the `cache` label."""
+        for status, count in by_status.items():
+            self.requests.inc(cache, STATUS_CLASS[status], amount=count)
+        if body_bytes:
+            self.response_bytes.inc(cache, amount=body_bytes)
+
     def render(self) -> str:
         return self.registry.render()
 

@@ -17,7 +17,7 @@ from multidict import CIMultiDictProxy
 
 from pinedge.edge.http.key import primary_key
 from pinedge.edge.http.vary import secondary_key
-from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
+from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.node.ratelimit import REQUESTS, RateLimiter
 from pinedge.edge.pipeline.deliver import FileBody
 from pinedge.edge.pipeline.errors import EdgeError
@@ -202,8 +202,5 @@ class HitPath:
     def count(self) -> None:
         """Fold the hit path's plain counters into the metrics (run when scraped)."""
         hits, self.hits = self.hits, {}
-        for code, count in hits.items():
-            self.metrics.requests.inc("hit", STATUS_CLASS[code], amount=count)
-        if self.bytes:
-            self.metrics.response_bytes.inc("hit", amount=self.bytes)
-            self.bytes = 0
+        self.metrics.add_answers("hit", hits, self.bytes)
+        self.bytes = 0

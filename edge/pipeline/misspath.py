@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinedge.edge.http.cachecontrol import Directives
-from pinedge.edge.node.metrics import STATUS_CLASS, EdgeMetrics
+from pinedge.edge.node.metrics import EdgeMetrics
 from pinedge.edge.node.ratelimit import RateLimiter
 from pinedge.edge.pipeline.collapse import Fill, Head, Once, Outcome, Role
 from pinedge.edge.pipeline.deliver import SLICE, FileBody
@@ -146,11 +146,8 @@ class MissPath:
         """Fold the miss path's plain counters into the metrics (run when they are read)."""
         metrics = self.metrics
         answered, self.answered = self.answered, {}
-        for status, count in answered.items():
-            metrics.requests.inc("miss", STATUS_CLASS[status], amount=count)
-        if self.bytes:
-            metrics.response_bytes.inc("miss", amount=self.bytes)
-            self.bytes = 0
+        metrics.add_answers("miss", answered, self.bytes)
+        self.bytes = 0
         durations, self.durations = self.durations, []
         observe = metrics.request_duration.observe
         for duration in durations:
