@@ -98,6 +98,11 @@ class FileBody:
         self.data = data
 
 
+def _needs_validation(directives: Directives, no_cache_fields: frozenset[str]) -> bool:
+    """A response that has no prepared head: no-cache, of the whole or of fields."""
+    return bool(no_cache_fields) or directives.field_names("no-cache") is not None
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -140,6 +145,28 @@ class Delivery:
         if self.accept_ch and out.get("Content-Type", "").startswith("text/html"):
             out.setdefault("Accept-CH", self.accept_ch)
         return out
+
+    def miss_head(
+        self,
+        status: int,
+        reason: str,
+        headers: Headers,
+        length: int,
+        directives: Directives,
+        no_cache_fields: frozenset[str],
+        lines: str,
+    ) -> bytes | None:
+        """wire_for()'s head with a miss's Cache-Status (Wire.miss_head()), for the
+        miss that stored the response; made from its field lines as they came
+        (`lines`, whole.py's) where relayed_head() can. None where wire_for() gives
+        none."""
+        if _needs_validation(directives, no_cache_fields):
+            return None
+        relayed = self.relayed_head(status, reason, lines, headers.get("Content-Type", ""))
+        if relayed is not None:
+            return relayed
+        wire = self.wire_for(status, reason, headers, length, directives, no_cache_fields)
+        return None if wire is None else wire.miss_head()
 
     def relayed_head(self, status: int, reason: str, lines: str, content_type: str) -> bytes | None:
         """A miss's answer head made from the field lines of a response stored as it
@@ -189,7 +216,7 @@ class Delivery:
         no_cache_fields: frozenset[str],
     ) -> Wire | None:
         """wire() for a stored response's parts, before (or without) its entry."""
-        if no_cache_fields or directives.field_names("no-cache") is not None:
+        if _needs_validation(directives, no_cache_fields):
             return None
         out = self.client_headers(headers, ("Age",))
         out["Content-Length"] = str(length)

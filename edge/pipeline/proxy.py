@@ -230,23 +230,14 @@ class Edge:
         Vary (`directives`: its response_directives(); `lines`: its field lines as
         they came): the hit path's head (prepare()'s) with a miss's Cache-Status,
         None where prepare() would give its entry none. Made from the lines where
-        leaving some out is all it takes (Delivery.relayed_head)."""
+        leaving some out is all it takes (Delivery.miss_head)."""
         headers = head.headers
         if self.variants.kind_of(key, head.status, headers, (), length) is not None:
             return None
         no_cache_fields = fields_needing_validation(directives)
-        if no_cache_fields or directives.field_names("no-cache") is not None:
-            return None
-        delivery = self.delivery
-        relayed = delivery.relayed_head(
-            head.status, head.reason, lines, headers.get("Content-Type", "")
+        return self.delivery.miss_head(
+            head.status, head.reason, headers, length, directives, no_cache_fields, lines
         )
-        if relayed is not None:
-            return relayed
-        wire = delivery.wire_for(
-            head.status, head.reason, headers, length, directives, no_cache_fields
-        )
-        return None if wire is None else wire.miss_head()
 
     def refusal(self, site: str, wait: float) -> bytes:
         """The hit path's 429: the same answer the general path gives, the connection kept."""
