@@ -47,7 +47,9 @@ def git(*argv: str) -> str:
 
 
 def checkout(revision: str) -> None:
-    git("checkout", revision, "--", "edge")
+    """edge/ as it is at `revision`: files it does not have are removed too (git
+    checkout would leave a newer revision's new modules behind, staged)."""
+    git("restore", f"--source={revision}", "--staged", "--worktree", "--", "edge")
 
 
 def one_run(
