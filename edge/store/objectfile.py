@@ -106,10 +106,14 @@ class Admission(NamedTuple):
     request_time: float
     response_time: float
     allocated: int
+    # Where it is: 0 for a file of its own, else its place in a segment (segments.py),
+    # where it takes `allocated` bytes exactly.
+    place: int = 0
 
     @classmethod
-    def of(cls, meta: Meta, tags: Iterable[str] | None = None) -> Admission:
-        """`tags` as the writer found them in the fields, else read from the meta's."""
+    def of(cls, meta: Meta, tags: Iterable[str] | None = None, place: int = 0) -> Admission:
+        """`tags` as the writer found them in the fields, else read from the meta's;
+        `place`: where in a segment the record is, if it is in one."""
         found = tags_of(meta.headers) if tags is None else tags
         return cls(
             meta.key,
@@ -117,23 +121,26 @@ class Admission(NamedTuple):
             tuple(found),
             meta.request_time,
             meta.response_time,
-            meta.allocated,
+            meta.file_size if place else meta.allocated,
+            place,
         )
 
 
 class Stored(NamedTuple):
-    """A stored response as the owner's index answers a lookup: which file to read,
-    what it takes (Meta.allocated, as the budget counts it), which version of it
-    the index holds (a file written over since has another response time), and
-    when a soft purge made it stale."""
+    """A stored response as the owner's index answers a lookup: which file (or place
+    in a segment) to read, what it takes (Meta.allocated, as the budget counts it),
+    which version of it the index holds (a file written over since has another
+    response time), and when a soft purge made it stale."""
 
     vid: str
     size: int
     response_time: float
     purged_at: float | None
+    place: int = 0  # as Admission.place
 
     @classmethod
     def of(cls, meta: Meta) -> Stored:
+        """A response in a file of its own, as the index answers for it."""
         return cls(meta.variant_id, meta.allocated, meta.response_time, meta.purged_at)
 
 
@@ -195,6 +202,43 @@ def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Met
     vid = vid or variant_id(values[0], values[1], values[2])
     offset, body_crc = write_values(root, vid, values, body)
     return Meta(*values, len(body), body_crc, offset, vid=vid)
+
+
+def record(values: MetaFields, body: bytes) -> bytes:
+    """Meta's fields and a body as a file holds them (a record), for a segment."""
+    meta_bytes = _pack_meta(values)
+    header = HEADER.pack(
+        MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), zlib.crc32(body)
+    )
+    return b"".join((header, meta_bytes, body))
+
+
+def parse(data: bytes) -> tuple[Meta, bytes] | None:
+    """The meta and body of a record read whole (from a segment) if its header,
+    length and both checksums hold; else None."""
+    if len(data) < HEADER.size:
+        return None
+    magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack_from(data)
+    offset = HEADER.size + meta_length
+    if magic != MAGIC or len(data) != offset + body_length:
+        return None
+    meta_bytes = data[HEADER.size : offset]
+    body = data[offset:]
+    if zlib.crc32(meta_bytes) != meta_crc or zlib.crc32(body) != body_crc:
+        return None
+    meta = _meta(magic, meta_bytes, offset, body_length, body_crc)
+    return None if meta is None else (meta, body)
+
+
+def parse_meta(data: bytes, start: int) -> Meta | None:
+    """The meta of the record at `start` in a segment's bytes if its header and meta
+    checksum hold (the body is not checked); else None."""
+    magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack_from(data, start)
+    begin = start + HEADER.size
+    meta_bytes = data[begin : begin + meta_length]
+    if magic != MAGIC or zlib.crc32(meta_bytes) != meta_crc:
+        return None
+    return _meta(magic, meta_bytes, HEADER.size + meta_length, body_length, body_crc)
 
 
 def write_values(root: Path, vid: str, values: MetaFields, body: bytes) -> tuple[int, int]:
