@@ -10,6 +10,9 @@ import aiohttp
 from edge_support import Scripted, send
 from support import Node
 
+from pinedge.edge.store import objectfile
+from pinedge.edge.store.segments import scan
+
 TOKEN = "s3cret-purge-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -35,7 +38,21 @@ async def fill(client: aiohttp.ClientSession, edge: str, *paths: str) -> None:
 
 
 def stored_files(cache_dir: Path) -> int:
-    return sum(1 for _ in (cache_dir / "objects").glob("*/*"))
+    """Responses a restart on `cache_dir` would find: files of their own, and records
+    in segments not marked dead."""
+    return len(stored_vids(cache_dir))
+
+
+def stored_vids(cache_dir: Path) -> list[str]:
+    """The variant ids of the responses `stored_files` counts."""
+    found = [path.name for path in (cache_dir / "objects").glob("*/*")]
+    for path in (cache_dir / "segments").glob("*"):
+        data = path.read_bytes()
+        for offset, _, live in scan(data):
+            meta = objectfile.parse_meta(data, offset) if live else None
+            if meta is not None:
+                found.append(meta.variant_id)
+    return found
 
 
 async def fill_node(client: aiohttp.ClientSession, node: Node, *paths: str) -> None:

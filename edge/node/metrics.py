@@ -236,6 +236,30 @@ def add_store_metrics(registry: Registry, owner: StoreOwner) -> None:
             kind="counter",
         )
     )
+    add(
+        Gauge(
+            "pinedge_store_segments_removed_total",
+            "Finished segments removed: with nothing live left in them, or compacted (their "
+            "live records copied out) to keep dead bytes (evicted, purged, replaced) bounded.",
+            lambda: index.space.removed,
+            kind="counter",
+        )
+    )
+    add(
+        Gauge(
+            "pinedge_store_segment_moved_bytes_total",
+            "Bytes of live records copied by segment compaction.",
+            lambda: index.space.moved,
+            kind="counter",
+        )
+    )
+    add(
+        Gauge(
+            "pinedge_store_segment_live_bytes",
+            "Bytes of the records indexed in segments (small responses packed many to a file).",
+            lambda: index.space.live_bytes,
+        )
+    )
     purges = add(
         Gauge(
             "pinedge_purges_total",

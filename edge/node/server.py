@@ -143,6 +143,7 @@ class EdgeServer:
             )
         if self.owner is not None:
             self.loading = start_loading(self.owner, self.config.store_load_wait)
+            self.owner.start()
         self.store.start()
         await self.edge.start()
         metrics = self.edge.metrics

@@ -152,6 +152,7 @@ class Supervisor:
 
     async def start(self) -> None:
         self.loading = start_loading(self.owner, self.config.store_load_wait)
+        self.owner.start()
         await self.link_server.start()
         self.admin = Listener(self.admin_app())
         await self.admin.start(self.config.admin)

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pinedge.edge.store import objectfile
+from pinedge.edge.store.compactor import SegmentSpace
 from pinedge.edge.store.eviction import make_policy
 from pinedge.edge.store.generations import LOADING, Generations, slot_of, tag_slot
 from pinedge.edge.store.objectfile import Admission, Stored
@@ -43,6 +44,7 @@ class Index:
         self.generations = generations
         self.derived: dict[str, str | set[str]] = {}  # source key -> key(s) of its variants
         self.tags = TagIndex(self.records)
+        self.space = SegmentSpace(root)
         self.purged = Purged()
         self.evictions = 0
         self.dropped = 0
@@ -76,6 +78,7 @@ class Index:
         if self.loading and not self.records.has_key(key):
             self._load_now(key)
         records, size_of = self.records, self.policy.size_of
+        places = records.places
         purged = self.purged
         doomed, stale_since, groups = purged.doomed, purged.stale_since, purged.groups
         found: list[Stored] = []
@@ -88,7 +91,9 @@ class Index:
                 if hidden:
                     continue
             vid = records.vid(record)
-            found.append(Stored(vid, size_of(record), records.response_times[record], since))
+            found.append(
+                Stored(vid, size_of(record), records.response_times[record], since, places[record])
+            )
         return found
 
     def _load_now(self, key: str) -> None:
@@ -116,12 +121,13 @@ class Index:
         key's generation slot is bumped once when the response is stored as it came,
         and twice when a purge since its request dropped it or made it stale."""
         vid = admission.vid
+        place = admission.place
         records = self.records
         purged = self.purged
         record = records.find(vid)
         if record >= 0 and record in purged.doomed:
             # Stored again before the purged one was cleaned up.
-            self._forget(record, unlink=False)
+            self._forget(record, unlink=True, keep=place)
             record = -1
         tags = frozenset(admission.tags)
         ban = purged.ban_for(admission, tags)
@@ -132,11 +138,17 @@ class Index:
         if ban is not None and not ban.soft:
             # Fetched before a purge that covers it: as if purged with the rest.
             if record >= 0:
-                self._forget(record, unlink=False, bump=False)
+                self._forget(record, unlink=True, bump=False, keep=place)
             self.generations.bump(admission.key)
-            objectfile.remove(self.root, vid)
+            if place:
+                self.space.mark_dead(place)
+            else:
+                objectfile.remove(self.root, vid)
             return []
+        size = admission.allocated
         if record >= 0:  # the next version of a stored response
+            self._free(record, keep=place)
+            records.places[record] = place
             self._leave_groups(record)
             self.tags.untag(record)
             records.response_times[record] = admission.response_time
@@ -148,7 +160,8 @@ class Index:
         if tags:
             self.tags.tag(record, tags)
         self.generations.bump(admission.key)
-        size = admission.allocated
+        if place:
+            self.space.add(place, size)
         if (purged.doomed or purged.settling) and self.policy.size + size > self.policy.budget:
             # Space a new object needs is taken from purged objects first, at once,
             # before any eviction.
@@ -182,10 +195,11 @@ class Index:
             self._forget(record, unlink=True)
         return len(records)
 
-    def drop(self, vid: str) -> None:
-        """A worker found this file damaged: it must not be served again."""
+    def drop(self, vid: str, place: int = -1) -> None:
+        """A worker found this file (or the record at `place`) damaged: it must not be
+        served again. Where the index holds it elsewhere now, nothing is dropped."""
         record = self.records.find(vid)
-        if record >= 0:
+        if record >= 0 and (place < 0 or self.records.places[record] == place):
             self.dropped += 1
             self._forget(record, unlink=True)
 
@@ -303,7 +317,7 @@ class Index:
         """A record for a response whose variant has none."""
         key = admission.key
         new_key = not self.records.has_key(key)
-        record = self.records.add(vid, key, admission.response_time)
+        record = self.records.add(vid, key, admission.response_time, admission.place)
         if new_key:
             self.generations.count_key(key, 1)
             source, mark, _ = key.partition("#")
@@ -336,12 +350,15 @@ class Index:
 
     # ── forgetting a record ──────────────────────────────────────────────────
 
-    def _forget(self, record: int, unlink: bool, bump: bool = True) -> None:
+    def _forget(self, record: int, unlink: bool, bump: bool = True, keep: int = -1) -> None:
+        """Forget `record`; `unlink`: let go of its file or its place in a segment too,
+        unless that is `keep` (see _free)."""
         records = self.records
         if not records.live(record):
             return
         key = records.key(record)
-        vid = records.vid(record)
+        if unlink:
+            self._free(record, keep)
         self.policy.remove(record)
         self._leave_groups(record)
         self.tags.untag(record)
@@ -354,8 +371,17 @@ class Index:
                 self._underive(source, key)
         if bump:
             self.generations.bump(key)
-        if unlink:
-            objectfile.remove(self.root, vid)
+
+    def _free(self, record: int, keep: int = -1) -> None:
+        """Remove the record's file, or mark its place in a segment dead, unless that
+        is `keep`: the place of the version replacing it (0: its file, written over)."""
+        place = self.records.places[record]
+        if place == keep:
+            return
+        if place:
+            self.space.free(place, self.policy.size_of(record))
+        else:
+            objectfile.remove(self.root, self.records.vid(record))
 
     def _leave_groups(self, record: int) -> None:
         if self.purged.groups:

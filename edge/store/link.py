@@ -50,7 +50,7 @@ class OwnerLink(Protocol):
     def flush(self) -> None: ...
     async def remove_key(self, key: str) -> int: ...
     def hits(self, variant_ids: list[str]) -> None: ...
-    def drop(self, vid: str) -> None: ...
+    def drop(self, vid: str, place: int = -1) -> None: ...
     def report(self, snapshot: dict[str, Any]) -> None: ...
     async def close(self) -> None: ...
 
@@ -88,8 +88,8 @@ class LocalLink:
     def hits(self, variant_ids: list[str]) -> None:
         self.owner.hits(variant_ids)
 
-    def drop(self, vid: str) -> None:
-        self.owner.drop(vid)
+    def drop(self, vid: str, place: int = -1) -> None:
+        self.owner.drop(vid, place)
 
     def report(self, snapshot: dict[str, Any]) -> None:
         pass
@@ -209,7 +209,7 @@ class OwnerServer:
             elif op == Op.REMOVE_KEY:
                 result = owner.remove_key(arguments[0])
             elif op == Op.DROP:
-                owner.drop(arguments[0])
+                owner.drop(*arguments)
             elif op == Op.REPORT:
                 self.snapshots[id(side)] = arguments[0]
             else:
@@ -300,8 +300,8 @@ class RemoteLink(_Batching):
     def hits(self, variant_ids: list[str]) -> None:
         self._tell(Op.HITS, 0, variant_ids)
 
-    def drop(self, vid: str) -> None:
-        self._tell(Op.DROP, 0, vid)
+    def drop(self, vid: str, place: int = -1) -> None:
+        self._tell(Op.DROP, 0, vid, place)
 
     def report(self, snapshot: dict[str, Any]) -> None:
         self._tell(Op.REPORT, 0, snapshot)

@@ -1,8 +1,10 @@
 """Indexing what a warm store directory holds at start, while the node serves (as
 nginx's cache loader does).
 
-The files are listed with their modification times, then read oldest first, so
-a smaller budget than before keeps the newest. The node spends up to
+The segments (segments.py) are read first, oldest first and each in order, then
+the files of their own, listed with their modification times and read oldest
+first, so that a smaller budget than before keeps the newest. Of two records of
+one response, the later response is kept and the other marked dead. The node spends up to
 `store_load_wait` on this before it is ready (a store of some thousands of files
 is then whole); the rest goes on in the owner's event loop, SLICE seconds at a time, with
 the node serving. Meanwhile workers ask the owner about every key (the presence
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.index import VID_BYTES, Index
+from pinedge.edge.store.segments import place_of, read_segment, scan, segment_of_name
 
 if TYPE_CHECKING:
     from pinedge.edge.store.owner import StoreOwner
@@ -97,6 +100,7 @@ class StoreLoader:
         objects.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(index.root / "tmp", ignore_errors=True)
         (index.root / "tmp").mkdir(parents=True, exist_ok=True)
+        yield from self._load_segments()
         times = array("q")
         vids = bytearray()
         for folder in os.scandir(objects):
@@ -119,10 +123,21 @@ class StoreLoader:
         records = index.records
         for number in order:
             name = vids[number * VID_BYTES : (number + 1) * VID_BYTES].hex()
-            if records.find(name) >= 0:
+            found = records.find(name)
+            if found >= 0 and not records.places[found]:
                 continue  # stored again since the node started: the index has the newer
             path = objectfile.object_path_text(index.root, name)
             meta = objectfile.read_meta(path)
+            if (
+                found >= 0
+                and meta is not None
+                and (meta.response_time <= records.response_times[found])
+            ):
+                # The index holds a later version of it in a segment.
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                yield
+                continue
             if meta is None or meta.variant_id != name:
                 if os.path.exists(path):  # else stored and removed again since the start
                     index.drop_damaged(path)
@@ -134,6 +149,47 @@ class StoreLoader:
                 index.admit(objectfile.Admission.of(meta))
                 self.loaded += 1
             yield
+
+    def _load_segments(self) -> Iterator[None]:
+        """The records of the segments, oldest segment first, a record at a time."""
+        index = self.index
+        folder = index.root / "segments"
+        folder.mkdir(parents=True, exist_ok=True)
+        found = []
+        for item in os.scandir(folder):
+            segment = segment_of_name(item.name)
+            try:
+                written = item.stat(follow_symlinks=False).st_mtime_ns
+            except OSError:
+                continue
+            if segment is None:
+                index.drop_damaged(item.path)
+                continue
+            found.append((written, segment))
+        found.sort()
+        records, space = index.records, index.space
+        for _, segment in found:
+            data = read_segment(index.root, segment)
+            if data is None:
+                continue
+            for offset, _, live in scan(data):
+                if not live:
+                    continue
+                place = place_of(segment, offset)
+                meta = objectfile.parse_meta(data, offset)
+                if meta is None:
+                    index.dropped += 1
+                    space.mark_dead(place)
+                    continue
+                record = records.find(meta.variant_id)
+                if index.removed_while_loading(meta.key) or (
+                    record >= 0 and records.response_times[record] >= meta.response_time
+                ):
+                    space.mark_dead(place)  # invalidated since, or a later version indexed
+                    continue
+                index.admit(objectfile.Admission.of(meta, place=place))
+                self.loaded += 1
+                yield
 
 
 def start_loading(owner: StoreOwner, wait: float) -> asyncio.Task[None] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pinedge.edge.store.compactor import Compactor
 from pinedge.edge.store.generations import Generations
 from pinedge.edge.store.index import Index
 from pinedge.edge.store.loader import StoreLoader
@@ -30,6 +31,7 @@ class StoreOwner:
         self.generations = Generations()
         self.index = Index(root, budget, policy, self.generations)
         self.cleaner = Cleaner(self.index.purged, self.index.settle_some)
+        self.compactor = Compactor(self.index)
         # What the workers ask, bound to the part that answers it rather than
         # wrapped: one of these runs for every miss.
         self.lookup = self.index.lookup
@@ -42,6 +44,11 @@ class StoreOwner:
         """What indexes the files a warm directory already holds (loader.py)."""
         return StoreLoader(self.index)
 
+    def start(self) -> None:
+        """Begin the owner's background work that runs for as long as it does: the
+        segments' compaction (compactor.py). In the owner's event loop."""
+        self.compactor.start()
+
     def purge(self, selection: Selection, soft: bool) -> int:
         """The operator's purge (see Index.purge); the number of stored responses covered."""
         count = self.index.purge(selection, soft)
@@ -52,6 +59,8 @@ class StoreOwner:
         """Stop; if the files are kept (a --cache-dir), first remove what a hard purge
         left, so that scanning them again cannot bring it back."""
         self.cleaner.stop()
+        self.compactor.stop()
         if keep_files:
             self.cleaner.settle_all()
+        self.index.space.close()
         self.generations.close()

@@ -19,14 +19,16 @@ class Records:
     """Stored responses by record number, found by variant id or by key.
 
     Per record: its key (one string for all the variants of a key), its variant
-    id as 16 bytes, its response time (which version of the file it is), the next
-    record of the same key, and the numbers of its tags (TagIndex gives them):
-    about 40 bytes besides the key string."""
+    id as 16 bytes, its response time (which version of the file it is), its
+    place in a segment (0: a file of its own), the next record of the same key,
+    and the numbers of its tags (TagIndex gives them): about 48 bytes besides the
+    key string."""
 
     def __init__(self) -> None:
         self.keys: list[str | None] = []  # None: a free number
         self.vids = bytearray()
         self.response_times = array("d")
+        self.places = array("Q")  # segments.py: 0 for a file of its own
         self.next_of_key = array("I")  # NONE: the key's last record
         self.first_tags = array("I")  # NONE: no tags
         self.second_tags = array("I")  # NONE: fewer than two
@@ -67,7 +69,7 @@ class Records:
     def has_key(self, key: str) -> bool:
         return self.by_key.get(key) >= 0
 
-    def add(self, vid: str, key: str, response_time: float) -> int:
+    def add(self, vid: str, key: str, response_time: float, place: int = 0) -> int:
         """A new record of variant id `vid` (32 hex digits) and `key`, with no tags;
         its number."""
         raw = bytes.fromhex(vid)
@@ -80,11 +82,13 @@ class Records:
             self.vids[start : start + VID_BYTES] = raw
             self.keys[record] = key
             self.response_times[record] = response_time
+            self.places[record] = place
         else:
             record = len(self.keys)
             self.vids += raw
             self.keys.append(key)
             self.response_times.append(response_time)
+            self.places.append(place)
             self.next_of_key.append(NONE)
             self.first_tags.append(NONE)
             self.second_tags.append(NONE)
