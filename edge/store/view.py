@@ -38,7 +38,13 @@ from pinedge.edge.store.generations import (
     tag_slot,
 )
 from pinedge.edge.store.link import OwnerLink
-from pinedge.edge.store.objectfile import Meta, MetaFields, Stored
+from pinedge.edge.store.objectfile import Admission, Meta, MetaFields, Stored
+from pinedge.edge.store.segments import (
+    RECORD_MAX,
+    SEGMENT_BODY_MAX,
+    SegmentReader,
+    SegmentWriter,
+)
 
 log = logging.getLogger("pinedge.store")
 
@@ -48,6 +54,7 @@ EXECUTOR_THRESHOLD = 256 * 1024  # bodies larger than this are read and written 
 # a copy is cheaper than a second system call; above it, a measured loopback run
 # sent 1 MiB bodies faster from memory in one write than by sendfile.
 SENDFILE_RANGE = (16 * 1024, 256 * 1024)
+assert SENDFILE_RANGE[0] >= SEGMENT_BODY_MAX  # a body in a segment is sent from memory
 # What a worker's copies cost beside their bodies, counted against its budget so that
 # the budget is what the worker holds (measured: an in-memory response of eight
 # fields costs about 2.6 KiB more than its body; the metadata of one whose body is
@@ -96,6 +103,8 @@ class SharedStore:
         self.pending_hits: dict[str, int] = {}
         self.flusher: asyncio.Task[None] | None = None
         self.fills = NodeFills(root / "fills.lock", self.counters, alone)
+        self.writer = SegmentWriter(root)
+        self.reader = SegmentReader(root)
 
     def start(self) -> None:
         self.flusher = asyncio.create_task(self._flush_hits())
@@ -108,6 +117,8 @@ class SharedStore:
         self._send_hits()
         await self.link.close()
         self.fills.close()
+        self.writer.seal()
+        self.reader.close()
 
     # ── reads ────────────────────────────────────────────────────────────────
 
@@ -197,34 +208,52 @@ class SharedStore:
     # ── writes ───────────────────────────────────────────────────────────────
 
     async def put(self, entry: Entry) -> bool:
-        fields = {
-            "key": entry.key,
-            "vary_names": entry.vary_names,
-            "vary_values": entry.vary_values,
-            "status": entry.status,
-            "reason": entry.reason,
-            "headers": tuple(entry.headers.items()),
-            "request_time": entry.fresh.request_time,
-            "response_time": entry.fresh.response_time,
-        }
-        if len(entry.body) > EXECUTOR_THRESHOLD:
-            loop = asyncio.get_running_loop()
-            meta = await loop.run_in_executor(
-                None, objectfile.write, self.root, fields, entry.body, entry.vid
-            )
-        else:
-            meta = objectfile.write(self.root, fields, entry.body, entry.vid)
+        values: MetaFields = (
+            entry.key,
+            tuple(entry.vary_names),
+            tuple(entry.vary_values),
+            entry.status,
+            entry.reason,
+            tuple(entry.headers.items()),
+            entry.fresh.request_time,
+            entry.fresh.response_time,
+        )
+        vid = entry.vid or objectfile.variant_id(values[0], values[1], values[2])
+        admission = self._append(vid, values, entry.body, entry.tags)
+        if admission is None:
+            body = entry.body
+            if len(body) > EXECUTOR_THRESHOLD:
+                loop = asyncio.get_running_loop()
+                offset, crc = await loop.run_in_executor(
+                    None, objectfile.write_values, self.root, vid, values, body
+                )
+            else:
+                offset, crc = objectfile.write_values(self.root, vid, values, body)
+            meta = Meta(*values, len(body), crc, offset, vid=vid)
+            _open_at_first_hit(entry, meta)
+            admission = Admission.of(meta, entry.tags)
         if entry.vary_names:
             # No record of it is kept here, so the next request asks the owner: told
             # at the end of this loop turn, not held.
-            self.link.admit(objectfile.Admission.of(meta, entry.tags), soon=True)
+            self.link.admit(admission, soon=True)
             # Other variants of the key may be stored: the next request asks for them.
             self._forget(entry.key)
             return True
-        _open_at_first_hit(entry, meta)
-        admission = objectfile.Admission.of(meta, entry.tags)
         self._admit_and_keep(admission, entry.tags, [entry])
         return True
+
+    def _append(
+        self, vid: str, values: MetaFields, body: bytes, tags: frozenset[str]
+    ) -> Admission | None:
+        """Write a small response to this worker's segment (segments.py); its
+        admission, or None for a response that takes a file of its own."""
+        if len(body) >= SEGMENT_BODY_MAX:
+            return None
+        data = objectfile.record(values, body)
+        if len(data) > RECORD_MAX:
+            return None
+        place = self.writer.append(data)
+        return Admission(values[0], vid, tuple(tags), values[6], values[7], len(data), place)
 
     def put_as_it_came(
         self,
@@ -243,14 +272,16 @@ class SharedStore:
         fields = tuple(headers.items())
         values: MetaFields = (key, (), (), status, reason, fields, times[0], times[1])
         vid = objectfile.variant_id(key, (), ())
-        offset, _ = objectfile.write_values(self.root, vid, values, body)
-        size = objectfile.allocated(offset + len(body))
-        admission = objectfile.Admission(key, vid, tuple(tags), times[0], times[1], size)
+        admission = self._append(vid, values, body, tags)
+        if admission is None:
+            offset, _ = objectfile.write_values(self.root, vid, values, body)
+            size = objectfile.allocated(offset + len(body))
+            admission = Admission(key, vid, tuple(tags), times[0], times[1], size)
         self._admit_and_keep(admission, tags, None)
 
     def _admit_and_keep(
         self,
-        admission: objectfile.Admission,
+        admission: Admission,
         tags: frozenset[str],
         entries: list[Entry] | None,
     ) -> None:
@@ -266,7 +297,11 @@ class SharedStore:
         tag_generations = self._tag_slots(tags)
         self.link.admit(admission)
         expected = (generation + 1) & 0xFFFFFFFF
-        stored = [Stored(admission.vid, admission.allocated, admission.response_time, None)]
+        stored = [
+            Stored(
+                admission.vid, admission.allocated, admission.response_time, None, admission.place
+            )
+        ]
         local = LocalKey(slot, expected, stored, entries, 0, tag_generations, generation)
         self._remember(key, local)
 
@@ -296,7 +331,18 @@ class SharedStore:
 
     # ── internals ────────────────────────────────────────────────────────────
 
+    def _read_place(self, stored: Stored) -> tuple[Meta, bytes] | None:
+        """The response at a stored record's place in a segment, if it reads back whole
+        and is the one the record names."""
+        data = self.reader.read(stored.place, stored.size)
+        read = None if data is None else objectfile.parse(data)
+        if read is None or read[0].variant_id != stored.vid:
+            return None
+        return read
+
     async def _read(self, stored: Stored) -> tuple[Meta, bytes] | None:
+        if stored.place:
+            return self._read_place(stored)
         path = objectfile.object_path(self.root, stored.vid)
         if stored.size > EXECUTOR_THRESHOLD:
             loop = asyncio.get_running_loop()
@@ -307,13 +353,15 @@ class SharedStore:
         """Entries for the stored files that read back whole and are the version the
         owner indexed, and whether a file was found replaced by another version of
         its response. A file that is damaged or gone is reported to the owner, which
-        stops indexing it."""
+        stops indexing it (a record in a segment, unless the owner has moved it since:
+        then it is looked up again)."""
         entries = []
         replaced = False
         for item in stored:
             read = await self._read(item)
             if read is None:
-                self.link.drop(item.vid)
+                self.link.drop(item.vid, item.place)
+                replaced = replaced or bool(item.place)
                 continue
             entry = self._entry_of(item, *read)
             if entry is None:
@@ -354,7 +402,10 @@ class SharedStore:
         entries: list[Entry] = []
         for item in stored:
             entry = None
-            if item.size <= EXECUTOR_THRESHOLD:
+            if item.place:
+                read = self._read_place(item)
+                entry = None if read is None else self._entry_of(item, *read)
+            elif item.size <= EXECUTOR_THRESHOLD:
                 read = objectfile.read(objectfile.object_path_text(self.root, item.vid))
                 entry = None if read is None else self._entry_of(item, *read)
             if entry is None:
@@ -471,6 +522,9 @@ class SharedStore:
         while True:
             await asyncio.sleep(1.0)
             self._send_hits()
+            # Segments the owner removed since are not held open here for long.
+            self.reader.close()
+            self.writer.seal_if_idle()
 
     def _send_hits(self) -> None:
         """Tell the owner which objects were used since the last time. The eviction

@@ -25,6 +25,8 @@ from purge_support import fields
 from support import running_node, wait_ready
 
 from pinedge.edge.store import objectfile
+from pinedge.edge.store.compactor import DEAD_SHARE
+from pinedge.edge.store.segments import SEGMENT_BYTES
 
 
 @pytest.mark.slow
@@ -93,12 +95,15 @@ async def test_a_response_invalidated_while_a_restarted_node_indexes_does_not_co
 ) -> None:
     """RFC 9111 §4.4 across a restart: the node serves before it has indexed its
     files (store_load_wait = 0s), and a POST to a URL whose file it has not reached
-    yet (the newest of 20,001, indexed last) still invalidates what that file holds."""
-    version = {"/x": b"OLD"}
+    yet (the newest of 20,001, indexed last) still invalidates what that file holds.
+    The response is large enough for a file of its own (a small one goes to a
+    segment, which the loader reads before the files)."""
+    old, new = b"OLD" * 6000, b"NEW" * 6000
+    version = {"/x": old}
 
     async def changing(request: web.Request) -> web.Response:
         if request.method == "POST":
-            version["/x"] = b"NEW"
+            version["/x"] = new
             return web.Response(body=b"changed")
         return web.Response(body=version["/x"], headers={"Cache-Control": "max-age=600"})
 
@@ -106,7 +111,7 @@ async def test_a_response_invalidated_while_a_restarted_node_indexes_does_not_co
     store = tmp_path / "store"
     flags = ("--cache-dir", str(store))
     async with running_node(client, scripted.url, *flags) as node:
-        assert (await send(client, node.url + "/x")).body == b"OLD"
+        assert (await send(client, node.url + "/x")).body == old
     config = slow_restart(store, tmp_path)
     async with running_node(client, scripted.url, *flags, config=str(config)) as node:
         posted = await send(client, node.url + "/x", method="POST", data=b"change")
@@ -116,7 +121,7 @@ async def test_a_response_invalidated_while_a_restarted_node_indexes_does_not_co
                 await asyncio.sleep(0.05)
         assert await node.metric(client, "pinedge_store_objects") == 20_000
         after = await send(client, node.url + "/x")
-        assert after.body == b"NEW" and not after.hit
+        assert after.body == new and not after.hit
         assert await node.metric(client, "pinedge_store_dropped_total") == 0
 
 
@@ -126,8 +131,11 @@ async def test_a_restarted_node_serves_a_file_it_has_not_indexed_yet_as_a_hit(
 ) -> None:
     """While it indexes 20,001 files (store_load_wait = 0s), a request for the newest,
     which the loader reaches last, finds its file by its key: a hit at once, the
-    origin not asked again, as nginx serves a file its cache loader has not read."""
-    scripted.reply("/x", b"kept across restarts", headers={"Cache-Control": "max-age=600"})
+    origin not asked again, as nginx serves a file its cache loader has not read.
+    (A response large enough for a file of its own: a key does not name its place
+    in a segment.)"""
+    kept = b"kept across restarts" * 1000
+    scripted.reply("/x", kept, headers={"Cache-Control": "max-age=600"})
     store = tmp_path / "store"
     flags = ("--cache-dir", str(store))
     async with running_node(client, scripted.url, *flags) as node:
@@ -136,7 +144,7 @@ async def test_a_restarted_node_serves_a_file_it_has_not_indexed_yet_as_a_hit(
     async with running_node(client, scripted.url, *flags, config=str(config)) as node:
         assert await node.metric(client, "pinedge_store_loading") == 1
         again = await send(client, node.url + "/x")
-        assert again.hit and again.body == b"kept across restarts"
+        assert again.hit and again.body == kept
         assert await node.metric(client, "pinedge_store_loaded_on_demand_total") == 1
         async with asyncio.timeout(60):
             while await node.metric(client, "pinedge_store_loading"):
@@ -380,7 +388,9 @@ def _rewrite_in_first_format(path: Path) -> None:
 async def test_a_cache_dir_written_by_the_first_file_format_is_still_served_after_an_upgrade(
     scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    scripted.reply("/old", b"stored by an older release", headers={"Cache-Control": "max-age=600"})
+    # Large enough for a file of its own: segments came with the second format.
+    old = b"stored by an older release" * 1000
+    scripted.reply("/old", old, headers={"Cache-Control": "max-age=600"})
     store = tmp_path / "store"
     flags = ("--cache-dir", str(store), "--cache-disk", "64MiB")
     async with running_node(client, scripted.url, *flags) as node:
@@ -390,7 +400,7 @@ async def test_a_cache_dir_written_by_the_first_file_format_is_still_served_afte
     assert path.read_bytes().startswith(b"PNE1")
     async with running_node(client, scripted.url, *flags) as node:
         again = await send(client, node.url + "/old")
-        assert again.hit and again.body == b"stored by an older release"
+        assert again.hit and again.body == old
     assert scripted.hits["/old"] == 1
 
 
@@ -453,23 +463,36 @@ async def test_when_the_worker_fetching_a_key_is_killed_the_other_worker_fetches
 async def test_the_memory_small_objects_really_take_stays_within_the_budget(
     scripted: Scripted, client: aiohttp.ClientSession
 ) -> None:
-    """Each stored response takes whole pages of shared memory: a budget that counted
-    only their bytes let 1 KiB responses take four times the budget."""
-    budget = 1024 * 1024
+    """Small responses are packed into segments, not a file each (which took whole
+    pages: a budget that counted only their bytes let 1 KiB responses take four
+    times the budget). What evictions leave dead in the segments is compacted
+    away, so that the shared memory the store takes is at most its budget over
+    (1 - DEAD_SHARE), plus the segment each writer (the worker, the owner) fills."""
+    budget = 2 * SEGMENT_BYTES
 
     async def small(request: web.Request) -> web.Response:
         return web.Response(body=os.urandom(1024), headers={"Cache-Control": "max-age=600"})
 
     scripted.handle("/s", small)
     async with running_node(client, scripted.url, "--cache-mem", str(budget)) as node:
-        for n in range(1500):
+        for n in range(6000):  # about 7 MB of records, 3.5 times the budget
             await send(client, f"{node.url}/s?n={n}")
         (store,) = Path("/dev/shm").glob(f"pinedge-store-{node.process.pid}-*")
-        files = [path.stat() for path in (store / "objects").glob("*/*")]
-        taken = sum(stat.st_blocks * 512 for stat in files)
-        accounted = await node.metric(client, "pinedge_store_bytes")
-        assert taken <= accounted <= budget
-        assert len(files) > 100  # and it still holds what fits
+        bound = budget / (1 - DEAD_SHARE) + 2 * SEGMENT_BYTES
+        async with asyncio.timeout(20):
+            while (taken := _taken(store)) > bound:
+                await asyncio.sleep(0.2)
+        assert not list((store / "objects").glob("*/*"))
+        assert await node.metric(client, "pinedge_store_bytes") <= budget < taken
+        assert await node.metric(client, "pinedge_store_objects") > 1000  # what fits is kept
+        assert await node.metric(client, "pinedge_store_segments_removed_total") > 0
+        assert (await send(client, f"{node.url}/s?n=5999")).hit
+
+
+def _taken(store: Path) -> int:
+    """Bytes of memory the store's files take, in whole pages."""
+    paths = [*(store / "objects").glob("*/*"), *(store / "segments").glob("*")]
+    return sum(path.stat().st_blocks * 512 for path in paths)
 
 
 def slow_restart(store: Path, tmp_path: Path) -> Path:

@@ -259,16 +259,20 @@ async def test_a_miss_the_store_cannot_write_is_answered_and_fetched_again_later
     await send(client, edge.url + "/warm")
     owner = edge.server.owner
     assert owner is not None
-    objects = owner.root / "objects"
-    objects.rename(owner.root / "objects-aside")
-    objects.write_text("not a directory")  # every object's file fails to open
+    # Every object's file, and the next segment, fail to open.
+    folders = [owner.root / "objects", owner.root / "segments"]
+    for folder in folders:
+        folder.rename(folder.with_name(folder.name + "-aside"))
+        folder.write_text("not a directory")
+    edge.server.store.writer.seal()  # the segment "/warm" went to is finished
     try:
         first = await send(client, edge.url + "/unwritable")
         second = await send(client, edge.url + "/unwritable")
         metrics = await edge.metrics(client)
     finally:
-        objects.unlink()
-        (owner.root / "objects-aside").rename(objects)
+        for folder in folders:
+            folder.unlink()
+            folder.with_name(folder.name + "-aside").rename(folder)
     assert [(first.status, first.body), (second.status, second.body)] == [
         (200, b"/unwritable"),
         (200, b"/unwritable"),
