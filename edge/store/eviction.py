@@ -166,12 +166,14 @@ class S3FIFO(_Resident):
     def admit(self, record: int, size: int) -> list[int]:
         self._cover(record)
         to_main, freq = False, 0
-        if record in self:
-            to_main, freq = self.queues.queue_of[record] == MAIN, self.freq[record]
+        queue = self.queues.queue_of[record]
+        if queue:
+            to_main, freq = queue == MAIN, self.freq[record]
             self.remove(record)
         if size > self.budget:
             return [record]
-        if self._ghost.discard(self.fingerprint(record)):
+        ghost = self._ghost
+        if ghost.positions.count and ghost.discard(self.fingerprint(record)):
             to_main = True
         evicted = []
         while self.size + size > self.budget:

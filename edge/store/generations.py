@@ -87,6 +87,17 @@ class Generations:
         for slot in slots:  # inline: a call per slot was most of a large purge's time
             counters[slot] = (counters[slot] + 1) & 0xFFFFFFFF
 
+    def admitted(self, key: str, new_key: bool) -> None:
+        """bump(key), and count_key(key, 1) for a key that was not stored: one
+        checksum for both, as the owner does this for every admission."""
+        crc = checksum(key)
+        counters = self.counters
+        slot = crc & (SLOTS - 1)
+        counters[slot] = (counters[slot] + 1) & 0xFFFFFFFF
+        if new_key:
+            index = PRESENCE + (crc & (PRESENCE_SLOTS - 1))
+            counters[index] = (counters[index] + 1) & 0xFFFFFFFF
+
     def count_key(self, key: str, change: int) -> None:
         """A key is stored (+1) or no longer stored (-1)."""
         index = slots_of(key)[1]

@@ -129,8 +129,8 @@ class Index:
             # Stored again before the purged one was cleaned up.
             self._forget(record, unlink=True, keep=place)
             record = -1
-        tags = frozenset(admission.tags)
-        ban = purged.ban_for(admission, tags)
+        tags = frozenset(admission.tags) if admission.tags else frozenset()
+        ban = purged.ban_for(admission, tags) if purged.bans else None
         if ban is not None:
             # The worker that wrote it counts on one bump of the key's slot for an
             # admission; one more tells it to look the key up again.
@@ -146,6 +146,7 @@ class Index:
                 objectfile.remove(self.root, vid)
             return []
         size = admission.allocated
+        new_key = False
         if record >= 0:  # the next version of a stored response
             self._free(record, keep=place)
             records.places[record] = place
@@ -155,11 +156,12 @@ class Index:
             purged.stale_since.pop(record, None)
         else:
             record = self._add(vid, admission)
+            new_key = records.added_key
         if ban is not None:
             purged.stale_since[record] = ban.at
         if tags:
             self.tags.tag(record, tags)
-        self.generations.bump(admission.key)
+        self.generations.admitted(admission.key, new_key)
         if place:
             self.space.add(place, size)
         if (purged.doomed or purged.settling) and self.policy.size + size > self.policy.budget:
@@ -167,6 +169,8 @@ class Index:
             # before any eviction.
             self._make_room(size)
         evicted = self.policy.admit(record, size)
+        if not evicted:
+            return []
         gone = [records.vid(victim) for victim in evicted]
         for victim in evicted:
             self.evictions += 1
@@ -314,12 +318,11 @@ class Index:
     # ── keys and the keys derived from them ──────────────────────────────────
 
     def _add(self, vid: str, admission: Admission) -> int:
-        """A record for a response whose variant has none."""
+        """A record for a response whose variant has none (its key's presence is
+        counted by the caller)."""
         key = admission.key
-        new_key = not self.records.has_key(key)
         record = self.records.add(vid, key, admission.response_time, admission.place)
-        if new_key:
-            self.generations.count_key(key, 1)
+        if self.records.added_key:
             source, mark, _ = key.partition("#")
             if mark:
                 first = self.records.by_key.get(source)

@@ -36,6 +36,7 @@ class Records:
         self.free = array("I")
         self.by_vid = NumberTable(self.vid)
         self.by_key = NumberTable(self.keys.__getitem__)  # a key's first record
+        self.added_key = False  # the last add() was its key's first record
 
     def __len__(self) -> int:
         return len(self.by_vid)
@@ -71,7 +72,7 @@ class Records:
 
     def add(self, vid: str, key: str, response_time: float, place: int = 0) -> int:
         """A new record of variant id `vid` (32 hex digits) and `key`, with no tags;
-        its number."""
+        its number. `added_key` tells whether it is the key's first."""
         raw = bytes.fromhex(vid)
         first = self.by_key.get(key)
         if first >= 0:
@@ -99,6 +100,7 @@ class Records:
         else:
             self.next_of_key[record] = NONE
             self.by_key.add(key, record)
+        self.added_key = first < 0
         return record
 
     def remove(self, record: int) -> bool:
