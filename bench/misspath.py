@@ -1099,8 +1099,9 @@ def memory_section(report: Report, args: argparse.Namespace, mem: dict[str, Memo
         'goes into the "before" readings), RSS read (`/proc/PID/status`), then '
         f"{args.fill:,} more objects through wrk, then the store and the RSS again; growth "
         "per object is over the objects the fill added. pinedge accounts "
-        "`pinedge_store_bytes` (the object files' sizes) for `pinedge_store_objects`; its "
-        "store is one file per object under `/dev/shm/pinedge-store-…`. nginx has no such "
+        "`pinedge_store_bytes` (the records' bytes) for `pinedge_store_objects`; objects "
+        "this small are records in segment files of about 1 MiB under "
+        "`/dev/shm/pinedge-store-…`. nginx has no such "
         "gauge: its accounted row is the cache's apparent size and its object count the "
         "files in its cache. real = `du -sk` (allocated blocks), apparent = `du -sk "
         "--apparent-size`.",

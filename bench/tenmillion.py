@@ -20,10 +20,10 @@ through wrk with `--objects` distinct URLs, then:
    ready, hits while the node indexes what it found (it serves meanwhile),
    seconds until every file is indexed, and the objects kept.
 
-Why on disk: a node keeps one file per object, and this machine's /dev/shm (tmpfs)
-has 3,085,473 inodes and 24 GiB; ten million files of one page each need 38 GiB of
-pages and more inodes than it has. `--dir` on an ext4 file system holds them
-(the budget then counts blocks and inodes, as the memory store counts pages).
+Why on disk: the store's directory outlives the node there, for the restart step
+(and before segments, a node kept one file per object, which this machine's
+/dev/shm could not hold ten million of). Objects this small are records in
+segments, so the budget counts their bytes.
 
 At each step: resident memory of the supervisor (the store's owner) and of each
 worker, split into anonymous and shared pages; the node's segments in /dev/shm;
@@ -72,8 +72,10 @@ from harness.wrk import parse_wrk
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 TOKEN = "bench-" + secrets.token_hex(8)
-# What the store counts for a file on disk: whole 4 KiB blocks and 1 KiB for its inode.
-ACCOUNTED_PER_SMALL_FILE = 4096 + 1024
+# What the store counts for an object of --size 512 in a segment: its record's bytes
+# (a 24-byte header, the metadata with eight header fields, the body), 859 bytes in a
+# run of 200,000; a little less, so that the pressure step evicts.
+ACCOUNTED_PER_SMALL_RECORD = 850
 
 
 def origin_conf(home: Path, files: Path, port: int) -> str:
@@ -553,7 +555,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--json", metavar="FILE", help="every number as JSON to FILE")
     args = parser.parse_args(argv)
     if args.cache_disk <= 0:
-        args.cache_disk = args.objects * ACCOUNTED_PER_SMALL_FILE + 64 * MiB
+        args.cache_disk = args.objects * (ACCOUNTED_PER_SMALL_RECORD + args.size - 512)
     return args
 
 
