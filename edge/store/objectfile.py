@@ -1,4 +1,5 @@
-"""One stored response as one file, written atomically and checked when read.
+"""One stored response as one file, written atomically and checked when read; a
+small one is the same record in a segment (segments.py: record(), parse()).
 
     magic "PNE2" | meta length (u32) | body length (u64) | meta crc32 | body crc32
     | meta (msgpack) | body
