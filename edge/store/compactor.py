@@ -24,6 +24,7 @@ from pinedge.edge.store.segments import (
     DEAD,
     SEALED_AFTER,
     SEGMENT_BYTES,
+    OpenSegments,
     SegmentWriter,
     read_segment,
     scan,
@@ -51,7 +52,7 @@ class SegmentSpace:
         self.root = root
         self.live: dict[int, int] = {}  # segment -> bytes of the records indexed in it
         self.live_bytes = 0
-        self.marking: dict[int, int] = {}  # segment -> a descriptor to mark records by
+        self.marking = OpenSegments(root, os.O_WRONLY, MARKING_DESCRIPTORS)
         self.writer = SegmentWriter(root)  # where compaction copies records to
         self.marked = 0  # records marked dead
         self.removed = 0  # segments removed, empty or compacted
@@ -73,38 +74,22 @@ class SegmentSpace:
 
     def mark_dead(self, place: int) -> None:
         """Mark the record at `place` dead in its segment, so that a restart skips it."""
-        segment = place >> 32
-        fd = self.marking.get(segment)
+        fd = self.marking.descriptor(place >> 32)
         if fd is None:
-            try:
-                fd = os.open(segment_path(self.root, segment), os.O_WRONLY)
-            except OSError:
-                return  # its segment is gone
-            if len(self.marking) >= MARKING_DESCRIPTORS:
-                self.close_descriptors()
-            self.marking[segment] = fd
+            return  # its segment is gone
         with contextlib.suppress(OSError):
             os.pwrite(fd, DEAD, place & 0xFFFFFFFF)
         self.marked += 1
 
     def remove(self, segment: int) -> None:
-        fd = self.marking.pop(segment, None)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.marking.forget(segment)
         self.live_bytes -= self.live.pop(segment, 0)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(segment_path(self.root, segment))
         self.removed += 1
 
-    def close_descriptors(self) -> None:
-        for fd in self.marking.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.marking.clear()
-
     def close(self) -> None:
-        self.close_descriptors()
+        self.marking.close()
         self.writer.seal()
 
 

@@ -122,36 +122,58 @@ class SegmentWriter:
             self.fd = -1
 
 
-class SegmentReader:
-    """Reads records by place, keeping segments open between reads. Closed now and
-    then (close()), so that a segment removed by the compactor is not held."""
+class OpenSegments:
+    """Segments kept open, by id, for reading or for marking records (`flags`), at
+    most `most` at a time; close() lets go of all of them."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, flags: int, most: int) -> None:
         self.root = str(root)
+        self.flags = flags
+        self.most = most
         self.descriptors: dict[int, int] = {}
 
-    def read(self, place: int, size: int) -> bytes | None:
-        """The `size` bytes at `place`, or None when its segment is gone."""
-        segment = place >> 32
+    def descriptor(self, segment: int) -> int | None:
+        """A descriptor of `segment`, or None when it is gone."""
         fd = self.descriptors.get(segment)
         if fd is None:
             try:
-                fd = os.open(segment_path(self.root, segment), os.O_RDONLY)
+                fd = os.open(segment_path(self.root, segment), self.flags)
             except OSError:
                 return None
-            if len(self.descriptors) >= READ_DESCRIPTORS:
+            if len(self.descriptors) >= self.most:
                 self.close()
             self.descriptors[segment] = fd
-        try:
-            return os.pread(fd, size, place & 0xFFFFFFFF)
-        except OSError:
-            return None
+        return fd
+
+    def forget(self, segment: int) -> None:
+        fd = self.descriptors.pop(segment, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close(self) -> None:
         for fd in self.descriptors.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.descriptors.clear()
+
+
+class SegmentReader(OpenSegments):
+    """Reads records by place, keeping segments open between reads. Closed now and
+    then (close()), so that a segment removed by the compactor is not held."""
+
+    def __init__(self, root: Path | str) -> None:
+        super().__init__(root, os.O_RDONLY, READ_DESCRIPTORS)
+
+    def read(self, place: int, size: int) -> bytes | None:
+        """The `size` bytes at `place`, or None when its segment is gone."""
+        fd = self.descriptor(place >> 32)
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, size, place & 0xFFFFFFFF)
+        except OSError:
+            return None
 
 
 def scan(data: bytes) -> Iterator[tuple[int, int, bool]]:
