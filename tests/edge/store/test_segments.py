@@ -3,13 +3,18 @@ marked dead when let go of, compacted, and found again by a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
-from purge_support import fields, stored_vids
+from aiohttp import web
+from edge_support import Scripted, send
+from purge_support import TOKEN, fields, purge, stored_vids
+from support import running_node
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.compactor import DEAD_SHARE
@@ -186,3 +191,47 @@ def test_the_compactor_keeps_dead_bytes_within_their_share_of_the_segments(
     assert total - live <= DEAD_SHARE * total + SEGMENT_BYTES  # the owner's own, being filled
     for admission in admissions[2::3]:
         assert read_back(tmp_path, admission.key, owner) == BODY
+
+
+@pytest.mark.slow
+async def test_a_two_worker_node_serves_what_compaction_moved_and_a_restart_finds_it(
+    scripted: Scripted, client: aiohttp.ClientSession, tmp_path: Path, monkeypatch
+) -> None:
+    """Both workers fill segments; a purge leaves most of their records dead; the
+    owner copies out the rest and removes the segments. Requests on fresh
+    connections (either worker) still get the kept responses as hits, with their
+    bodies, and so does a node restarted on the same directory."""
+    monkeypatch.setenv("PINEDGE_ADMIN_TOKEN", TOKEN)
+
+    async def small(request: web.Request) -> web.Response:
+        body = request.path.encode() * (1000 // len(request.path))
+        return web.Response(body=body, headers={"Cache-Control": "max-age=600"})
+
+    paths = [f"{'/keep/' if index % 12 == 0 else '/drop/'}{index}" for index in range(2400)]
+    for path in paths:
+        scripted.handle(path, small)
+    store = tmp_path / "store"
+    flags = ("--cache-dir", str(store))
+    kept = [f"/keep/{index}" for index in range(0, 2400, 12)]
+    connector = aiohttp.TCPConnector(force_close=True)  # new connections: both workers
+    async with (
+        running_node(client, scripted.url, *flags, workers=2) as node,
+        aiohttp.ClientSession(connector=connector) as fresh,
+    ):
+        for path in paths:
+            assert (await send(fresh, node.url + path)).status == 200
+        status, _ = await purge(client, node.admin, {"prefixes": ["/drop/"]})
+        assert status == 200
+        async with asyncio.timeout(60):  # settled (marked dead) as the CPUs allow, then moved
+            while await node.metric(client, "pinedge_store_purged_pending") > 0:
+                await asyncio.sleep(0.2)
+            while not await node.metric(client, "pinedge_store_segment_moved_bytes_total"):
+                await asyncio.sleep(0.2)
+        for path in kept:
+            again = await send(fresh, node.url + path)
+            assert again.hit and again.body == path.encode() * (1000 // len(path)), path
+    async with running_node(client, scripted.url, *flags) as node:
+        assert await node.metric(client, "pinedge_store_objects") == len(kept)
+        for path in kept[:20]:
+            assert (await send(client, node.url + path)).hit
+    assert all(scripted.hits[path] == 1 for path in kept)
