@@ -205,12 +205,17 @@ def write(root: Path, fields: dict[str, Any], body: bytes, vid: str = "") -> Met
     return Meta(*values, len(body), body_crc, offset, vid=vid)
 
 
+def _head(values: MetaFields, body: bytes) -> tuple[bytes, bytes, int]:
+    """The header and packed meta that go before `body`, and the body's CRC-32."""
+    meta_bytes = _pack_meta(values)
+    body_crc = zlib.crc32(body)
+    header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
+    return header, meta_bytes, body_crc
+
+
 def record(values: MetaFields, body: bytes) -> bytes:
     """Meta's fields and a body as a file holds them (a record), for a segment."""
-    meta_bytes = _pack_meta(values)
-    header = HEADER.pack(
-        MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), zlib.crc32(body)
-    )
+    header, meta_bytes, _ = _head(values, body)
     return b"".join((header, meta_bytes, body))
 
 
@@ -219,16 +224,11 @@ def parse(data: bytes) -> tuple[Meta, bytes] | None:
     length and both checksums hold; else None."""
     if len(data) < HEADER.size:
         return None
-    magic, meta_length, body_length, meta_crc, body_crc = HEADER.unpack_from(data)
-    offset = HEADER.size + meta_length
-    if magic != MAGIC or len(data) != offset + body_length:
+    meta = parse_meta(data, 0)
+    if meta is None or len(data) != meta.file_size:
         return None
-    meta_bytes = data[HEADER.size : offset]
-    body = data[offset:]
-    if zlib.crc32(meta_bytes) != meta_crc or zlib.crc32(body) != body_crc:
-        return None
-    meta = _meta(magic, meta_bytes, offset, body_length, body_crc)
-    return None if meta is None else (meta, body)
+    body = data[meta.body_offset :]
+    return None if zlib.crc32(body) != meta.body_crc else (meta, body)
 
 
 def parse_meta(data: bytes, start: int) -> Meta | None:
@@ -245,9 +245,7 @@ def parse_meta(data: bytes, start: int) -> Meta | None:
 def write_values(root: Path, vid: str, values: MetaFields, body: bytes) -> tuple[int, int]:
     """write() for Meta's fields as they are written, and their variant_id(): the
     body's offset in the file, and its CRC-32."""
-    meta_bytes = _pack_meta(values)
-    body_crc = zlib.crc32(body)
-    header = HEADER.pack(MAGIC, len(meta_bytes), len(body), zlib.crc32(meta_bytes), body_crc)
+    header, meta_bytes, body_crc = _head(values, body)
     offset = HEADER.size + len(meta_bytes)
     final = object_path_text(root, vid)
     data: tuple[bytes, ...] = (header, meta_bytes, body)
