@@ -145,13 +145,10 @@ def compact(index: Index, segment: int) -> None:
             continue  # not what the index holds (replaced, or let go of unmarked)
         place = space.writer.append(data[offset : offset + length])
         places[record] = place
-        size = size_of(record)
-        space.live[segment] = space.live.get(segment, 0) - size
-        space.live_bytes -= size
-        space.add(place, size)
+        space.add(place, size_of(record))
         space.moved += length
         index.generations.bump(records.key(record))
-    space.remove(segment)
+    space.remove(segment)  # counts its live bytes out, the moved ones with the rest
     space.compacted += 1
 
 
