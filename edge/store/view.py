@@ -219,7 +219,7 @@ class SharedStore:
             entry.fresh.request_time,
             entry.fresh.response_time,
         )
-        vid = entry.vid or objectfile.variant_id(values[0], values[1], values[2])
+        vid = entry.vid
         admission = self._append(vid, values, entry.body, entry.tags)
         if admission is None:
             body = entry.body
