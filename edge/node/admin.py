@@ -4,6 +4,8 @@ supervisor answer instead (supervisor.py), with the same endpoints."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from pinedge.core.admin import Readiness, admin_app
@@ -30,7 +32,9 @@ class Admin:
         return Readiness(True, "ready")
 
 
-def purge_endpoint(config: EdgeConfig, owner: StoreOwner) -> PurgeEndpoint:
-    """POST /purge, applied by the node's store owner."""
+def purge_endpoint(
+    config: EdgeConfig, owner: StoreOwner, before: Callable[[], Awaitable[None]] | None = None
+) -> PurgeEndpoint:
+    """POST /purge, applied by the node's store owner (after `before`)."""
     hosts = [host for site in config.site_list() for host in site.hosts]
-    return PurgeEndpoint(config.admin_token, hosts, owner.purge)
+    return PurgeEndpoint(config.admin_token, hosts, owner.purge, before)

@@ -256,7 +256,8 @@ class Supervisor:
 
     def admin_app(self) -> web.Application:
         app = admin_app(self.readiness, self.metrics)
-        app.router.add_post("/purge", purge_endpoint(self.config, self.owner).handle)
+        purge = purge_endpoint(self.config, self.owner, self.link_server.gather_held)
+        app.router.add_post("/purge", purge.handle)
         return app
 
     def readiness(self) -> Readiness:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,8 +149,14 @@ class PurgeEndpoint:
     """`POST /purge` for a node: checks the token, parses, hands it to `apply`."""
 
     def __init__(
-        self, token: str | None, hosts: Iterable[str], apply: Callable[[Selection, bool], int]
+        self,
+        token: str | None,
+        hosts: Iterable[str],
+        apply: Callable[[Selection, bool], int],
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`before`: awaited before each purge is applied (the supervisor gathers what
+        workers hold, for the purge to count it)."""
         self.token = BearerToken(
             token,
             realm="pinedge admin",
@@ -160,6 +166,7 @@ class PurgeEndpoint:
         )
         self.hosts = list(hosts)
         self.apply = apply
+        self.before = before
 
     async def handle(self, request: web.Request) -> web.Response:
         who = request.remote or "?"
@@ -177,6 +184,8 @@ class PurgeEndpoint:
             log.warning("purge from %s refused: %s", who, exc)
             return _error(400, str(exc))
         started = time.perf_counter()
+        if self.before is not None:
+            await self.before()
         count = self.apply(asked.selection, asked.soft)
         took = time.perf_counter() - started
         mode = "soft" if asked.soft else "hard"

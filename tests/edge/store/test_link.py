@@ -16,7 +16,7 @@ from purge_support import fields
 
 from pinedge.edge.store import objectfile
 from pinedge.edge.store.entry import Entry, FreshnessSettings
-from pinedge.edge.store.link import OwnerServer, RemoteLink
+from pinedge.edge.store.link import TELL_HOLD_BYTES, OwnerServer, RemoteLink
 from pinedge.edge.store.objectfile import Meta
 from pinedge.edge.store.owner import StoreOwner
 from pinedge.edge.store.view import LOCAL_KEYS_MIN, SharedStore
@@ -79,6 +79,54 @@ async def test_what_a_lone_worker_holds_reaches_the_owner_on_its_own(
     async with linked(owner, tmp_path, eager=False) as link:
         link.admit(written(owner, "http://example.test/held"))
         await indexed(owner, "http://example.test/held")
+
+
+async def test_held_admissions_go_once_they_stand_for_enough_bytes(
+    owner: StoreOwner, tmp_path: Path
+) -> None:
+    """What the owner has not been told of it cannot count against the budget: held
+    admissions go without waiting out the hold once their responses pass
+    TELL_HOLD_BYTES (here the hold is an hour)."""
+    async with linked(owner, tmp_path, eager=False) as link:
+        link.hold = 3600.0
+        link.admit(written(owner, "http://example.test/small"))
+        large = b"x" * (TELL_HOLD_BYTES // 3 + 1)
+        keys = [f"http://example.test/large/{index}" for index in range(3)]
+        for key in keys[:2]:
+            meta = objectfile.write(owner.root, fields(key, "any"), large)
+            link.admit(objectfile.Admission.of(meta))
+        await asyncio.sleep(0.2)
+        assert not owner.index.lookup(keys[1]), "held: not yet past the bytes"
+        meta = objectfile.write(owner.root, fields(keys[2], "any"), large)
+        link.admit(objectfile.Admission.of(meta))
+        for key in ["http://example.test/small", *keys]:
+            await indexed(owner, key)
+
+
+async def test_the_owner_gathers_what_workers_hold_before_a_purge(
+    owner: StoreOwner, tmp_path: Path
+) -> None:
+    """A purge must count what was stored just before it: the owner asks each worker
+    for what it holds and has it indexed when the asking is done; a worker gone
+    away does not keep it waiting."""
+    server = OwnerServer(owner, tmp_path / "owner.sock")
+    await server.start()
+    holding = RemoteLink(server.path, eager=False)
+    leaving = RemoteLink(server.path, eager=False)
+    try:
+        await holding.connect()
+        await leaving.connect()
+        holding.hold = 3600.0
+        holding.admit(written(owner, "http://example.test/just-before"))
+        await asyncio.sleep(0.1)
+        assert not owner.index.lookup("http://example.test/just-before")
+        await leaving.close()
+        async with asyncio.timeout(0.9):  # under HELD_TIMEOUT: nobody was waited out
+            await server.gather_held()
+        assert owner.index.lookup("http://example.test/just-before")
+    finally:
+        await holding.close()
+        await server.close()
 
 
 async def test_what_a_lone_worker_holds_is_sent_when_it_closes(
