@@ -34,6 +34,14 @@ PLAIN = [
         "HTTP/1.1 200 OK\r\nX-Name: caf\u00e9\r\nContent-Length: 2\r\n\r\nok".encode(),
         id="utf-8-in-a-value",
     ),
+    pytest.param(
+        "HTTP/1.1 200 OK\r\nX-City: \u0130stanbul\r\nContent-Length: 2\r\n\r\nok".encode(),
+        id="a-value-that-lowercases-longer-before-the-length",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nX-Length-Of-It: 9\r\nContent-Length:  2 \r\n\r\nok",
+        id="the-length-among-look-alikes",
+    ),
     pytest.param(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok", id="no-reason"),
 ]
 
@@ -54,6 +62,8 @@ LEFT_TO_THE_PARSER = [
     pytest.param(b"HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 0\r\n\r\n", id="space-in-name"),
     pytest.param(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n", id="control"),
     pytest.param(b"HTTP/1.1 200 OK\r\nX-A: a\nX-B: b\r\nContent-Length: 0\r\n\r\n", id="bare-lf"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n", id="bare-cr"),
+    pytest.param(b"HTTP/1.1 200 OK\x01\r\nContent-Length: 0\r\n\r\n", id="control-in-reason"),
     pytest.param(b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", id="four-digit-status"),
     pytest.param(b"HTTP/1.1 200 OK\r\nno colon\r\nContent-Length: 0\r\n\r\n", id="no-colon"),
 ]
@@ -106,6 +116,22 @@ def test_what_follows_the_response_and_a_close_are_told():
     assert isinstance(found, tuple)
     assert found[3:6] == (b"ok", True, True)
     assert found[6] == "\r\nConnection: close\r\nContent-Length: 2"
+
+
+def test_framing_fields_are_found_in_any_case():
+    data = b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 2\r\nCONNECTION: Close\r\n\r\nok"
+    found = whole_response(data, MAX_LINE, MAX_FIELDS)
+    assert isinstance(found, tuple)
+    assert found[3:6] == (b"ok", False, True)
+    chunked = b"HTTP/1.1 200 OK\r\nTRANSFER-Encoding: chunked\r\nContent-Length: 2\r\n\r\nok"
+    assert whole_response(chunked, MAX_LINE, MAX_FIELDS) is False
+
+
+def test_a_close_in_any_connection_field_is_told():
+    data = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nCONNECTION: Close\r\nContent-Length: 0\r\n\r\n"
+    found = whole_response(data, MAX_LINE, MAX_FIELDS)
+    assert isinstance(found, tuple)
+    assert found[5] is True
 
 
 def test_more_fields_than_allowed_are_left_to_the_parser():
