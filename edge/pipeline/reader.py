@@ -31,9 +31,9 @@ PLAIN_HEAD = re.compile(
     rf"(GET|HEAD) (/[!-~]*) HTTP/1\.1\r\n((?:[{TCHAR}]+:[\t -~]*\r\n){{0,15}})\r\n".encode()
 )
 PLAIN_FIELD = re.compile(rf"([{TCHAR}]+):[\t ]*([!-~](?:[\t -~]*[!-~])?|)[\t ]*\r\n".encode())
-PLAIN_REFUSED = FAST_PATH_BLOCKERS | {b"expect", b"upgrade", b"te"}
 # Fields after which the parser may be left within a message or the connection ends.
 NOT_WHOLE = frozenset((b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
+PLAIN_REFUSED = FAST_PATH_BLOCKERS | NOT_WHOLE | {b"te"}
 
 
 # (HEAD?, Host, target, fields as read)
@@ -45,11 +45,14 @@ def plain_request(data: bytes) -> PlainRequest | None:
     plain HTTP/1.1 (visible ASCII, at most 15 fields, Host exactly once, none that
     changes how the request is answered, Connection only as keep-alive); None for
     anything else."""
-    head = _whole_head(data)
-    if head is None:
+    if len(data) > PLAIN_MAX:
         return None
-    match, fields = head
+    match = PLAIN_HEAD.fullmatch(data)
+    if match is None:
+        return None
+    fields: list[tuple[bytes, bytes]] = PLAIN_FIELD.findall(match.group(3))
     host = None
+    # One pass for what _whole_head() checks as well: PLAIN_REFUSED holds NOT_WHOLE.
     for name, value in fields:
         lowered = name.lower()
         if lowered in PLAIN_REFUSED:
@@ -58,6 +61,8 @@ def plain_request(data: bytes) -> PlainRequest | None:
             if host is not None:
                 return None
             host = value
+        elif lowered == b"connection" and value.lower() != b"keep-alive":
+            return None
     if host is None:
         return None  # RFC 9112 §3.2: the general path answers 400
     return match.group(1) == b"HEAD", host, match.group(2).decode("ascii"), fields
