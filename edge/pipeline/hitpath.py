@@ -25,6 +25,7 @@ from pinedge.edge.pipeline.judge import Verdict, judge
 from pinedge.edge.pipeline.reader import (
     FAST_PATH_BLOCKERS,
     PlainRequest,
+    field_pairs,
     fields_of,
     plain_request,
 )
@@ -43,7 +44,8 @@ FRESH = Verdict.FRESH
 Found = tuple[str, tuple[tuple[str, str], ...], str, Route]
 # A memo miss, distinct from None (known not to be served here).
 UNKNOWN = cast(Found, ("", (), "", None))
-Fields = CIMultiDictProxy[str] | list[tuple[bytes, bytes]]
+# aiohttp's reading of a request's fields, or a plain request's field lines (reader.py)
+Fields = CIMultiDictProxy[str] | bytes
 Buffers = list[bytes | FileBody]
 
 
@@ -116,7 +118,7 @@ class HitPath:
         store = self.store
         for entry in store.variants(key) or store.reread(key):
             if entry.vary_names:
-                if isinstance(headers, list):
+                if isinstance(headers, bytes):
                     headers = fields_of(headers)
                 if secondary_key(entry.vary_names, headers) != entry.vary_values:
                     continue
@@ -157,8 +159,8 @@ class HitPath:
         if judge(source.fresh, now) is not FRESH:
             return None
         fields: dict[str, str] = {}
-        if isinstance(headers, list):
-            for name, value in headers:
+        if isinstance(headers, bytes):
+            for name, value in field_pairs(headers):
                 lowered = name.lower()
                 if lowered.startswith(b"sec-ch-"):
                     return None

@@ -31,7 +31,7 @@ from pinedge.edge.pipeline.errors import UpstreamError
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import UNKNOWN, Buffers, HitPath
 from pinedge.edge.pipeline.outgoing import head_of, interim_writer, response_head
-from pinedge.edge.pipeline.reader import fields_of
+from pinedge.edge.pipeline.reader import field_pairs, fields_of
 from pinedge.edge.pipeline.steps import Steps
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
 from pinedge.edge.store.entry import Entry
@@ -82,7 +82,7 @@ class PlainGet(NamedTuple):
     target: str
     route: Route
     key: str
-    fields: list[tuple[bytes, bytes]]
+    fields: bytes  # its field lines (reader.py)
     peer: str | None
     transport_of: TransportOf
     started: float
@@ -174,7 +174,7 @@ class MissPath:
             return None
         if self.once.table.in_progress(key) or not self.store.absent(key):
             return None
-        for name, _value in fields:
+        for name, _value in field_pairs(fields):
             if name.lower() == b"authorization":
                 return None
         return self.fetch(
@@ -264,7 +264,7 @@ class MissPath:
         fetch needs of them, made by the general path's code once per shape."""
         client_host = target.kind == "shield" or route.site.preserve_host
         host = route.host if client_host else target.host
-        shape = (target.url, host, route.host, route.site.name, request.peer, tuple(request.fields))
+        shape = (target.url, host, route.host, route.site.name, request.peer, request.fields)
         prepared = self.prepared.get(shape)
         if prepared is None:
             received = fields_of(request.fields)

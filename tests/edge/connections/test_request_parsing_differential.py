@@ -30,7 +30,7 @@ from rawhttp import (
 
 from pinedge.core.config import build
 from pinedge.edge.node.config import EdgeConfig
-from pinedge.edge.pipeline.reader import plain_request
+from pinedge.edge.pipeline.reader import field_pairs, plain_request
 
 # The limits aiohttp's parser and the edge read requests with, by default.
 DEFAULTS = build(EdgeConfig, {"origin": "http://127.0.0.1:9"})
@@ -348,8 +348,35 @@ def test_the_hit_path_reader_takes_only_single_bodiless_requests_h11_reads_the_s
     assert message.body == b""
     assert message.method == (b"HEAD" if head_only else b"GET")
     assert message.target == target.encode()
-    assert message.field(b"host") == [host]
-    assert message.fields == tuple((name.lower(), value) for name, value in fields)
+    assert [value.lower() for value in message.field(b"host")] == [host]
+    assert message.fields == tuple((name.lower(), value) for name, value in field_pairs(fields))
+
+
+BROWSER = (
+    b"GET /img/horse.jpg?w=300 HTTP/1.1\r\nHost: Example.COM\r\nConnection: keep-alive\r\n"
+    b'sec-ch-ua: "Chromium";v="120"\r\nsec-ch-ua-mobile: ?0\r\n'
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36\r\n"
+    b"Accept: image/avif,image/webp,image/*,*/*;q=0.8\r\nSec-Fetch-Site: same-origin\r\n"
+    b"Sec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: image\r\nReferer: https://example.com/\r\n"
+    b"Accept-Encoding: gzip, deflate, br\r\nAccept-Language: en-US,en;q=0.9\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b'If-None-Match: "a"', b"RANGE: bytes=0-1", b"connection: close", b"Host: other.test"],
+    ids=["a-precondition", "a-range-in-capitals", "connection-close", "a-second-host"],
+)
+def test_a_browser_request_is_taken_unless_one_field_among_many_refuses_it(field: bytes) -> None:
+    """The hit path reads a browser's twelve fields for the few that matter: Host
+    (lowered), and any that send the request elsewhere, wherever it stands."""
+    taken = plain_request(BROWSER)
+    assert taken is not None
+    head_only, host, target, fields = taken
+    assert (head_only, host, target) == (False, b"example.com", "/img/horse.jpg?w=300")
+    assert len(field_pairs(fields)) == 12
+    at = BROWSER.index(b"\r\nReferer:") + 2
+    assert plain_request(BROWSER[:at] + field + b"\r\n" + BROWSER[at:]) is None
 
 
 # ── aiohttp's parsers, as the edge configures them ───────────────────────────
