@@ -36,7 +36,9 @@ from harness.machine import children, cmdline, descendants, ensure_tool, proc_me
 from harness.nginx import nginx_common, nginx_server, nginx_temp_paths, origin_requests
 from harness.servers import Server, free_ports, http_get, start_edge, wait_http
 from harness.stats import median, verdict
-from harness.wrk import WrkResult, run_wrk
+from harness.wrk import BROWSER_FIELDS, WrkResult, run_wrk
+
+BROWSER_NOTE = ", requests with a browser's fields"
 
 NGINX = "/usr/sbin/nginx"
 
@@ -315,6 +317,7 @@ def bench_run(
                     connections=args.connections,
                     duration=args.duration,
                     threads=args.threads,
+                    fields=BROWSER_FIELDS if args.browser else (),
                 )
                 got[name].origin_requests = origin_requests(origin_port) - before - 1
                 sample_rss(run, proxy, edge)
@@ -358,7 +361,8 @@ def fmt_bytes(n: int) -> str:
 def print_size_table(run: RunResult, result: SizeResult, args: argparse.Namespace) -> None:
     print(
         f"\n== {size_label(result.size)} object ({result.size} bytes) -- {run.label}; "
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency =="
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency"
+        f"{BROWSER_NOTE if args.browser else ''} =="
     )
     head = (
         f"{'round':<7}{'first':<9}{'nginx req/s':>12}{'pinedge req/s':>15}{'ratio':>8}"
@@ -494,6 +498,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--cache-mem", default="256MiB", help="pinedge --cache-mem (default 256MiB)")
     add("--pause", type=float, default=1.0, help="seconds of quiet before each wrk run")
+    add(
+        "--browser",
+        action="store_true",
+        help="requests carry a browser's fields for an image (harness/wrk.py), not Host alone",
+    )
     add(
         "--workers-run",
         action="store_true",
