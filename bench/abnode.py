@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="runs per revision (3)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run (8)")
+    parser.add_argument(
+        "--browser", action="store_true", help="requests carry a browser's fields (misspath.py)"
+    )
     parser.add_argument("--md", metavar="FILE", help="also write the report to FILE")
     args = parser.parse_args(argv)
     revisions = args.revisions.split(",")
@@ -139,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         git("rev-parse", "--verify", f"{revision}^{{commit}}")
     report = Report()
     runs: list[Run] = []
-    lab_args = misspath.parse_args(["--quick", "--duration", str(args.duration)])
+    lab_args = misspath.parse_args(
+        ["--quick", "--duration", str(args.duration)] + (["--browser"] if args.browser else [])
+    )
 
     def body(tmp: Path) -> None:
         lab = misspath.Lab(lab_args, tmp, tmp)  # the second: nginx's cache, unused here

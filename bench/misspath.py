@@ -85,7 +85,7 @@ from harness.servers import (
 )
 from harness.servers import requests_by_cache as by_cache
 from harness.stats import median, verdict
-from harness.wrk import WrkResult, parse_wrk, run_wrk, wrk_version
+from harness.wrk import BROWSER_FIELDS, WrkResult, parse_wrk, run_wrk, wrk_version
 
 NGINX = "/usr/sbin/nginx"
 KiB = 1024
@@ -328,6 +328,7 @@ class Lab:
                 duration=duration,
                 threads=self.args.threads,
                 script=script,
+                fields=BROWSER_FIELDS if self.args.browser else (),
             )
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         (self.tmp / f"{proxy.server.name}-{script.stem}.wrk.txt").write_text(output)
@@ -1225,6 +1226,7 @@ def header(report: Report, args: argparse.Namespace, lab: Lab) -> None:
         f"{nginx_version(lab.nginx)}, wrk {wrk_version(lab.wrk)}; {os.cpu_count()} CPUs, "
         f"proxies on CPU {SERVER_CPU}, wrk (-t{args.threads} -c{args.connections}) and the "
         f"origin on CPU {LOAD_CPU}."
+        + (" Requests carry a browser's fields (`--browser`)." if args.browser else "")
         + (" **`--quick`: a smoke run, its numbers are not a result.**" if args.quick else ""),
         "",
         f"The machine at the start: {neighbours()}.",
@@ -1264,6 +1266,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--scenarios", default=",".join(SCENARIOS), help="of miss,mix,zipf,memory (all)")
     add("--fill", type=int, help="objects stored in the memory scenario (70000; --quick 5000)")
     add("--miss-share", type=float, default=0.05, help="share of new URLs in mix (0.05)")
+    add(
+        "--browser",
+        action="store_true",
+        help="requests carry a browser's fields for an image (harness/wrk.py), not Host alone",
+    )
     add("--zipf-s", type=float, default=0.9, help="Zipf exponent (0.9)")
     add("--zipf-urls", type=int, default=1_000_000, help="URLs of the Zipf scenario (1000000)")
     add("--zipf-duration", type=float, help="seconds per zipf run (30; --quick 3)")
