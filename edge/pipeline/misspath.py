@@ -31,7 +31,7 @@ from pinedge.edge.pipeline.errors import UpstreamError
 from pinedge.edge.pipeline.fetch import Fetcher
 from pinedge.edge.pipeline.hitpath import UNKNOWN, Buffers, HitPath
 from pinedge.edge.pipeline.outgoing import head_of, interim_writer, response_head
-from pinedge.edge.pipeline.reader import field_pairs, fields_of
+from pinedge.edge.pipeline.reader import fields_of, has_field
 from pinedge.edge.pipeline.steps import Steps
 from pinedge.edge.pipeline.transaction import FetchPlan, Route
 from pinedge.edge.store.entry import Entry
@@ -174,9 +174,8 @@ class MissPath:
             return None
         if self.once.table.in_progress(key) or not self.store.absent(key):
             return None
-        for name, _value in field_pairs(fields):
-            if name.lower() == b"authorization":
-                return None
+        if has_field(fields, b"authorization"):
+            return None
         return self.fetch(
             PlainGet(
                 host.decode("latin-1"),

@@ -99,6 +99,11 @@ def field_pairs(lines: bytes) -> list[tuple[bytes, bytes]]:
     return PLAIN_FIELD.findall(lines)
 
 
+def has_field(lines: bytes, name: bytes) -> bool:
+    """Whether a plain request's field lines hold a field `name` (lowercase)."""
+    return (b"\r\n" + name + b":") in (b"\r\n" + lines).lower()
+
+
 def fields_of(lines: bytes) -> CIMultiDictProxy[str]:
     """A plain request's fields as the pipeline reads them."""
     return CIMultiDictProxy(
