@@ -128,7 +128,10 @@ def test_framing_fields_are_found_in_any_case():
 
 
 def test_a_close_in_any_connection_field_is_told():
-    data = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nCONNECTION: Close\r\nContent-Length: 0\r\n\r\n"
+    data = (
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nCONNECTION: Close\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
     found = whole_response(data, MAX_LINE, MAX_FIELDS)
     assert isinstance(found, tuple)
     assert found[5] is True
