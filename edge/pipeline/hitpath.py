@@ -25,9 +25,9 @@ from pinedge.edge.pipeline.judge import Verdict, judge
 from pinedge.edge.pipeline.reader import (
     FAST_PATH_BLOCKERS,
     PlainRequest,
-    field_pairs,
     fields_of,
     plain_request,
+    variant_fields,
 )
 from pinedge.edge.pipeline.transaction import Route
 from pinedge.edge.store.entry import Entry
@@ -158,21 +158,15 @@ class HitPath:
         the hit path can tell which it is; otherwise None (the general path)."""
         if judge(source.fresh, now) is not FRESH:
             return None
-        fields: dict[str, str] = {}
         if isinstance(headers, bytes):
-            for name, value in field_pairs(headers):
-                lowered = name.lower()
-                if lowered.startswith(b"sec-ch-"):
-                    return None
-                if lowered in (b"accept", b"accept-encoding"):
-                    text = value.decode("latin-1")
-                    name_text = lowered.decode()
-                    fields[name_text] = (
-                        f"{fields[name_text]}, {text}" if name_text in fields else text
-                    )
+            found = variant_fields(headers)
+            if found is None:
+                return None
+            fields = found
         else:
             if any(name.lower().startswith("sec-ch-") for name in headers):
                 return None
+            fields = {}
             for field_name in ("accept", "accept-encoding"):
                 if field_name in headers:
                     fields[field_name] = ", ".join(headers.getall(field_name))

@@ -99,6 +99,27 @@ def field_pairs(lines: bytes) -> list[tuple[bytes, bytes]]:
     return PLAIN_FIELD.findall(lines)
 
 
+# In lowered field lines, at the start of a line: a Client Hint, or Accept or
+# Accept-Encoding up to its value.
+VARIANT_FIELD = re.compile(rb"\r\n(?:(sec-ch-)|(accept|accept-encoding):[\t ]*)")
+
+
+def variant_fields(lines: bytes) -> dict[str, str] | None:
+    """What picks a stored variant from a plain request's field lines: `accept` and
+    `accept-encoding`, a field's lines joined with commas; None when a Client Hint
+    (Sec-CH-*) is among them, which only the general path reads."""
+    text = b"\r\n" + lines
+    fields: dict[str, str] = {}
+    for match in VARIANT_FIELD.finditer(text.lower()):
+        if match.group(1):
+            return None
+        name = match.group(2).decode()
+        start = match.end()
+        value = text[start : text.index(b"\r\n", start)].rstrip(b" \t").decode("latin-1")
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return fields
+
+
 def has_field(lines: bytes, name: bytes) -> bool:
     """Whether a plain request's field lines hold a field `name` (lowercase)."""
     return (b"\r\n" + name + b":") in (b"\r\n" + lines).lower()

@@ -30,7 +30,7 @@ from rawhttp import (
 
 from pinedge.core.config import build
 from pinedge.edge.node.config import EdgeConfig
-from pinedge.edge.pipeline.reader import field_pairs, plain_request
+from pinedge.edge.pipeline.reader import field_pairs, plain_request, variant_fields
 
 # The limits aiohttp's parser and the edge read requests with, by default.
 DEFAULTS = build(EdgeConfig, {"origin": "http://127.0.0.1:9"})
@@ -377,6 +377,43 @@ def test_a_browser_request_is_taken_unless_one_field_among_many_refuses_it(field
     assert len(field_pairs(fields)) == 12
     at = BROWSER.index(b"\r\nReferer:") + 2
     assert plain_request(BROWSER[:at] + field + b"\r\n" + BROWSER[at:]) is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            b"",
+            {
+                "accept": "image/avif,image/webp,image/*,*/*;q=0.8",
+                "accept-encoding": "gzip, deflate, br",
+            },
+        ),
+        (
+            b"ACCEPT:  text/html \t\r\n",
+            {
+                "accept": "image/avif,image/webp,image/*,*/*;q=0.8, text/html",
+                "accept-encoding": "gzip, deflate, br",
+            },
+        ),
+        (b"Sec-CH-Width: 300\r\n", None),
+    ],
+    ids=["as-sent", "a-second-accept-line", "a-client-hint"],
+)
+def test_the_fields_that_pick_a_variant_are_read_as_each_field_would_be(
+    extra: bytes, expected: dict[str, str] | None
+) -> None:
+    """Accept and Accept-Encoding come out as the field-by-field reading gives them
+    (a field's lines joined, the case of values kept); a Client Hint anywhere leaves
+    the request to the general path. Accept-Language is neither."""
+    without_hints = BROWSER.replace(
+        b'sec-ch-ua: "Chromium";v="120"\r\nsec-ch-ua-mobile: ?0\r\n', b""
+    )
+    at = without_hints.index(b"\r\nReferer:") + 2
+    taken = plain_request(without_hints[:at] + extra + without_hints[at:])
+    assert taken is not None
+    assert variant_fields(taken[3]) == expected
+    assert variant_fields(plain_request(BROWSER)[3]) is None  # type: ignore[index]  # taken
 
 
 # ── aiohttp's parsers, as the edge configures them ───────────────────────────
