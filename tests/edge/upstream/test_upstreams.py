@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from edge_support import RunningEdge, Scripted, StartEdge, send
-from support import free_port
+from support import refusing_port
 
 
 @asynccontextmanager
@@ -62,12 +62,13 @@ NO_STORE = {"Cache-Control": "no-store"}
 async def test_a_dead_primary_is_skipped_for_its_backup_and_no_request_fails(
     scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
 ) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    scripted.reply("/pin", "from the backup", headers=NO_STORE)
-    edge = await start_edge(sites=site(pool((dead, 1, False), (scripted.url, 1, True))))
-    for _ in range(3):
-        reply = await send(client, edge.url + "/pin")
-        assert reply.status == 200 and reply.body == b"from the backup"
+    with refusing_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        scripted.reply("/pin", "from the backup", headers=NO_STORE)
+        edge = await start_edge(sites=site(pool((dead, 1, False), (scripted.url, 1, True))))
+        for _ in range(3):
+            reply = await send(client, edge.url + "/pin")
+            assert reply.status == 200 and reply.body == b"from the backup"
     assert scripted.hits["/pin"] == 3
     refused = await metric(edge, client, "pinedge_upstream_errors_total", kind="upstream-connect")
     assert refused >= 1
@@ -117,13 +118,14 @@ async def test_weighted_primaries_share_the_requests_by_weight(
 async def test_a_request_with_a_body_is_never_sent_to_a_second_upstream(
     scripted: Scripted, start_edge: StartEdge, client: aiohttp.ClientSession
 ) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    scripted.reply("/like", "liked", headers=NO_STORE)
-    edge = await start_edge(sites=site(pool((dead, 1, False), (scripted.url, 1, True))))
-    posted = await send(client, edge.url + "/like", method="POST", data=b"pin=1")
-    assert posted.status == 502 and b"refused" in posted.body
-    assert scripted.hits["/like"] == 0
-    assert (await send(client, edge.url + "/like")).status == 200  # GET: retried
+    with refusing_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        scripted.reply("/like", "liked", headers=NO_STORE)
+        edge = await start_edge(sites=site(pool((dead, 1, False), (scripted.url, 1, True))))
+        posted = await send(client, edge.url + "/like", method="POST", data=b"pin=1")
+        assert posted.status == 502 and b"refused" in posted.body
+        assert scripted.hits["/like"] == 0
+        assert (await send(client, edge.url + "/like")).status == 200  # GET: retried
 
 
 @pytest.mark.slow
