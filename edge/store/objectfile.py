@@ -149,9 +149,12 @@ def variant_id(key: str, vary_names: tuple[str, ...], vary_values: tuple[str | N
     """A stable name for one variant of a key (the same in every process): the
     SHA-256 of `[key, vary_names, vary_values]` as compact JSON, which json.dumps
     took twice as long to write as this (it builds an encoder per call)."""
-    names = ",".join(map(quote, vary_names))
-    values = ",".join("null" if value is None else quote(value) for value in vary_values)
-    text = f"[{quote(key)},[{names}],[{values}]]"
+    if not vary_names and not vary_values:  # no Vary: every miss of a new key
+        text = f"[{quote(key)},[],[]]"
+    else:
+        names = ",".join(map(quote, vary_names))
+        values = ",".join("null" if value is None else quote(value) for value in vary_values)
+        text = f"[{quote(key)},[{names}],[{values}]]"
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
