@@ -90,13 +90,11 @@ class Generations:
     def admitted(self, key: str, new_key: bool) -> None:
         """bump(key), and count_key(key, 1) for a key that was not stored: one
         checksum for both, as the owner does this for every admission."""
-        crc = checksum(key)
+        slot, presence = slots_of(key)
         counters = self.counters
-        slot = crc & (SLOTS - 1)
         counters[slot] = (counters[slot] + 1) & 0xFFFFFFFF
         if new_key:
-            index = PRESENCE + (crc & (PRESENCE_SLOTS - 1))
-            counters[index] = (counters[index] + 1) & 0xFFFFFFFF
+            counters[presence] = (counters[presence] + 1) & 0xFFFFFFFF
 
     def count_key(self, key: str, change: int) -> None:
         """A key is stored (+1) or no longer stored (-1)."""

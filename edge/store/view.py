@@ -3,7 +3,8 @@
 Objects live under one directory — shared memory or --cache-dir — a small one
 as a record in a segment this worker appends to (segments.py), a larger one as
 a file of its own (objectfile.py), so every worker reads the same pages from the
-OS page cache and they survive a worker's restart. The owner (owner.py) indexes them (index.py).
+OS page cache and they survive a worker's restart. The owner (owner.py) indexes
+them (index.py).
 Each worker keeps, within its `local_budget`, recently used responses in memory
 for the hit path, and the metadata of more keys it has used or stored. A response
 a worker stores on a miss takes none of that memory until a request asks for it
