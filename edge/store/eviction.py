@@ -252,7 +252,7 @@ class Ghost:
     remembers of objects its small queue dropped, once their records are gone.
 
     The fingerprints are kept in a ring, oldest first (0 where one was taken out
-    again), and found through a NumberTable of their positions: 12 to 20 bytes each."""
+    again), and found through a NumberTable of their positions: 24 to 40 bytes each."""
 
     COMPACT_MIN = 4096  # zeros or taken ones the ring may hold before it is compacted
 
