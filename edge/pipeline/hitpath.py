@@ -35,8 +35,10 @@ from pinedge.edge.store.view import SharedStore
 from pinedge.edge.variants.derive import Variants, derived_key
 
 # The hit path remembers how it routed this many (Host, target) pairs, about 600
-# bytes each; when full it starts again: the URLs that repeat are soon back.
-FAST_KEYS_MAX = 8192
+# bytes each, and as many before them: when full, they become the older ones, and
+# those that repeat come back from there without being routed again (a flood of
+# new URLs does not send the hot ones through routing all at once).
+FAST_KEYS_MAX = 4096
 FAST_TARGET_MAX = 1024  # longer targets are not remembered (bounds the memo's bytes)
 FRESH = Verdict.FRESH
 
@@ -70,6 +72,7 @@ class HitPath:
         self.refusal = refusal
         self.metrics = metrics
         self.keys: dict[tuple[bytes | None, str], Found | None] = {}
+        self.older_keys: dict[tuple[bytes | None, str], Found | None] = {}
         # The last buffer from_bytes() read, and what it read there: the miss path
         # reads the same buffer next when the hit path does not answer it.
         self.last_data = b""
@@ -180,19 +183,22 @@ class HitPath:
         """(cache key, the edge's image parameters, site) for a Host and request
         target as recv would route them, or None where recv would not simply accept
         them; remembered, since the same few URLs repeat."""
-        found: Found | None = None
-        if host is not None:
-            try:
-                route = self.route(host.decode("latin-1"), raw_target)
-            except EdgeError:
-                pass
-            else:
-                key = primary_key("http", route.host, route.target)
-                found = (key, tuple(sorted(route.params.items())), route.site.name, route)
+        pair = (host, raw_target)
+        found = self.older_keys.get(pair, UNKNOWN)
+        if found is UNKNOWN:
+            found = None
+            if host is not None:
+                try:
+                    route = self.route(host.decode("latin-1"), raw_target)
+                except EdgeError:
+                    pass
+                else:
+                    key = primary_key("http", route.host, route.target)
+                    found = (key, tuple(sorted(route.params.items())), route.site.name, route)
         if len(raw_target) <= FAST_TARGET_MAX:
             if len(self.keys) >= FAST_KEYS_MAX:
-                self.keys.clear()
-            self.keys[(host, raw_target)] = found
+                self.older_keys, self.keys = self.keys, {}
+            self.keys[pair] = found
         return found
 
     def count(self) -> None:
