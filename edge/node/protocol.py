@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -60,11 +60,16 @@ REFUSAL_LOG_EVERY = 60.0  # seconds between log lines about one client's refused
 
 FastHit = Callable[[RawRequestMessage, str | None], list[bytes | FileBody] | None]
 FastHitBytes = Callable[[bytes, str | None], list[bytes | FileBody] | None]
-# The miss path's start (misspath.MissPath.start): request bytes, peer address and
-# the connection's transport → the work of answering, or None.
+# The miss path's start (misspath.MissPath.start): request bytes, peer address, the
+# connection's transport and what to call with the answer → whether it took them.
 FastMiss = Callable[
-    [bytes, str | None, Callable[[], asyncio.BaseTransport | None]],
-    Coroutine[Any, Any, "list[bytes | FileBody] | Handover"] | None,
+    [
+        bytes,
+        str | None,
+        Callable[[], asyncio.BaseTransport | None],
+        Callable[["list[bytes | FileBody] | Handover | None"], None],
+    ],
+    bool,
 ]
 
 
@@ -108,7 +113,9 @@ class EdgeConnection(RequestHandler):
     fast_miss: FastMiss | None = None
     refusals_logged: dict[str, float]
     handover: Handover | None = None  # a miss the miss path hands on, for Edge.handle
-    _miss: asyncio.Task[None] | None = None  # the miss path answering this connection
+    _miss = False  # the miss path is answering this connection's request
+    _miss_data = b""  # that request's bytes, for aiohttp should the miss path hand it on
+    _miss_answered: asyncio.Future[None] | None = None  # for shutdown() to wait on
     _handover_taken: asyncio.Future[None] | None = None  # for shutdown() to wait on
     _peer: str | None = None
     _parser_used = False  # the parser was fed bytes that may leave it within a request
@@ -192,7 +199,7 @@ class EdgeConnection(RequestHandler):
     # ── requests in ──────────────────────────────────────────────────────────
 
     def data_received(self, data: bytes) -> None:
-        if self._outgoing is not None or self._miss is not None:
+        if self._outgoing is not None or self._miss:
             self._hold(data)
             return
         idle = self._idle()
@@ -204,11 +211,12 @@ class EdgeConnection(RequestHandler):
                     self._write(buffers)
                     self._idle_from_now()
                     return
-                if self.fast_miss is not None:
-                    work = self.fast_miss(data, self._peer, self._transport_now)
-                    if work is not None:
-                        self._miss = self._loop.create_task(self._answer_miss(data, work))
-                        return
+                if self.fast_miss is not None and self.fast_miss(
+                    data, self._peer, self._transport_now, self._answer_miss
+                ):
+                    self._miss = True
+                    self._miss_data = data
+                    return
             # The parser stays between requests, and the bytes path usable, while what it
             # is fed is one whole bodiless request at a time; otherwise it must see every
             # byte from here on.
@@ -240,19 +248,20 @@ class EdgeConnection(RequestHandler):
     def _transport_now(self) -> asyncio.BaseTransport | None:
         return self.transport
 
-    async def _answer_miss(
-        self, data: bytes, work: Coroutine[Any, Any, list[bytes | FileBody] | Handover]
-    ) -> None:
-        """Write the miss path's answer to the request in `data`, or hand the request
-        to aiohttp's handler (with what the miss path did, for Edge.handle); then
-        go on with what came in meanwhile."""
-        answer: list[bytes | FileBody] | Handover | None
+    def _answer_miss(self, answer: list[bytes | FileBody] | Handover | None) -> None:
+        """Write the miss path's answer to the request it took, or hand the request to
+        aiohttp's handler (with what the miss path did, for Edge.handle; None: it
+        did nothing); then go on with what came in meanwhile."""
+        data, self._miss_data = self._miss_data, b""
+        self._miss = False
         try:
-            answer = await work
-        except Exception:
-            log.exception("the miss path failed; the general path answers")
-            answer = None
-        self._miss = None
+            self._answered_miss(data, answer)
+        finally:
+            waiter, self._miss_answered = self._miss_answered, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _answered_miss(self, data: bytes, answer: list[bytes | FileBody] | Handover | None) -> None:
         if self.transport is None or self.transport.is_closing():
             if answer is not None and not isinstance(answer, list):
                 answer.close()
@@ -279,7 +288,7 @@ class EdgeConnection(RequestHandler):
     def close(self) -> None:
         """aiohttp's close (on shutdown): no more requests after the one being answered;
         while the miss path answers one, the connection closes once it has."""
-        if self._miss is not None:
+        if self._miss:
             self._close = True
             return
         super().close()
@@ -295,9 +304,9 @@ class EdgeConnection(RequestHandler):
         # aiohttp counts only its own handler's request as in progress: let the miss
         # path's answer out first, and its handover reach the handler.
         deadline = None if timeout is None else self._loop.time() + timeout
-        miss = self._miss
-        if miss is not None:
-            await asyncio.wait({miss}, timeout=timeout)
+        if self._miss:
+            self._miss_answered = self._loop.create_future()
+            await asyncio.wait({self._miss_answered}, timeout=timeout)
         if self.handover is not None and self.transport is not None:
             self._handover_taken = self._loop.create_future()
             await asyncio.wait({self._handover_taken}, timeout=_left(deadline, self._loop))
@@ -383,7 +392,7 @@ class EdgeConnection(RequestHandler):
             self._keepalive_handle = self._loop.call_at(deadline, self._process_keepalive)
 
     def _process_keepalive(self) -> None:
-        if self._miss is not None:  # a request is being answered: not idle
+        if self._miss:  # a request is being answered: not idle
             self._keepalive_handle = None
             self._idle_from_now()
             if self._keepalive_timeout > 0:

@@ -9,11 +9,17 @@ head with a miss's Cache-Status. Anything else (a body still arriving, not
 stored, an upstream error, a variant, a fill another request led) is handed to
 the general path, which goes on at JOINED with the fill and any response still
 to stream (a Handover).
+
+The common miss runs without a task: its request goes out from the callback
+that read the client's request, and its answer is written from the exchange's;
+only what must wait for more (an error, a body still arriving, a fill's
+release) goes on in a task, through the coroutines below.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -46,8 +52,13 @@ DURATIONS_MAX = 4096  # miss durations kept before they are folded into the metr
 PREPARED_MAX = 1024  # upstream request shapes remembered (by client fields and peer)
 KEPT_BACK = frozenset({"vary", "age"})  # a response with these goes the general way
 
+log = logging.getLogger("pinedge.edge")
+
 TransportOf = Callable[[], asyncio.BaseTransport | None]
-MissWork = Coroutine[Any, Any, "Buffers | Handover"]
+# Called once with a taken miss's answer: buffers to write, a Handover for the
+# general path, or None when the miss path failed (the general path answers).
+Answered = Callable[["Buffers | Handover | None"], None]
+MissWork = Coroutine[Any, Any, "Answer | Handover"]
 
 
 @dataclass(slots=True)
@@ -113,6 +124,20 @@ class Answer(NamedTuple):
     body_length: int
 
 
+class Exchange(NamedTuple):
+    """A lean exchange under way: what its answer is made with when it comes."""
+
+    request: PlainGet
+    route: Route
+    target: Target
+    connection: Connection
+    fill: Fill
+    plan: FetchPlan
+    forwarded: CIMultiDict[str]
+    request_time: float
+    answered: Answered
+
+
 class MissPath:
     """A worker's miss path; `inflight` counts the misses it is answering."""
 
@@ -134,6 +159,7 @@ class MissPath:
         self.limiter = limiter
         self.metrics = metrics
         self.inflight = 0
+        self.finishing: set[asyncio.Task[None]] = set()  # tasks going on with misses
         self.prepared: dict[tuple[object, ...], Prepared] = {}
         # Answers by status, their body bytes and durations, in plain variables
         # until the metrics are read (count()).
@@ -153,55 +179,83 @@ class MissPath:
         for duration in durations:
             observe(duration, "miss")
 
-    def start(self, data: bytes, peer: str | None, transport_of: TransportOf) -> MissWork | None:
-        """The work of answering `data` when it is one plain GET this path takes: no
-        rate limits on its site, no image parameters, no Authorization, nothing
-        stored under its key and no fetch of it under way in this worker."""
+    def start(
+        self, data: bytes, peer: str | None, transport_of: TransportOf, answered: Answered
+    ) -> bool:
+        """Take `data` when it is one plain GET this path takes (no rate limits on its
+        site, no image parameters, no Authorization, nothing stored under its key and
+        no fetch of it under way in this worker), and call `answered` with its answer,
+        later (never before this returns); False: not taken."""
         hits = self.hits
         request = hits.read(data)
         if request is None:
-            return None
+            return False
         head_only, host, target, fields = request
         if head_only:
-            return None
+            return False
         found = hits.keys.get((host, target), UNKNOWN)
         if found is UNKNOWN:
             found = hits.find(host, target)
         if found is None:
-            return None
+            return False
         key, params, site, route = found
         if params or site in self.limiter.budgets:
-            return None
+            return False
         if self.once.table.in_progress(key) or not self.store.absent(key):
-            return None
+            return False
         if has_field(fields, b"authorization"):
-            return None
-        return self.fetch(
-            PlainGet(
-                host.decode("latin-1"),
-                target,
-                route,
-                key,
-                fields,
-                peer,
-                transport_of,
-                time.monotonic(),
-            )
+            return False
+        taken = PlainGet(
+            host.decode("latin-1"), target, route, key, fields, peer, transport_of, time.monotonic()
         )
-
-    async def fetch(self, request: PlainGet) -> Buffers | Handover:
         self.inflight += 1
+        # Sent once this turn of the loop has read what came: the requests to the
+        # origin that the turn's misses make go out together, and wake it once.
+        asyncio.get_running_loop().call_soon(self._begin, taken, answered)
+        return True
+
+    def _begin(self, request: PlainGet, answered: Answered) -> None:
+        route = request.route
         try:
-            answer = await self._answer(request)
+            lean = self._lean(request, route)
+            if lean is None:
+                self._finish_later(request, self._general(request, route), answered)
+            else:
+                self._send(request, route, lean, answered)
+        except Exception:
+            log.exception("the miss path failed; the general path answers")
+            self.inflight -= 1
+            answered(None)
+
+    def _finish_later(self, request: PlainGet, work: MissWork, answered: Answered) -> None:
+        """Go on in a task with what must wait for more than the exchange."""
+        task = asyncio.get_running_loop().create_task(self._finish(request, work, answered))
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
+
+    async def _finish(self, request: PlainGet, work: MissWork, answered: Answered) -> None:
+        answer: Answer | Handover | None
+        try:
+            answer = await work
+        except Exception:
+            log.exception("the miss path failed; the general path answers")
+            answer = None
         finally:
             self.inflight -= 1
+        answered(self._delivered(request, answer))
+
+    def _delivered(
+        self, request: PlainGet, answer: Answer | Handover | None
+    ) -> Buffers | Handover | None:
+        """What the connection is given for `answer`, counted as answered unless its
+        client has gone."""
         transport = request.transport_of()
         if transport is None or transport.is_closing():
             self.metrics.requests.inc("miss", "gone")
             if isinstance(answer, Handover):
                 answer.close()
             return answer.buffers if isinstance(answer, Answer) else answer
-        elif isinstance(answer, Answer):
+        if isinstance(answer, Answer):
             answered = self.answered
             answered[answer.status] = answered.get(answer.status, 0) + 1
             self.bytes += answer.body_length
@@ -211,13 +265,6 @@ class MissPath:
                 self.count()
             return answer.buffers
         return answer
-
-    async def _answer(self, request: PlainGet) -> Answer | Handover:
-        route = request.route
-        lean = self._lean(request, route)
-        if lean is None:
-            return await self._general(request, route)
-        return await self._exchange(request, route, *lean)
 
     async def _general(self, request: PlainGet, route: Route) -> Answer | Handover:
         """The fill led through Steps, as the general path leads one."""
@@ -277,23 +324,11 @@ class MissPath:
             self.prepared[shape] = prepared
         return prepared
 
-    async def _exchange(
-        self,
-        request: PlainGet,
-        route: Route,
-        target: Target,
-        connection: Connection,
-        fill: Fill,
-        head: bytes,
-        received: CIMultiDictProxy[str],
-        forwarded: CIMultiDict[str],
-    ) -> Answer | Handover:
-        """The led fill's request on the lent connection; a response that came whole
-        and is stored as it came is answered here, anything else as the general
-        path's fill would settle it."""
-        sender = self.fetcher.sender()
-        site = route.site.name
-        timeouts = sender.client.timeouts
+    def _send(self, request: PlainGet, route: Route, lean: Lean, answered: Answered) -> None:
+        """Send the led fill's request on the lent connection; _exchanged() goes on
+        when its answer comes."""
+        target, connection, fill, head, received, forwarded = lean
+        timeouts = self.fetcher.sender().client.timeouts
         interim = interim_writer(request.transport_of)
         # The plan's fields are the shape's, shared: before the sender or the general
         # path has the plan (which set Host and drop validators), it gets a copy.
@@ -301,38 +336,96 @@ class MissPath:
         plan.upstream = target.label
         deadline = INF if timeouts.total <= 0 else connection.loop.time() + timeouts.total
         request_time = time.time()
+        try:
+            waiter = connection.exchange(
+                head, interim, deadline, timeouts.first_byte, partial(self._accept, received)
+            )
+        except BaseException:
+            connection.cancel()
+            self.once.release(fill)
+            raise
+        exchange = Exchange(
+            request, route, target, connection, fill, plan, forwarded, request_time, answered
+        )
+        waiter.add_done_callback(partial(self._exchanged, exchange))
+
+    def _exchanged(self, exchange: Exchange, waiter: asyncio.Future[Any]) -> None:
+        """A response that came whole and is stored as it came is answered here, at
+        once; anything else goes on in a task, as the general path's fill would
+        settle it."""
+        request = exchange.request
+        if waiter.cancelled():  # nothing cancels it now; should anything, it is let go
+            exchange.connection.cancel()
+            self.once.release(exchange.fill)
+            self.inflight -= 1
+            exchange.answered(None)
+            return
+        try:
+            result = None if waiter.exception() is not None else waiter.result()
+            if result is None or isinstance(result, UpstreamResponse):
+                work = self._exchange_rest(exchange, waiter)
+            else:
+                (upstream, directives, lines), body = result
+                request_time = exchange.request_time
+                self.fetcher.sender().answered(
+                    exchange.route.site.name,
+                    exchange.target,
+                    200,
+                    upstream.response_time - request_time,
+                )
+                answer = self._store_whole(
+                    exchange.fill, exchange.plan, upstream, directives, lines, body, request_time
+                )
+                if answer is not None:
+                    self.inflight -= 1
+                    exchange.answered(self._delivered(request, answer))
+                    return
+                work = self._led(request, self._handover(exchange, None))
+        except Exception:
+            log.exception("the miss path failed; the general path answers")
+            self.inflight -= 1
+            exchange.answered(None)
+            return
+        self._finish_later(request, work, exchange.answered)
+
+    def _handover(self, exchange: Exchange, passed: UpstreamResponse | None) -> Handover:
+        """The led fill, handed to _led() and on to the general path."""
+        plan, request = exchange.plan, exchange.request
+        if plan.headers is exchange.forwarded:
+            plan.headers = CIMultiDict(exchange.forwarded)
+        return Handover(
+            exchange.route, request.key, plan, exchange.fill, Role.LED, passed, request.started
+        )
+
+    async def _exchange_rest(
+        self, exchange: Exchange, waiter: asyncio.Future[Any]
+    ) -> Answer | Handover:
+        """The end of a lean exchange whose response _exchanged() does not answer: an
+        error (sent again where the sender would send it again), or a response the
+        fill settles as the general path's fill would."""
+        sender = self.fetcher.sender()
+        fill, plan, target = exchange.fill, exchange.plan, exchange.target
+        site = exchange.route.site.name
+        connection = exchange.connection
         handed_on = False
         try:
             try:
-                result = await connection.exchange(
-                    head, interim, deadline, timeouts.first_byte, partial(self._accept, received)
-                )
+                result = await waiter  # done: this does not wait
             except BaseException:
                 connection.cancel()
                 raise
-            if isinstance(result, UpstreamResponse):
-                response_time = time.time()
-                sender.answered(site, target, result.status, response_time - request_time)
-                response = response_head(result, response_time)
-                passed = await self.fetcher.settle(fill, plan, result, response, request_time)
-                handed_on = fill.outcome is Outcome.STREAM  # fill_body releases it
-            else:
-                (upstream, directives, lines), body = result
-                sender.answered(site, target, 200, upstream.response_time - request_time)
-                handed_on = True  # _store_whole releases it
-                answer = self._store_whole(
-                    fill, plan, upstream, directives, lines, body, request_time
-                )
-                if answer is not None:
-                    return answer
-                passed = None
+            response_time = time.time()
+            sender.answered(site, target, result.status, response_time - exchange.request_time)
+            response = response_head(result, response_time)
+            passed = await self.fetcher.settle(fill, plan, result, response, exchange.request_time)
+            handed_on = fill.outcome is Outcome.STREAM  # fill_body releases it
         except UpstreamError as err:
             if err.detail not in STALE or connection.received:
-                sender.failed(site, target, "GET", route.target, err)
+                sender.failed(site, target, "GET", exchange.route.target, err)
             if err.detail in RETRYABLE:
                 # Sent again as the sender would: the upstream closed the idle
                 # connection, or it failed before any of its answer came.
-                plan.headers = CIMultiDict(forwarded)
+                plan.headers = CIMultiDict(exchange.forwarded)
                 passed = await self.fetcher.lead(fill, plan)
                 handed_on = fill.outcome is Outcome.STREAM
             else:
@@ -341,11 +434,7 @@ class MissPath:
         finally:
             if not handed_on:
                 self.once.release(fill)
-        if plan.headers is forwarded:
-            plan.headers = CIMultiDict(forwarded)
-        return await self._led(
-            request, Handover(route, request.key, plan, fill, Role.LED, passed, request.started)
-        )
+        return await self._led(exchange.request, self._handover(exchange, passed))
 
     def _store_whole(
         self,
