@@ -53,6 +53,10 @@ class Op(IntEnum):
     HELD = 9
 
 
+ADMIT = int(Op.ADMIT)  # the owner's side reads admissions (most messages) before the rest
+ADMISSION_FIELDS = len(Admission._fields)
+
+
 class OwnerLink(Protocol):
     async def lookup(self, key: str) -> list[Stored]: ...
     def admit(self, admission: Admission, soon: bool = False) -> None: ...
@@ -165,9 +169,20 @@ class _OwnerSide(_Batching):
 
     def data_received(self, data: bytes) -> None:
         self.unpacker.feed(data)
+        server = self.server
+        admit = server.owner.admit
         try:
             for message in self.unpacker:
-                self.server.answer(self, message)
+                # An admission, told (no answer wanted), as answer() would take it,
+                # without its dispatch: a held batch of them is most of what it reads.
+                fields = message[2] if len(message) == 3 and message[0] == ADMIT else None
+                if fields is not None and not message[1] and len(fields) == ADMISSION_FIELDS:
+                    try:
+                        admit(tuple.__new__(Admission, fields))
+                    except Exception:
+                        log.exception("store owner: operation %r failed", Op.ADMIT)
+                    continue
+                server.answer(self, message)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             # A broken message stream: nothing after it can be read.
             log.warning("a worker's store link broke: %r", exc)

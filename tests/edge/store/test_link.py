@@ -72,6 +72,24 @@ async def test_a_lookup_right_after_admissions_finds_them(
         assert len(owner.index.records) == 5
 
 
+async def test_an_admission_the_owner_cannot_index_is_logged_and_the_rest_are_indexed(
+    owner: StoreOwner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One admission with a variant id that is not one, between two good ones in the
+    same write: the owner logs it, indexes the others, and still answers the link."""
+    async with linked(owner, tmp_path, eager=True) as link:
+        link.admit(written(owner, "http://example.test/before"))
+        link.admit(written(owner, "http://example.test/bad")._replace(vid="not hex"))
+        link.admit(written(owner, "http://example.test/after"))
+        found = await link.lookup("http://example.test/after")
+    assert [stored.vid for stored in found] == [
+        objectfile.variant_id("http://example.test/after", (), ())
+    ]
+    assert owner.index.lookup("http://example.test/before")
+    assert not owner.index.lookup("http://example.test/bad")
+    assert "operation <Op.ADMIT: 4> failed" in caplog.text
+
+
 async def test_what_a_lone_worker_holds_reaches_the_owner_on_its_own(
     owner: StoreOwner, tmp_path: Path
 ) -> None:
