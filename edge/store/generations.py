@@ -30,9 +30,19 @@ LOADING = OUTCOME_COUNTS + SLOTS
 COUNTERS = LOADING + 1
 
 
+_last_key = ""  # the key checksum() was last asked for, and its checksum
+_last_checksum = zlib.crc32(b"")
+
+
 def checksum(key: str) -> int:
-    """The CRC-32 of a key, which every slot of it is taken from."""
-    return zlib.crc32(key.encode("utf-8", "surrogateescape"))
+    """The CRC-32 of a key, which every slot of it is taken from. The last one is
+    kept: a miss asks for its key's slots four times (whether it is stored, its
+    node-wide fill taken and let go, its admission)."""
+    global _last_key, _last_checksum
+    if key is not _last_key:
+        _last_checksum = zlib.crc32(key.encode("utf-8", "surrogateescape"))
+        _last_key = key
+    return _last_checksum
 
 
 def slot_of(key: str) -> int:
