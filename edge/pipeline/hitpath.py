@@ -133,9 +133,12 @@ class HitPath:
                 entry = variant
             wire = entry.wire
             fresh = entry.fresh
-            if wire is None or judge(fresh, now) is not FRESH:
-                return None
             age = now - fresh.born
+            # judge(fresh, now) is FRESH, inline (it is asked on every hit): a request
+            # without directives gets FRESH while the age is under the lifetime and no
+            # unqualified no-cache asks for validation.
+            if wire is None or fresh.must_validate or age >= fresh.lifetime:
+                return None
             if site in self.limiter.request_sites:
                 if client is None:
                     return None  # behind a trusted peer: the client is in X-Forwarded-For
