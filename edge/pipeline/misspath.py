@@ -10,10 +10,11 @@ stored, an upstream error, a variant, a fill another request led) is handed to
 the general path, which goes on at JOINED with the fill and any response still
 to stream (a Handover).
 
-The common miss runs without a task: its request goes out from the callback
-that read the client's request, and its answer is written from the exchange's;
-only what must wait for more (an error, a body still arriving, a fill's
-release) goes on in a task, through the coroutines below.
+The common miss runs without a task: its request goes out from a callback at
+the end of the loop turn that read the client's request, and its answer is
+written from the exchange future's callback; only what must wait for more (an
+error, a body still arriving, a fill's release) goes on in a task, through the
+coroutines below.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ class MissPath:
         return True
 
     def _begin(self, request: PlainGet, answered: Answered) -> None:
+        """The lean exchange when it can start at once, else the general path's fill."""
         route = request.route
         try:
             lean = self._lean(request, route)
@@ -360,6 +362,7 @@ class MissPath:
             self.inflight -= 1
             exchange.answered(None)
             return
+        work: MissWork | None = None
         try:
             result = None if waiter.exception() is not None else waiter.result()
             if result is None or isinstance(result, UpstreamResponse):
@@ -376,17 +379,20 @@ class MissPath:
                 answer = self._store_whole(
                     exchange.fill, exchange.plan, upstream, directives, lines, body, request_time
                 )
-                if answer is not None:
-                    self.inflight -= 1
-                    exchange.answered(self._delivered(request, answer))
-                    return
-                work = self._led(request, self._handover(exchange, None))
+                if answer is None:
+                    work = self._led(request, self._handover(exchange, None))
+                else:
+                    delivered = self._delivered(request, answer)
         except Exception:
             log.exception("the miss path failed; the general path answers")
             self.inflight -= 1
             exchange.answered(None)
             return
-        self._finish_later(request, work, exchange.answered)
+        if work is not None:
+            self._finish_later(request, work, exchange.answered)
+            return
+        self.inflight -= 1
+        exchange.answered(delivered)
 
     def _handover(self, exchange: Exchange, passed: UpstreamResponse | None) -> Handover:
         """The led fill, handed to _led() and on to the general path."""
