@@ -115,7 +115,7 @@ class EdgeConnection(RequestHandler):
     handover: Handover | None = None  # a miss the miss path hands on, for Edge.handle
     _miss = False  # the miss path is answering this connection's request
     _miss_data = b""  # that request's bytes, for aiohttp should the miss path hand it on
-    _miss_answered: asyncio.Future[None] | None = None  # for shutdown() to wait on
+    _miss_done: asyncio.Future[None] | None = None  # for shutdown() to wait on
     _handover_taken: asyncio.Future[None] | None = None  # for shutdown() to wait on
     _peer: str | None = None
     _parser_used = False  # the parser was fed bytes that may leave it within a request
@@ -267,7 +267,7 @@ class EdgeConnection(RequestHandler):
         try:
             self._answered_miss(data, answer)
         finally:
-            waiter, self._miss_answered = self._miss_answered, None
+            waiter, self._miss_done = self._miss_done, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
@@ -315,8 +315,8 @@ class EdgeConnection(RequestHandler):
         # path's answer out first, and its handover reach the handler.
         deadline = None if timeout is None else self._loop.time() + timeout
         if self._miss:
-            self._miss_answered = self._loop.create_future()
-            await asyncio.wait({self._miss_answered}, timeout=timeout)
+            self._miss_done = self._loop.create_future()
+            await asyncio.wait({self._miss_done}, timeout=timeout)
         if self.handover is not None and self.transport is not None:
             self._handover_taken = self._loop.create_future()
             await asyncio.wait({self._handover_taken}, timeout=_left(deadline, self._loop))
