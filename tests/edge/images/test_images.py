@@ -446,15 +446,17 @@ def test_vips_stops_decoding_once_the_budget_is_spent() -> None:
     # Baseline JPEG: a progressive one yields no row before all its scans are read.
     data = read(WIDE_JPEG)
     source = probe(data, Limits())
-    started = time.perf_counter()
+    # The work done is this process's CPU time, which other processes on a busy
+    # machine do not stretch as they stretch the wall clock's.
+    started = time.process_time()
     vips.encode(vips.load(data, source, 1200, 1), Format.JPEG, Settings(), time.monotonic() + 60)
-    whole = time.perf_counter() - started
-    started = time.perf_counter()
+    whole = time.process_time() - started
+    started = time.process_time()
     with pytest.raises(ImageError) as refused:
         vips.encode(vips.load(data, source, 1200, 1), Format.JPEG, Settings(), time.monotonic())
     assert (refused.value.status, refused.value.detail) == (504, "image-timeout")
     assert "killed" in refused.value.log
-    assert time.perf_counter() - started < whole / 2
+    assert time.process_time() - started < whole / 2
 
 
 # ── decisions (no pixels) ────────────────────────────────────────────────────
