@@ -207,19 +207,9 @@ class EdgeConnection(RequestHandler):
             if idle:
                 buffers = self.fast_hit_bytes(data, self._client)
                 if buffers is not None:
-                    # _write() and _idle_from_now() for a small body, inline: this is
-                    # what every hit from bytes runs.
                     self._request_count += 1
-                    body = buffers[-1]
-                    if len(buffers) == 2 and type(body) is bytes and len(body) <= SLICE:
-                        self.transport.writelines(buffers)  # type: ignore[union-attr, arg-type]  # open; bytes
-                    else:
-                        self._write(buffers)
-                    self._head_started = False
-                    if self._keepalive_timeout > 0:
-                        self._next_keepalive_close_time = (
-                            self._loop.time() + self._keepalive_timeout
-                        )
+                    self._write(buffers)
+                    self._idle_from_now()
                     return
                 if self.fast_miss is not None and self.fast_miss(
                     data, self._peer, self._transport_now, self._answer_miss
